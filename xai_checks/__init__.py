@@ -1,0 +1,52 @@
+"""Pure-torch explainability checks: CAMs, localisation metrics, synthetic data.
+
+No MLOps imports here (mlflow, prefect, great_expectations): the layers above
+build on this one, never the other way. Attributes load lazily, so
+``import xai_checks`` is cheap and pulls in only what is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xai_checks import cam, errors, metrics, synthetic, toy_models
+    from xai_checks.cam import CAMEngine, CAMResult, GradCAM
+    from xai_checks.errors import NonFiniteError, TargetLayerError, XAICheckError
+
+_ATTRIBUTES = {
+    "CAMEngine": "xai_checks.cam",
+    "CAMResult": "xai_checks.cam",
+    "GradCAM": "xai_checks.cam",
+    "NonFiniteError": "xai_checks.errors",
+    "TargetLayerError": "xai_checks.errors",
+    "XAICheckError": "xai_checks.errors",
+}
+_SUBMODULES = {"cam", "errors", "metrics", "synthetic", "toy_models"}
+
+__all__ = [
+    "CAMEngine",
+    "CAMResult",
+    "GradCAM",
+    "NonFiniteError",
+    "TargetLayerError",
+    "XAICheckError",
+    "cam",
+    "errors",
+    "metrics",
+    "synthetic",
+    "toy_models",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ATTRIBUTES:
+        return getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"xai_checks.{name}")
+    raise AttributeError(f"module 'xai_checks' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
