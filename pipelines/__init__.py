@@ -1,0 +1,54 @@
+"""Policy, validation, MLflow logging and the registry gate, over ``xai_checks``.
+
+Imports no Prefect: the flows build on this layer. Attributes load lazily so
+that the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.audit import AuditResult, audit_images
+    from pipelines.audit_set import AuditSet, AuditSetError, load_audit_set, write_audit_set
+    from pipelines.gate import GateDecision, Verdict, decide, record_verdict
+    from pipelines.policy import Thresholds
+
+_ATTRIBUTES = {
+    "AuditResult": "pipelines.audit",
+    "audit_images": "pipelines.audit",
+    "AuditSet": "pipelines.audit_set",
+    "AuditSetError": "pipelines.audit_set",
+    "load_audit_set": "pipelines.audit_set",
+    "write_audit_set": "pipelines.audit_set",
+    "GateDecision": "pipelines.gate",
+    "Verdict": "pipelines.gate",
+    "decide": "pipelines.gate",
+    "record_verdict": "pipelines.gate",
+    "Thresholds": "pipelines.policy",
+}
+
+__all__ = [
+    "AuditResult",
+    "AuditSet",
+    "AuditSetError",
+    "GateDecision",
+    "Thresholds",
+    "Verdict",
+    "audit_images",
+    "decide",
+    "load_audit_set",
+    "record_verdict",
+    "write_audit_set",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ATTRIBUTES:
+        return getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    raise AttributeError(f"module 'pipelines' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

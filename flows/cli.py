@@ -1,0 +1,134 @@
+"""The ``xai-gate`` command line.
+
+Heavy imports (torch, MLflow, Prefect) happen inside the commands, so
+``xai-gate --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+# Offline by default: no telemetry or analytics calls from any library.
+for _key, _value in {
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+app = typer.Typer(
+    name="xai-gate",
+    help="Block registry promotion of models that learned a shortcut.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def gate(
+    model: str = typer.Option(..., "--model", help="Registered model name."),
+    version: str = typer.Option(..., "--version", help="Model version to gate."),
+    audit_set: Path = typer.Option(..., "--audit-set", help="Audit-set manifest CSV."),
+    max_spurious_mass: float = typer.Option(0.30, help="Max mean spurious mass."),
+    max_flagged_fraction: float = typer.Option(0.10, help="Max share of flagged images."),
+    flag_mass: float = typer.Option(0.50, help="Spurious mass above which an image is flagged."),
+    alias: str = typer.Option("champion", help="Alias set only when the gate passes."),
+    target_layer: str | None = typer.Option(None, help="Layer to explain (default: auto)."),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
+    ),
+) -> None:
+    """Audit one model version and promote it only if it passes. Exit 0 pass, 1 block, 2 error."""
+    from flows.run import exit_code, run_gate
+
+    outcome = run_gate(
+        model,
+        version,
+        audit_set,
+        max_spurious_mass=max_spurious_mass,
+        max_flagged_fraction=max_flagged_fraction,
+        flag_mass=flag_mass,
+        alias=alias,
+        target_layer=target_layer,
+        tracking_uri=tracking_uri,
+    )
+    code = exit_code(outcome)
+    typer.echo(outcome.message, err=code == 2)
+    if outcome.promoted:
+        typer.echo(f"alias {alias!r} -> {model} v{version}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("demo_data"), help="Where the audit set is written."),
+    n_train: int = typer.Option(2000, help="Training images per model."),
+    epochs: int = typer.Option(8, help="Training epochs per model."),
+    n_audit: int = typer.Option(64, help="Images in the audit set."),
+    tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI."),
+) -> None:
+    """Train a shortcut and a clean lesion classifier, gate both, print the verdicts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows.demo import DemoConfig, champion_version, demo_succeeded, run_demo
+    from pipelines.tracking import configure_tracking
+
+    config = DemoConfig(
+        workdir=workdir,
+        n_train=n_train,
+        epochs=epochs,
+        n_audit=n_audit,
+        tracking_uri=tracking_uri,
+    )
+    uri = configure_tracking(tracking_uri)
+    rows = run_demo(config)
+
+    table = Table(
+        title="xai-gate demo: lesion-classifier", caption="ρ: shortcut strength in training"
+    )
+    for column in ("model", "ver", "ρ", "acc", "acc no-ruler", "spur. mass", "enrich.", "verdict"):
+        table.add_column(column, justify="left" if column in {"model", "verdict"} else "right")
+    for row in rows:
+        outcome = row.outcome
+        summary = outcome.summary
+        colour = {"passed": "green", "blocked": "red"}.get(outcome.verdict.value, "yellow")
+        table.add_row(
+            outcome.model_name,
+            outcome.version,
+            f"{row.shortcut_strength:g}",
+            f"{row.accuracy:.3f}",
+            f"{row.accuracy_no_ruler:.3f}",
+            f"{summary['spurious_mass']:.3f}" if summary else "-",
+            f"{summary['enrichment']:.2f}" if summary else "-",
+            f"[{colour}]{outcome.verdict.value}[/{colour}]",
+        )
+    console = Console()
+    console.print(table)
+    for row in rows:
+        console.print(f"  v{row.outcome.version}: {row.outcome.message}", highlight=False)
+    champion = champion_version(config.model_name)
+    console.print(f"\nalias 'champion' -> {config.model_name} v{champion}")
+    console.print(
+        "Review the evidence (overlays, scores, GX results) in the MLflow UI:\n"
+        f"  .venv/bin/mlflow ui --backend-store-uri {uri}\n"
+        "  then open experiment 'xai-gate' and the model 'lesion-classifier'.",
+        highlight=False,
+    )
+    if not demo_succeeded(rows):
+        console.print("[red]demo did not reach the expected verdicts (v1 blocked, v2 passed)[/red]")
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

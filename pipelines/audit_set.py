@@ -1,0 +1,319 @@
+"""Audit sets on disk: a CSV manifest of images with their spurious regions.
+
+Manifest columns:
+
+* ``image``: path to an image, relative to the manifest's folder;
+* ``label``: a class name of the model (or its integer index);
+* ``spurious_mask``: path to a PNG mask (non-zero = spurious), or
+  ``spurious_box``: ``x0,y0,x1,y1`` in pixels, end-exclusive.
+
+Great Expectations checks the manifest before any image is decoded: columns
+present, labels known, files present inside the audit-set folder, no
+duplicates. Every error names the manifest, the CSV line and the column.
+Images are converted to RGB (grayscale and RGBA are accepted) and scaled to
+[0, 1]; all images must share one size.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from pipelines.errors import GateError
+from pipelines.validation import Check, run_checks
+
+__all__ = ["AuditSet", "AuditSetError", "load_audit_set", "write_audit_set"]
+
+IMAGE, LABEL, MASK, BOX = "image", "label", "spurious_mask", "spurious_box"
+OK = "ok"
+
+
+class AuditSetError(GateError, ValueError):
+    """The audit set cannot be used; the message names file, line and column."""
+
+
+@dataclass(frozen=True)
+class AuditSet:
+    images: Tensor
+    """(N, 3, H, W) float32 in [0, 1]."""
+    labels: Tensor
+    """(N,) class indices."""
+    masks: Tensor
+    """(N, H, W) bool: the known spurious region of each image."""
+    image_ids: list[str]
+    class_names: tuple[str, ...] | None
+    manifest: Path
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def _line(index: int) -> int:
+    """CSV line of a data row: 1-based, after the header."""
+    return int(index) + 2
+
+
+def _inside(root: Path, value: str) -> tuple[Path | None, str]:
+    """Resolve a manifest path; refuse absolute paths and escapes from ``root``."""
+    candidate = Path(value)
+    if candidate.is_absolute():
+        return None, f"absolute path {value!r} is not allowed (paths are relative to the manifest)"
+    resolved = (root / candidate).resolve()
+    if not resolved.is_relative_to(root):
+        return None, f"path {value!r} leaves the audit-set folder"
+    if not resolved.is_file():
+        return None, f"file not found: {value}"
+    return resolved, OK
+
+
+def _parse_box(value: str) -> tuple[int, int, int, int] | None:
+    try:
+        x0, y0, x1, y1 = (int(part) for part in value.split(","))
+    except ValueError:
+        return None
+    return x0, y0, x1, y1
+
+
+def _region_status(root: Path, row: pd.Series) -> tuple[str, str]:
+    """(column, status) of a row's spurious region."""
+    mask = row.get(MASK)
+    box = row.get(BOX)
+    if isinstance(mask, str) and mask:
+        return MASK, _inside(root, mask)[1]
+    if isinstance(box, str) and box:
+        if _parse_box(box) is None:
+            return BOX, f"box {box!r} is not four integers x0,y0,x1,y1"
+        return BOX, OK
+    return MASK, f"no {MASK} or {BOX} given"
+
+
+def _status_check(manifest: Path, frame: pd.DataFrame, status_column: str, column_of: str) -> Check:
+    def describe(result: dict[str, Any]) -> str:
+        rows = list(result.get("unexpected_index_list") or [])
+        parts = [
+            f"{manifest.name}:{_line(i)} column {frame.at[i, column_of]!r}: "
+            f"{frame.at[i, status_column]}"
+            for i in rows[:5]
+        ]
+        more = f" (and {len(rows) - 5} more)" if len(rows) > 5 else ""
+        return "; ".join(parts) + more
+
+    return Check(
+        status_column,
+        lambda gxe: gxe.ExpectColumnValuesToBeInSet(column=status_column, value_set=[OK]),
+        describe,
+    )
+
+
+def _manifest_checks(
+    manifest: Path, frame: pd.DataFrame, known_labels: Sequence[str] | None
+) -> list[Check]:
+    name = manifest.name
+    checks: list[Check] = []
+    for column in (IMAGE, LABEL):
+        checks.append(
+            Check(
+                f"{column} exists",
+                lambda gxe, c=column: gxe.ExpectColumnToExist(column=c),
+                lambda _r, c=column: (
+                    f"{name}: required column {c!r} is missing "
+                    f"(columns: {', '.join(map(str, frame.columns))})"
+                ),
+            )
+        )
+    if MASK not in frame.columns and BOX not in frame.columns:
+        checks.append(
+            Check(
+                "region column exists",
+                lambda gxe: gxe.ExpectColumnToExist(column=MASK),
+                lambda _r: (
+                    f"{name}: needs a {MASK!r} or {BOX!r} column "
+                    f"(columns: {', '.join(map(str, frame.columns))})"
+                ),
+            )
+        )
+    if LABEL in frame.columns:
+
+        def bad_labels(result: dict[str, Any]) -> str:
+            rows = list(result.get("unexpected_index_list") or [])[:5]
+            found = ", ".join(f"{name}:{_line(i)} {frame.at[i, LABEL]!r}" for i in rows)
+            allowed = ", ".join(known_labels) if known_labels else "integer class indices"
+            return f"column 'label' has unknown labels: {found} (known: {allowed})"
+
+        if known_labels is not None:
+            allowed = [*known_labels, *map(str, range(len(known_labels)))]
+            build = lambda gxe: gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=allowed)  # noqa: E731
+        else:
+            build = lambda gxe: gxe.ExpectColumnValuesToMatchRegex(column=LABEL, regex=r"^\d+$")  # noqa: E731
+        checks.append(Check("labels known", build, bad_labels))
+        checks.append(
+            Check(
+                "label not null",
+                lambda gxe: gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
+                lambda r: (
+                    "column 'label' is empty on "
+                    + ", ".join(
+                        f"{name}:{_line(i)}" for i in r.get("unexpected_index_list", [])[:5]
+                    )
+                ),
+            )
+        )
+    if IMAGE in frame.columns:
+        checks.append(_status_check(manifest, frame, "_image_status", IMAGE))
+
+        def duplicates(result: dict[str, Any]) -> str:
+            rows = list(result.get("unexpected_index_list") or [])[:5]
+            found = ", ".join(f"{name}:{_line(i)} {frame.at[i, IMAGE]!r}" for i in rows)
+            return f"column 'image' lists an image more than once: {found}"
+
+        checks.append(
+            Check(
+                "image unique",
+                lambda gxe: gxe.ExpectColumnValuesToBeUnique(column=IMAGE),
+                duplicates,
+            )
+        )
+    if MASK in frame.columns or BOX in frame.columns:
+        checks.append(_status_check(manifest, frame, "_region_status", "_region_column"))
+    return checks
+
+
+def _read_manifest(manifest: Path) -> pd.DataFrame:
+    if not manifest.is_file():
+        raise AuditSetError(f"audit-set manifest not found: {manifest}")
+    try:
+        frame = pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise AuditSetError(f"cannot read manifest {manifest}: {exc}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise AuditSetError(f"manifest {manifest} has no rows: the audit set is empty")
+    return frame
+
+
+def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = None) -> AuditSet:
+    """Validate a manifest with Great Expectations, then load images and masks.
+
+    ``class_names`` are the model's classes; labels must be one of them (or an
+    index). Without them, labels must be integer indices.
+    """
+    manifest = Path(manifest).absolute()
+    frame = _read_manifest(manifest)
+    root = manifest.parent.resolve()
+    if IMAGE in frame.columns:
+        frame["_image_status"] = [
+            _inside(root, v)[1] if isinstance(v, str) else "empty image path" for v in frame[IMAGE]
+        ]
+    if MASK in frame.columns or BOX in frame.columns:
+        regions = [_region_status(root, row) for _, row in frame.iterrows()]
+        frame["_region_column"] = [column for column, _ in regions]
+        frame["_region_status"] = [status for _, status in regions]
+    report = run_checks(
+        frame, _manifest_checks(manifest, frame, class_names), suite="audit-set-manifest"
+    )
+    if not report.success:
+        raise AuditSetError("invalid audit set: " + "; ".join(report.failures))
+
+    images, masks, labels = [], [], []
+    size: tuple[int, int] | None = None
+    for index, row in frame.iterrows():
+        where = f"{manifest.name}:{_line(int(index))}"
+        image = _load_image(root / row[IMAGE], f"{where} column 'image'")
+        if size is None:
+            size = image.shape[-2:]
+        elif image.shape[-2:] != size:
+            raise AuditSetError(
+                f"{where} column 'image': size {tuple(image.shape[-2:])} differs from the first "
+                f"image's {tuple(size)}; all audit images must share one size"
+            )
+        masks.append(_load_region(root, row, image.shape[-2:], where))
+        images.append(image)
+        labels.append(_label_index(row[LABEL], class_names))
+    return AuditSet(
+        images=torch.stack(images),
+        labels=torch.tensor(labels, dtype=torch.long),
+        masks=torch.stack(masks),
+        image_ids=[str(v) for v in frame[IMAGE]],
+        class_names=tuple(class_names) if class_names is not None else None,
+        manifest=manifest,
+    )
+
+
+def _label_index(label: str, class_names: Sequence[str] | None) -> int:
+    if class_names is not None and label in class_names:
+        return list(class_names).index(label)
+    return int(label)
+
+
+def _open(path: Path, where: str) -> Image.Image:
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            return handle.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise AuditSetError(f"{where}: cannot decode {path.name}: {exc}") from None
+
+
+def _load_image(path: Path, where: str) -> Tensor:
+    array = np.asarray(_open(path, where).convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _load_region(root: Path, row: pd.Series, size: torch.Size, where: str) -> Tensor:
+    height, width = int(size[0]), int(size[1])
+    mask_path = row.get(MASK)
+    if isinstance(mask_path, str) and mask_path:
+        mask_image = _open(root / mask_path, f"{where} column 'spurious_mask'").convert("L")
+        mask = torch.from_numpy(np.asarray(mask_image, dtype=np.uint8).copy()) > 127
+        if tuple(mask.shape) != (height, width):
+            raise AuditSetError(
+                f"{where} column 'spurious_mask': mask size {tuple(mask.shape)} differs from "
+                f"its image's {(height, width)}"
+            )
+        if not mask.any():
+            raise AuditSetError(f"{where} column 'spurious_mask': mask {mask_path} is empty")
+        return mask
+    x0, y0, x1, y1 = _parse_box(row[BOX])  # type: ignore[misc]  # validated above
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise AuditSetError(
+            f"{where} column 'spurious_box': box {row[BOX]!r} is empty or outside the "
+            f"{width}x{height} image"
+        )
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def write_audit_set(
+    folder: str | Path,
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    class_names: Sequence[str],
+) -> Path:
+    """Write images and masks as PNGs plus ``manifest.csv``; return the manifest path."""
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.csv"
+    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    mask_pixels = (masks.to(torch.uint8) * 255).numpy()
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([IMAGE, LABEL, MASK])
+        for i, (image, mask, label) in enumerate(zip(pixels, mask_pixels, labels, strict=True)):
+            image_path = f"images/{i:05d}.png"
+            mask_path = f"masks/{i:05d}.png"
+            Image.fromarray(image).save(folder / image_path)
+            Image.fromarray(mask).save(folder / mask_path)
+            writer.writerow([image_path, class_names[int(label)], mask_path])
+    return manifest

@@ -1,0 +1,12 @@
+"""Errors the gate expects and explains: they end a run as ``error``, never ``passed``."""
+
+from __future__ import annotations
+
+__all__ = ["GateError"]
+
+
+class GateError(Exception):
+    """A failure with a message that names its cause (file, line, column, layer).
+
+    Callers show the message alone: a traceback would add nothing for the user.
+    """

@@ -1,0 +1,127 @@
+"""MLflow side of the gate: load the model version, log the evidence.
+
+MLflow is imported inside the functions that need it, so importing the
+package (and the CLI's ``--help``) stays fast. The tracking URI is whatever
+MLflow resolves (``MLFLOW_TRACKING_URI`` first), defaulting to
+``sqlite:///mlflow.db`` rather than MLflow's own default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from pipelines.audit import AuditResult
+from pipelines.errors import GateError
+from pipelines.validation import ValidationReport
+
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "EXPERIMENT",
+    "LoadedModel",
+    "ModelLoadError",
+    "configure_tracking",
+    "load_model_version",
+    "log_audit_evidence",
+]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "xai-gate"
+
+
+class ModelLoadError(GateError, RuntimeError):
+    """The model version cannot be found or loaded as a torch module."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    module: nn.Module
+    name: str
+    version: str
+    uri: str
+    class_names: tuple[str, ...] | None
+    source_run_id: str | None
+
+
+def configure_tracking(tracking_uri: str | None = None) -> str:
+    """Point MLflow at ``tracking_uri``, ``$MLFLOW_TRACKING_URI`` or the sqlite default."""
+    import mlflow
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def load_model_version(name: str, version: str | int) -> LoadedModel:
+    """Load ``models:/name/version`` as a torch module, with its class names if logged.
+
+    Both ``mlflow.pytorch`` formats load: ``pickle`` gives back the original
+    module; ``pt2`` gives a ``torch.fx.GraphModule`` whose container modules
+    are flattened, so an automatically detected target layer is the last
+    spatial *module* left (activation functions are inlined there).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    version = str(version)
+    uri = f"models:/{name}/{version}"
+    client = mlflow.MlflowClient()
+    try:
+        model_version = client.get_model_version(name, version)
+        info = mlflow.models.get_model_info(uri)
+        module = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except MlflowException as exc:
+        raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"{uri} is a {type(module).__name__}, not a torch.nn.Module")
+    metadata = info.metadata or {}
+    names = metadata.get("class_names")
+    return LoadedModel(
+        module=module,
+        name=name,
+        version=version,
+        uri=uri,
+        class_names=tuple(str(n) for n in names) if names else None,
+        source_run_id=model_version.run_id,
+    )
+
+
+def log_audit_evidence(
+    audit: AuditResult,
+    validation: ValidationReport,
+    *,
+    model_name: str,
+    model_version: str,
+    params: dict[str, Any],
+    overlay_title: str = "",
+) -> str:
+    """Log metrics and artifacts of one gate run; return the MLflow run id.
+
+    Artifacts: ``xai/gradcam_overlays.png``, ``xai/scores.csv``,
+    ``xai/validation.json``. The run is new, in the ``xai-gate`` experiment,
+    and tagged with the model version it audited.
+    """
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from pipelines.plots import overlay_grid
+
+    mlflow.set_experiment(EXPERIMENT)
+    run_name = f"gate-{model_name}-v{model_version}"
+    tags = {"xai_gate.model_name": model_name, "xai_gate.model_version": model_version}
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+        mlflow.log_metrics(audit.metrics())
+        mlflow.log_text(audit.scores.to_csv(index=False), "xai/scores.csv")
+        mlflow.log_text(json.dumps(validation.result, indent=2, default=str), "xai/validation.json")
+        if audit.worst is not None and len(audit.worst.rows):
+            fig = overlay_grid(audit.worst, title=overlay_title)
+            try:
+                mlflow.log_figure(fig, "xai/gradcam_overlays.png")
+            finally:
+                plt.close(fig)
+        return run.info.run_id
