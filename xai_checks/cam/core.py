@@ -110,9 +110,10 @@ class CAMEngine(ABC):
 
     def explain(self, images: Tensor, targets: Targets = None) -> CAMResult:
         """Run one explanation pass and return heatmaps, raw maps, targets and logits."""
-        images = self._prepare(images)
-        requested = _check_target_shape(targets, images.shape[0])
+        # Leave any outer inference mode: its tensors cannot take part in autograd.
         with torch.inference_mode(False), explanation_mode(self.model):
+            images = self._prepare(images)
+            requested = _check_target_shape(targets, images.shape[0])
             name, layer = self._resolve(images)
             capture = _LayerCapture(name)
             handle = layer.register_forward_hook(capture)
@@ -147,7 +148,7 @@ class CAMEngine(ABC):
         param = next(self.model.parameters(), None)
         if param is not None:
             images = images.to(device=param.device, dtype=param.dtype)
-        return images
+        return images.clone() if images.is_inference() else images
 
     def _resolve(self, images: Tensor) -> tuple[str, nn.Module]:
         if self._layer is None:
@@ -173,7 +174,7 @@ def _check_target_shape(targets: Targets, n: int) -> Tensor | None:
         )
     if tensor.is_floating_point() or tensor.dtype == torch.bool:
         raise TypeError(f"targets must be integer class indices, got dtype {tensor.dtype}")
-    return tensor.long()
+    return tensor.to(torch.long, copy=True)  # a copy: an inference tensor cannot enter autograd
 
 
 def _resolve_targets(requested: Tensor | None, logits: Tensor) -> Tensor:

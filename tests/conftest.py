@@ -1,0 +1,58 @@
+"""Shared fixtures: offline environment, a real sqlite MLflow store, trained toy models."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+for _key, _value in {
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh sqlite MLflow store in a temp dir; artifacts land there too (cwd)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    if mlflow.active_run():
+        mlflow.end_run()
+
+
+@dataclass(frozen=True)
+class TrainedPair:
+    shortcut: torch.nn.Module
+    clean: torch.nn.Module
+
+
+@pytest.fixture(scope="session")
+def trained_pair() -> TrainedPair:
+    """SmallCNNs trained at ρ = 1 (ruler shortcut) and ρ = 0 (clean), once per session."""
+    from xai_checks.synthetic import make_lesions
+    from xai_checks.toy_models import SmallCNN, train_classifier
+
+    models = []
+    for rho in (1.0, 0.0):
+        data = make_lesions(2000, shortcut_strength=rho, seed=1)
+        torch.manual_seed(0)
+        model = SmallCNN()
+        train_classifier(model, data.images, data.labels, epochs=8)
+        models.append(model)
+    return TrainedPair(*models)

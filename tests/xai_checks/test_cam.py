@@ -1,0 +1,232 @@
+"""GradCAM: agreement with the reference implementations, targets, errors, state hygiene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from xai_checks import GradCAM
+from xai_checks.errors import NonFiniteError, TargetLayerError
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return resnet18(weights=None).eval()
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_matches_pytorch_grad_cam_per_image(resnet, images):
+    from pytorch_grad_cam import GradCAM as ReferenceCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    targets = [1, 7, 42, 999]
+    ours = GradCAM(resnet, "layer4")(images, targets=targets)
+    reference = ReferenceCAM(model=resnet, target_layers=[resnet.layer4])(
+        input_tensor=images, targets=[ClassifierOutputTarget(t) for t in targets]
+    )
+    assert ours.shape == (4, 224, 224)
+    for mine, theirs in zip(ours.numpy(), reference, strict=True):
+        assert theirs.std() > 0  # a flat reference map would make the comparison vacuous
+        r = np.corrcoef(mine.ravel(), theirs.ravel())[0, 1]
+        assert r >= 0.999
+        assert np.abs(mine - theirs).max() < 1e-3
+
+
+def test_raw_maps_match_captum_layer_gradcam(resnet, images):
+    from captum.attr import LayerGradCam
+
+    result = GradCAM(resnet, "layer4").explain(images, targets=3)
+    captum = LayerGradCam(resnet, resnet.layer4).attribute(images, target=3, relu_attributions=True)
+    assert result.raw.shape == (4, 7, 7)
+    torch.testing.assert_close(result.raw, captum.squeeze(1).detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_output_is_scaled_per_map_at_input_resolution(resnet, images):
+    heatmaps = GradCAM(resnet)(images[:, :, :160, :192])
+    assert heatmaps.shape == (4, 160, 192)
+    assert heatmaps.dtype == torch.float32
+    for heatmap in heatmaps:
+        assert heatmap.min() == 0.0
+        assert heatmap.max() == pytest.approx(1.0)
+
+
+def test_auto_detects_last_spatial_layer(resnet, images):
+    cam = GradCAM(resnet)
+    assert cam.target_layer is None  # nothing runs in the constructor
+    result = cam.explain(images[:1])
+    assert result.layer == "layer4" == cam.target_layer
+
+
+def test_module_and_name_give_the_same_maps(resnet, images):
+    by_name = GradCAM(resnet, "layer4")(images, targets=5)
+    by_module = GradCAM(resnet, resnet.layer4)(images, targets=5)
+    torch.testing.assert_close(by_name, by_module)
+
+
+def test_default_target_is_the_prediction(resnet, images):
+    result = GradCAM(resnet).explain(images)
+    with torch.no_grad():
+        expected = resnet(images).argmax(1)
+    assert torch.equal(result.targets, expected)
+    assert torch.equal(result.predictions, expected)
+
+
+def test_int_target_applies_to_every_image(resnet, images):
+    cam = GradCAM(resnet)
+    as_int = cam.explain(images, targets=17)
+    assert as_int.targets.tolist() == [17] * 4
+    torch.testing.assert_close(as_int.heatmaps, cam(images, targets=[17, 17, 17, 17]))
+
+
+def test_per_image_targets_explain_each_image_separately(resnet, images):
+    cam = GradCAM(resnet)
+    mixed = cam(images, targets=torch.tensor([0, 1, 2, 3]))
+    for i in range(4):
+        alone = cam(images[i : i + 1], targets=i)
+        torch.testing.assert_close(mixed[i], alone[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("targets", [[1, 2], [1, 2, 3, 4, 5], torch.zeros(4, 1, dtype=torch.long)])
+def test_targets_of_wrong_length_are_rejected(resnet, images, targets):
+    with pytest.raises(ValueError, match="expected length 4"):
+        GradCAM(resnet)(images, targets=targets)
+
+
+@pytest.mark.parametrize("target", [1000, -1])
+def test_target_out_of_range_is_a_clear_error(resnet, images, target):
+    with pytest.raises(ValueError, match=r"out of range: the model has 1000 classes"):
+        GradCAM(resnet)(images, targets=target)
+
+
+def test_unknown_layer_name_suggests_close_matches(resnet, images):
+    with pytest.raises(TargetLayerError, match=r"'layer5' does not exist.*'layer4'"):
+        GradCAM(resnet, "layer5")(images)
+
+
+def test_module_outside_the_model_is_rejected(resnet, images):
+    with pytest.raises(TargetLayerError, match="not a submodule"):
+        GradCAM(resnet, nn.Conv2d(3, 3, 1))(images)
+
+
+def test_model_without_spatial_layer_is_a_clear_error():
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 2))
+    with pytest.raises(TargetLayerError, match="no layer with a spatial output"):
+        GradCAM(mlp)(torch.rand(2, 3, 8, 8))
+    assert _hooks(mlp) == 0
+
+
+def test_works_under_outer_no_grad_and_inference_mode(resnet, images):
+    expected = GradCAM(resnet)(images, targets=3)
+    with torch.no_grad():
+        under_no_grad = GradCAM(resnet)(images, targets=3)
+    with torch.inference_mode():
+        under_inference = GradCAM(resnet)(images, targets=3)
+    torch.testing.assert_close(under_no_grad, expected)
+    torch.testing.assert_close(under_inference, expected)
+    assert torch.is_grad_enabled()
+
+
+def test_restores_modes_and_requires_grad_and_leaves_grads_untouched(images):
+    torch.manual_seed(0)
+    model = resnet18(weights=None)
+    model.train()
+    model.layer1.eval()  # a mixed state must come back exactly
+    for param in model.layer2.parameters():
+        param.requires_grad_(False)
+    modes = {name: m.training for name, m in model.named_modules()}
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+
+    GradCAM(model)(images[:2])
+
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert _hooks(model) == 0
+
+
+def test_explains_in_eval_mode_even_when_the_model_is_training(images):
+    torch.manual_seed(0)
+    model = resnet18(weights=None).train()
+    in_train_mode = GradCAM(model)(images[:2], targets=1)
+    model.eval()
+    in_eval_mode = GradCAM(model)(images[:2], targets=1)
+    torch.testing.assert_close(in_train_mode, in_eval_mode)
+
+
+def test_hooks_removed_and_state_restored_when_forward_raises(images):
+    torch.manual_seed(0)
+    model = resnet18(weights=None).train()
+    flags = [p.requires_grad for p in model.parameters()]
+
+    def explode(*_args):
+        raise RuntimeError("boom in fc")
+
+    user_hook = model.fc.register_forward_hook(explode)
+    for target_layer in ("layer4", None):
+        with pytest.raises(RuntimeError, match="boom in fc"):
+            GradCAM(model, target_layer)(images[:1])
+        assert _hooks(model) == 1  # only the user's own hook is left
+        assert model.training and all(m.training for m in model.modules())
+        assert [p.requires_grad for p in model.parameters()] == flags
+    user_hook.remove()
+
+
+def test_frozen_model_still_gets_gradients_at_the_target_layer(resnet, images):
+    for param in resnet.parameters():
+        param.requires_grad_(False)
+    try:
+        heatmaps = GradCAM(resnet)(images[:2], targets=0)
+    finally:
+        for param in resnet.parameters():
+            param.requires_grad_(True)
+    assert heatmaps.amax(dim=(1, 2)).tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_non_finite_activations_are_an_error_not_a_map(resnet, images):
+    poisoned = images.clone()
+    poisoned[0, :, :50, :50] = float("nan")
+    with pytest.raises(NonFiniteError, match="layer4"):
+        GradCAM(resnet)(poisoned, targets=0)
+
+
+def test_tuple_and_huggingface_style_outputs_are_unwrapped(resnet, images):
+    class TupleOut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = resnet
+
+        def forward(self, x):
+            return (self.net(x), "extra")
+
+    class Logits(dict):
+        @property
+        def logits(self):
+            return self["logits"]
+
+    class ModelOutputStyle(TupleOut):
+        def forward(self, x):
+            return Logits(logits=self.net(x))
+
+    expected = GradCAM(resnet, "layer4")(images[:2], targets=9)
+    for wrapper in (TupleOut(), ModelOutputStyle()):
+        got = GradCAM(wrapper, "net.layer4")(images[:2], targets=9)
+        torch.testing.assert_close(got, expected)
+
+
+def test_bad_images_are_rejected(resnet):
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        GradCAM(resnet)(torch.rand(3, 32, 32))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        GradCAM(resnet)(np.zeros((1, 3, 32, 32)))
