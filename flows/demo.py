@@ -113,6 +113,6 @@ def champion_version(model_name: str, alias: str = DEFAULT_ALIAS) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return MlflowClient().get_model_version_by_alias(model_name, alias).version
+        return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
     except MlflowException:
         return None

@@ -168,7 +168,7 @@ def _manifest_checks(
             )
         )
     if IMAGE in frame.columns:
-        checks.append(_status_check(manifest, frame, "_image_status", IMAGE))
+        checks.append(_status_check(manifest, frame, "_image_status", "_image_column"))
 
         def duplicates(result: dict[str, Any]) -> str:
             rows = list(result.get("unexpected_index_list") or [])[:5]
@@ -210,6 +210,7 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
     frame = _read_manifest(manifest)
     root = manifest.parent.resolve()
     if IMAGE in frame.columns:
+        frame["_image_column"] = IMAGE
         frame["_image_status"] = [
             _inside(root, v)[1] if isinstance(v, str) else "empty image path" for v in frame[IMAGE]
         ]

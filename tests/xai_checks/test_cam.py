@@ -228,5 +228,5 @@ def test_tuple_and_huggingface_style_outputs_are_unwrapped(resnet, images):
 def test_bad_images_are_rejected(resnet):
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         GradCAM(resnet)(torch.rand(3, 32, 32))
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
         GradCAM(resnet)(np.zeros((1, 3, 32, 32)))

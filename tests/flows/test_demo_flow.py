@@ -1,0 +1,144 @@
+"""End to end: train, register, gate through the Prefect flow, evidence in MLflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.demo import DemoConfig, champion_version, run_demo
+from flows.xai_gate import GateOutcome, xai_gate
+from pipelines.gate import Verdict
+
+pytestmark = pytest.mark.slow
+MODEL = "lesion-classifier"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo at its real size, in a temp dir with its own sqlite store."""
+    workdir = tmp_path_factory.mktemp("demo")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        rows = run_demo(DemoConfig(workdir=workdir, tracking_uri=uri))
+        yield workdir, uri, rows
+
+
+def test_shortcut_version_blocked_clean_version_promoted(demo):
+    _, _, rows = demo
+    v1, v2 = (row.outcome for row in rows)
+    assert (v1.version, v1.verdict, v1.promoted) == ("1", Verdict.BLOCKED, False)
+    assert (v2.version, v2.verdict, v2.promoted) == ("2", Verdict.PASSED, True)
+    assert "spurious_mass mean" in v1.message and "exceeds max_spurious_mass 0.300" in v1.message
+    assert champion_version(MODEL) == "2"
+    # The story the table tells: v1 looks perfect in distribution and fails without rulers.
+    assert rows[0].accuracy > 0.98 and rows[0].accuracy_no_ruler < 0.6
+    assert rows[1].accuracy_no_ruler > 0.75
+
+
+def test_registry_tags_point_at_the_evidence_runs(demo):
+    client = MlflowClient()
+    tags = {v: client.get_model_version(MODEL, v).tags for v in ("1", "2")}
+    assert tags["1"]["xai_gate.verdict"] == "blocked"
+    assert tags["2"]["xai_gate.verdict"] == "passed"
+    assert "spurious_mass mean" in tags["1"]["xai_gate.reason"]
+    metrics = {v: client.get_run(tags[v]["xai_gate.run_id"]).data.metrics for v in ("1", "2")}
+    for version_metrics in metrics.values():
+        assert set(version_metrics) >= {
+            "gradcam.spurious_mass",
+            "gradcam.enrichment",
+            "gradcam.flagged_fraction",
+            "accuracy",
+        }
+    assert metrics["1"]["gradcam.spurious_mass"] > 0.3 > metrics["2"]["gradcam.spurious_mass"]
+    assert metrics["1"]["gradcam.enrichment"] > metrics["2"]["gradcam.enrichment"]
+
+
+def test_artifacts_exist_and_hold_the_scores(demo):
+    client = MlflowClient()
+    run_id = client.get_model_version(MODEL, "1").tags["xai_gate.run_id"]
+    names = {a.path for a in client.list_artifacts(run_id, "xai")}
+    assert names == {"xai/gradcam_overlays.png", "xai/scores.csv", "xai/validation.json"}
+    local = Path(client.download_artifacts(run_id, "xai"))
+    scores = pd.read_csv(local / "scores.csv")
+    assert len(scores) == 64 and scores["flagged"].all()
+    validation = (local / "validation.json").read_text()
+    assert '"success": false' in validation
+    png = (local / "gradcam_overlays.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+def test_flow_state_is_failed_for_blocked_and_a_rerun_changes_nothing(demo):
+    workdir, uri, _ = demo
+    manifest = workdir / "audit" / "manifest.csv"
+    state = xai_gate(MODEL, "1", manifest, tracking_uri=uri, return_state=True)
+    assert state.is_failed()
+    assert "blocked: spurious_mass mean" in state.message
+    outcome = state.result(raise_on_failure=False)
+    assert isinstance(outcome, GateOutcome) and outcome.verdict is Verdict.BLOCKED
+    passed = xai_gate(MODEL, "2", manifest, tracking_uri=uri, return_state=True)
+    assert passed.is_completed()
+    assert champion_version(MODEL) == "2"
+
+
+def test_cli_exit_codes(demo):
+    workdir, uri, _ = demo
+    manifest = str(workdir / "audit" / "manifest.csv")
+    runner = CliRunner()
+    args = ["gate", "--model", MODEL, "--audit-set", manifest, "--tracking-uri", uri]
+    blocked = runner.invoke(app, [*args, "--version", "1"])
+    assert blocked.exit_code == 1, blocked.output
+    assert "lesion-classifier v1 blocked: spurious_mass mean" in blocked.output
+    passed = runner.invoke(app, [*args, "--version", "2"])
+    assert passed.exit_code == 0, passed.output
+    assert "alias 'champion' -> lesion-classifier v2" in passed.output
+    missing = runner.invoke(app, [*args, "--version", "9"])
+    assert missing.exit_code == 2
+    assert "cannot load models:/lesion-classifier/9" in missing.output
+
+
+def test_bad_manifest_exits_2_with_a_clear_message_and_no_traceback(demo):
+    workdir, uri, _ = demo
+    bad = workdir / "audit" / "bad.csv"
+    bad.write_text(
+        "image,label,spurious_mask\nimages/00000.png,benign,masks/00000.png\n"
+        "images/missing.png,benign,masks/00001.png\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env.pop("PREFECT_API_URL", None)  # the CLI starts its own ephemeral server, as a user's would
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "gate",
+            "--model",
+            MODEL,
+            "--version",
+            "1",
+            "--audit-set",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env=env,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert "bad.csv:3 column 'image': file not found: images/missing.png" in proc.stderr
+    assert "Traceback" not in output
+    assert champion_version(MODEL) == "2"
+    assert MlflowClient().get_model_version(MODEL, "1").tags["xai_gate.verdict"] == "blocked"

@@ -1,0 +1,160 @@
+"""Audit-set manifests: a round trip, and a clear error for each kind of bad input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from pipelines.audit_set import AuditSetError, load_audit_set, write_audit_set
+from xai_checks.synthetic import CLASS_NAMES, make_lesions
+
+
+@pytest.fixture
+def audit_dir(tmp_path: Path) -> Path:
+    batch = make_lesions(6, ruler="always", seed=5, size=32)
+    write_audit_set(tmp_path / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
+    return tmp_path / "audit"
+
+
+def _rewrite(manifest: Path, text: str) -> Path:
+    manifest.write_text(text)
+    return manifest
+
+
+def test_round_trip_keeps_pixels_labels_and_masks(tmp_path):
+    batch = make_lesions(6, ruler="always", seed=5, size=32)
+    manifest = write_audit_set(tmp_path, batch.images, batch.labels, batch.masks, CLASS_NAMES)
+    loaded = load_audit_set(manifest, class_names=CLASS_NAMES)
+    assert len(loaded) == 6
+    assert torch.equal(loaded.labels, batch.labels)
+    assert torch.equal(loaded.masks, batch.masks)
+    assert (loaded.images - batch.images).abs().max() <= 0.5 / 255 + 1e-6
+    assert loaded.image_ids[0] == "images/00000.png"
+
+
+def test_boxes_become_rectangular_masks(audit_dir):
+    manifest = _rewrite(
+        audit_dir / "boxes.csv",
+        'image,label,spurious_box\nimages/00000.png,benign,"2,3,10,5"\n'
+        'images/00001.png,1,"0,0,32,32"\n',
+    )
+    loaded = load_audit_set(manifest, class_names=CLASS_NAMES)
+    assert loaded.masks[0].sum() == 8 * 2 and loaded.masks[0, 3:5, 2:10].all()
+    assert loaded.masks[1].all()
+    assert loaded.labels.tolist() == [0, 1]
+
+
+def test_grayscale_and_rgba_images_are_converted_to_rgb(audit_dir):
+    Image.open(audit_dir / "images/00000.png").convert("L").save(audit_dir / "images/00000.png")
+    Image.open(audit_dir / "images/00001.png").convert("RGBA").save(audit_dir / "images/00001.png")
+    loaded = load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+    assert loaded.images.shape == (6, 3, 32, 32)
+    assert torch.equal(loaded.images[0, 0], loaded.images[0, 1])
+
+
+@pytest.mark.parametrize(
+    ("manifest_text", "message"),
+    [
+        ("label,spurious_mask\nbenign,masks/00000.png\n", r"required column 'image' is missing"),
+        ("image,spurious_mask\nimages/00000.png,masks/00000.png\n", r"required column 'label'"),
+        ("image,label\nimages/00000.png,benign\n", r"needs a 'spurious_mask' or 'spurious_box'"),
+        (
+            "image,label,spurious_mask\nimages/00000.png,benign,masks/00000.png\n"
+            "images/00001.png,melanoma,masks/00001.png\n",
+            r"unknown labels: manifest\.csv:3 'melanoma' \(known: benign, malignant\)",
+        ),
+        (
+            "image,label,spurious_mask\nimages/00000.png,benign,masks/00000.png\n"
+            "images/nope.png,benign,masks/00001.png\n",
+            r"manifest\.csv:3 column 'image': file not found: images/nope\.png",
+        ),
+        (
+            "image,label,spurious_mask\n../outside.png,benign,masks/00000.png\n",
+            r"manifest\.csv:2 column 'image': path '\.\./outside\.png' leaves the audit-set folder",
+        ),
+        (
+            "image,label,spurious_mask\n/etc/passwd,benign,masks/00000.png\n",
+            r"manifest\.csv:2 column 'image': absolute path '/etc/passwd' is not allowed",
+        ),
+        (
+            "image,label,spurious_mask\nimages/00000.png,benign,masks/missing.png\n",
+            r"manifest\.csv:2 column 'spurious_mask': file not found: masks/missing\.png",
+        ),
+        (
+            'image,label,spurious_box\nimages/00000.png,benign,"1,2,3"\n',
+            r"manifest\.csv:2 column 'spurious_box': box '1,2,3' is not four integers",
+        ),
+        (
+            'image,label,spurious_box\nimages/00000.png,benign,"0,0,40,5"\n',
+            r"manifest\.csv:2 column 'spurious_box': box '0,0,40,5' is empty or outside",
+        ),
+        (
+            "image,label,spurious_mask\nimages/00000.png,benign,masks/00000.png\n"
+            "images/00000.png,benign,masks/00000.png\n",
+            r"lists an image more than once: manifest\.csv:2 'images/00000\.png'",
+        ),
+        ("image,label,spurious_mask\n", r"has no rows: the audit set is empty"),
+    ],
+)
+def test_bad_manifests_name_file_line_and_column(audit_dir, manifest_text, message):
+    manifest = _rewrite(audit_dir / "manifest.csv", manifest_text)
+    with pytest.raises(AuditSetError, match=message):
+        load_audit_set(manifest, class_names=CLASS_NAMES)
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(AuditSetError, match="audit-set manifest not found"):
+        load_audit_set(tmp_path / "nope.csv")
+
+
+def test_symlink_out_of_the_folder_is_refused(audit_dir, tmp_path):
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (32, 32)).save(outside)
+    os.symlink(outside, audit_dir / "images" / "link.png")
+    manifest = _rewrite(
+        audit_dir / "manifest.csv",
+        "image,label,spurious_mask\nimages/link.png,benign,masks/00000.png\n",
+    )
+    with pytest.raises(AuditSetError, match=r"'images/link\.png' leaves the audit-set folder"):
+        load_audit_set(manifest, class_names=CLASS_NAMES)
+
+
+def test_corrupt_image_names_its_line(audit_dir):
+    (audit_dir / "images/00002.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(
+        AuditSetError, match=r"manifest\.csv:4 column 'image': cannot decode 00002\.png"
+    ):
+        load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+
+
+def test_empty_or_wrongly_sized_masks_are_refused(audit_dir):
+    Image.new("L", (32, 32), 0).save(audit_dir / "masks/00001.png")
+    with pytest.raises(
+        AuditSetError, match=r"manifest\.csv:3 column 'spurious_mask': mask .* is empty"
+    ):
+        load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+    Image.new("L", (16, 16), 255).save(audit_dir / "masks/00001.png")
+    with pytest.raises(AuditSetError, match=r"manifest\.csv:3 .*mask size \(16, 16\) differs"):
+        load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+
+
+def test_images_of_another_size_are_refused(audit_dir):
+    Image.new("RGB", (40, 32)).save(audit_dir / "images/00003.png")
+    with pytest.raises(
+        AuditSetError, match=r"manifest\.csv:5 column 'image': size \(32, 40\) differs"
+    ):
+        load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+
+
+def test_without_class_names_labels_must_be_indices(audit_dir):
+    with pytest.raises(AuditSetError, match="known: integer class indices"):
+        load_audit_set(audit_dir / "manifest.csv")
+    manifest = _rewrite(
+        audit_dir / "manifest.csv",
+        "image,label,spurious_mask\nimages/00000.png,1,masks/00000.png\n",
+    )
+    assert load_audit_set(manifest).labels.tolist() == [1]

@@ -1,0 +1,72 @@
+"""The registry gate on a real sqlite MLflow store: tags always, alias only on pass."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from pipelines.gate import GateDecision, Verdict, record_verdict
+from pipelines.tracking import ModelLoadError, load_model_version
+from xai_checks.toy_models import SmallCNN
+
+
+@pytest.fixture
+def two_versions(tracking_uri) -> str:
+    name = "gate-test"
+    for _ in range(2):
+        with mlflow.start_run():
+            mlflow.pytorch.log_model(
+                SmallCNN(width=8),
+                name="model",
+                registered_model_name=name,
+                serialization_format="pickle",
+                metadata={"class_names": ["a", "b"]},
+                pip_requirements=["torch"],
+            )
+    return name
+
+
+def test_passed_sets_alias_and_tags(two_versions):
+    client = MlflowClient()
+    moved = record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="run-1")
+    assert moved
+    assert str(client.get_model_version_by_alias(two_versions, "champion").version) == "1"
+    tags = client.get_model_version(two_versions, "1").tags
+    assert tags == {
+        "xai_gate.verdict": "passed",
+        "xai_gate.run_id": "run-1",
+        "xai_gate.reason": "all expectations met",
+    }
+
+
+def test_blocked_leaves_the_alias_where_it_was(two_versions):
+    client = MlflowClient()
+    record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r1")
+    decision = GateDecision(Verdict.BLOCKED, ["spurious_mass mean 0.6 exceeds 0.3"])
+    assert not record_verdict(two_versions, "2", decision, run_id="r2")
+    assert str(client.get_model_version_by_alias(two_versions, "champion").version) == "1"
+    tags = client.get_model_version(two_versions, "2").tags
+    assert tags["xai_gate.verdict"] == "blocked"
+    assert tags["xai_gate.reason"] == "spurious_mass mean 0.6 exceeds 0.3"
+
+
+def test_blocked_first_version_gets_no_alias(two_versions):
+    record_verdict(two_versions, "1", GateDecision(Verdict.BLOCKED, ["x"]), run_id="r")
+    assert MlflowClient().get_registered_model(two_versions).aliases == {}
+
+
+def test_load_model_version_returns_module_and_class_names(two_versions):
+    loaded = load_model_version(two_versions, 2)
+    assert isinstance(loaded.module, SmallCNN)
+    assert loaded.class_names == ("a", "b")
+    assert loaded.uri == "models:/gate-test/2"
+    assert loaded.module(torch.rand(1, 3, 32, 32)).shape == (1, 2)
+
+
+def test_missing_model_version_is_a_clear_error(two_versions):
+    with pytest.raises(ModelLoadError, match=r"cannot load models:/gate-test/7"):
+        load_model_version(two_versions, 7)
+    with pytest.raises(ModelLoadError, match=r"cannot load models:/no-such-model/1"):
+        load_model_version("no-such-model", 1)
