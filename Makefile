@@ -29,12 +29,14 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.stamp-runtime
 	$(BIN)/xai-gate demo
 
+# pytest exits 5 when it collected nothing: that must fail, never pass silently.
 test: $(VENV)/.stamp-test
-	$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run"; exit 1; fi; \
+	exit $$rc
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 
 format: $(VENV)/.stamp-test
 	$(BIN)/ruff check --fix .

@@ -31,6 +31,7 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("tests")  # forget an experiment id cached from another store
     yield uri
     if mlflow.active_run():
         mlflow.end_run()
