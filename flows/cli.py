@@ -110,6 +110,8 @@ def demo(
             f"[{colour}]{outcome.verdict.value}[/{colour}]",
         )
     console = Console()
+    if not console.is_terminal:  # logs and pipes: room for the whole table
+        console = Console(width=max(console.width, 100))
     console.print(table)
     for row in rows:
         console.print(f"  v{row.outcome.version}: {row.outcome.message}", highlight=False)

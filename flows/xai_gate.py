@@ -111,7 +111,7 @@ def log_evidence(
         model_name=model.name,
         model_version=model.version,
         params=params,
-        overlay_title=f"{model.name} v{model.version}: {verdict} (worst spurious mass first)",
+        overlay_title=f"{model.name} v{model.version}: {verdict}",
     )
 
 

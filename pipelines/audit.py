@@ -14,12 +14,12 @@ from pipelines.policy import SCORE_COLUMNS, Thresholds
 from xai_checks.cam import GradCAM
 from xai_checks.metrics import area_fraction, enrichment, relevance_mass
 
-__all__ = ["AuditResult", "WorstCases", "audit_images"]
+__all__ = ["AuditResult", "Cases", "audit_images"]
 
 
 @dataclass(frozen=True)
-class WorstCases:
-    """The images with the highest spurious mass, kept for the overlay grid."""
+class Cases:
+    """A few audited images with their full-resolution heatmaps, for overlay grids."""
 
     images: Tensor
     heatmaps: Tensor
@@ -32,7 +32,10 @@ class AuditResult:
     scores: pd.DataFrame
     """One row per image: ``image_id, label, prediction, spurious_mass, enrichment, flagged``."""
     summary: dict[str, float | int | str] = field(default_factory=dict)
-    worst: WorstCases | None = None
+    worst: Cases | None = None
+    """The highest-spurious-mass images, worst first."""
+    samples: Cases | None = None
+    """The first images in audit-set order: what the model typically looks at."""
 
     def metrics(self) -> dict[str, float]:
         """The MLflow metrics of this audit."""
@@ -61,8 +64,8 @@ def audit_images(
     """Explain each image's predicted class with Grad-CAM and score it against its mask.
 
     ``images`` are (N, C, H, W) as the model takes them, ``masks`` (N, H, W)
-    bool. Batches stream through; only the ``keep_worst`` highest-mass images
-    keep their full-resolution heatmaps. ``progress=None`` shows a bar on a TTY.
+    bool. Batches stream through; full-resolution heatmaps are kept only for
+    the ``keep_worst`` highest-mass images and the first ``keep_worst`` images. ``progress=None`` shows a bar on a TTY.
     """
     thresholds = thresholds or Thresholds()
     labels = torch.as_tensor(labels, dtype=torch.long)
@@ -80,6 +83,7 @@ def audit_images(
     worst_index = torch.empty(0, dtype=torch.long)
     worst_maps = torch.empty(0, *images.shape[-2:])
     worst_mass = torch.empty(0)
+    sample_maps: list[Tensor] = []
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="Grad-CAM audit", unit="batch", disable=_no_bar(progress)):
         stop = min(start + batch_size, n)
@@ -90,6 +94,8 @@ def audit_images(
         masses.append(mass)
         enrichments.append(enrichment(result.heatmaps, batch_masks).cpu())
         chance.append(area_fraction(batch_masks).cpu())
+        if start < keep_worst:
+            sample_maps.append(result.heatmaps[: keep_worst - start].cpu())
         # Keep only the running top-k for overlays: memory stays flat on big audits.
         worst_index = torch.cat([worst_index, torch.arange(start, stop)])
         worst_maps = torch.cat([worst_maps, result.heatmaps.cpu()])
@@ -119,13 +125,20 @@ def audit_images(
         "chance_mass": float(torch.cat(chance).mean()),
         "target_layer": cam.target_layer or "",
     }
-    worst = WorstCases(
+    worst = Cases(
         images=images[worst_index].detach().cpu(),
         heatmaps=worst_maps,
         masks=masks[worst_index].cpu(),
         rows=scores.iloc[worst_index.tolist()].reset_index(drop=True),
     )
-    return AuditResult(scores=scores, summary=summary, worst=worst)
+    n_samples = min(keep_worst, n)
+    samples = Cases(
+        images=images[:n_samples].detach().cpu(),
+        heatmaps=torch.cat(sample_maps),
+        masks=masks[:n_samples].cpu(),
+        rows=scores.iloc[:n_samples].reset_index(drop=True),
+    )
+    return AuditResult(scores=scores, summary=summary, worst=worst, samples=samples)
 
 
 def _names(indices: Tensor, class_names: Sequence[str] | None) -> list[str] | list[int]:

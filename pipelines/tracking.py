@@ -101,7 +101,8 @@ def log_audit_evidence(
 ) -> str:
     """Log metrics and artifacts of one gate run; return the MLflow run id.
 
-    Artifacts: ``xai/gradcam_overlays.png``, ``xai/scores.csv``,
+    Artifacts: ``xai/gradcam_overlays.png`` (worst offenders),
+    ``xai/gradcam_samples.png`` (typical cases), ``xai/scores.csv``,
     ``xai/validation.json``. The run is new, in the ``xai-gate`` experiment,
     and tagged with the model version it audited.
     """
@@ -118,10 +119,16 @@ def log_audit_evidence(
         mlflow.log_metrics(audit.metrics())
         mlflow.log_text(audit.scores.to_csv(index=False), "xai/scores.csv")
         mlflow.log_text(json.dumps(validation.result, indent=2, default=str), "xai/validation.json")
-        if audit.worst is not None and len(audit.worst.rows):
-            fig = overlay_grid(audit.worst, title=overlay_title)
+        grids = {
+            "xai/gradcam_overlays.png": (audit.worst, "worst spurious mass first"),
+            "xai/gradcam_samples.png": (audit.samples, "first images of the audit set"),
+        }
+        for artifact, (cases, subtitle) in grids.items():
+            if cases is None or not len(cases.rows):
+                continue
+            fig = overlay_grid(cases, title=f"{overlay_title} ({subtitle})")
             try:
-                mlflow.log_figure(fig, "xai/gradcam_overlays.png")
+                mlflow.log_figure(fig, artifact)
             finally:
                 plt.close(fig)
         return run.info.run_id

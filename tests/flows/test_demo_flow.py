@@ -69,7 +69,12 @@ def test_artifacts_exist_and_hold_the_scores(demo):
     client = MlflowClient()
     run_id = client.get_model_version(MODEL, "1").tags["xai_gate.run_id"]
     names = {a.path for a in client.list_artifacts(run_id, "xai")}
-    assert names == {"xai/gradcam_overlays.png", "xai/scores.csv", "xai/validation.json"}
+    assert names == {
+        "xai/gradcam_overlays.png",
+        "xai/gradcam_samples.png",
+        "xai/scores.csv",
+        "xai/validation.json",
+    }
     local = Path(client.download_artifacts(run_id, "xai"))
     scores = pd.read_csv(local / "scores.csv")
     assert len(scores) == 64 and scores["flagged"].all()

@@ -59,6 +59,10 @@ def test_worst_cases_are_the_highest_mass_images(trained_pair, audit_batch):
     assert torch.equal(result.worst.images[0], audit_batch.images[top.index[0]])
     assert result.worst.heatmaps.shape == (4, 64, 64)
     assert result.scores["flagged"].tolist() == (result.scores["spurious_mass"] > 0.1).tolist()
+    # Samples are the first images in order, across batch boundaries (batch_size 7).
+    assert result.samples.rows["image_id"].tolist() == ["0", "1", "2", "3"]
+    expected = GradCAM(trained_pair.clean)(audit_batch.images[:4])
+    torch.testing.assert_close(result.samples.heatmaps, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_metrics_separate_shortcut_from_clean(trained_pair, audit_batch):
