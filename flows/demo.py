@@ -80,7 +80,7 @@ def train_and_register(config: DemoConfig, shortcut_strength: float) -> tuple[st
             model,
             name="model",
             registered_model_name=config.model_name,
-            serialization_format="pickle",  # keeps layer names; pt2 flattens them
+            serialization_format="pickle",  # pt2 inlines the layers: nothing to hook
             metadata={"class_names": list(CLASS_NAMES)},
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )

@@ -65,7 +65,8 @@ def audit_images(
 
     ``images`` are (N, C, H, W) as the model takes them, ``masks`` (N, H, W)
     bool. Batches stream through; full-resolution heatmaps are kept only for
-    the ``keep_worst`` highest-mass images and the first ``keep_worst`` images. ``progress=None`` shows a bar on a TTY.
+    the ``keep_worst`` highest-mass images and the first ``keep_worst`` images.
+    ``progress=None`` shows a bar on a TTY.
     """
     thresholds = thresholds or Thresholds()
     labels = torch.as_tensor(labels, dtype=torch.long)

@@ -59,10 +59,10 @@ def configure_tracking(tracking_uri: str | None = None) -> str:
 def load_model_version(name: str, version: str | int) -> LoadedModel:
     """Load ``models:/name/version`` as a torch module, with its class names if logged.
 
-    Both ``mlflow.pytorch`` formats load: ``pickle`` gives back the original
-    module; ``pt2`` gives a ``torch.fx.GraphModule`` whose container modules
-    are flattened, so an automatically detected target layer is the last
-    spatial *module* left (activation functions are inlined there).
+    ``mlflow.pytorch``'s ``pickle`` format gives back the original module. Its
+    default ``pt2`` format gives a ``torch.export`` graph in which every layer
+    is inlined: forward hooks never fire, so such versions are refused with a
+    message saying how to re-log them.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -78,6 +78,12 @@ def load_model_version(name: str, version: str | int) -> LoadedModel:
         raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{uri} is a {type(module).__name__}, not a torch.nn.Module")
+    if _has_no_hookable_layers(module):
+        raise ModelLoadError(
+            f"{uri} was logged in MLflow's pt2 format (torch.export): its layers are inlined "
+            "into one graph, so no layer can be hooked for Grad-CAM. Log the model with "
+            "mlflow.pytorch.log_model(..., serialization_format='pickle') to gate it."
+        )
     metadata = info.metadata or {}
     names = metadata.get("class_names")
     return LoadedModel(
@@ -132,3 +138,16 @@ def log_audit_evidence(
             finally:
                 plt.close(fig)
         return run.info.run_id
+
+
+def _has_no_hookable_layers(module: nn.Module) -> bool:
+    """True for graphs (torch.export) that call no submodule, so hooks cannot fire."""
+    import torch.fx
+
+    if not isinstance(module, torch.fx.GraphModule):
+        return False
+    called = [node.target for node in module.graph.nodes if node.op == "call_module"]
+    # torch.export leaves only parameter-free helpers (its guard function) as calls.
+    return not any(
+        next(module.get_submodule(str(target)).parameters(), None) is not None for target in called
+    )

@@ -23,7 +23,10 @@ def explanation_mode(model: nn.Module) -> Iterator[None]:
     modes = [(module, module.training) for module in model.modules()]
     flags = [(param, param.requires_grad) for param in model.parameters()]
     try:
-        model.eval()
+        # Flags set directly, not via model.eval(): torch.export modules (MLflow's
+        # pt2 format) refuse eval() because their mode is fixed at export time.
+        for module, _ in modes:
+            module.training = False
         for param, _ in flags:
             param.requires_grad_(False)
         yield

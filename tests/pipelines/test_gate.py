@@ -70,3 +70,17 @@ def test_missing_model_version_is_a_clear_error(two_versions):
         load_model_version(two_versions, 7)
     with pytest.raises(ModelLoadError, match=r"cannot load models:/no-such-model/1"):
         load_model_version("no-such-model", 1)
+
+
+def test_pt2_versions_are_refused_with_the_fix(tracking_uri):
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            SmallCNN(width=8).eval(),
+            name="model",
+            registered_model_name="pt2-model",
+            serialization_format="pt2",
+            input_example=torch.rand(2, 3, 32, 32).numpy(),
+            pip_requirements=["torch"],
+        )
+    with pytest.raises(ModelLoadError, match=r"pt2 format.*serialization_format='pickle'"):
+        load_model_version("pt2-model", 1)
