@@ -94,7 +94,3 @@ def _match(config: Any, expectations: list[Any], by_config: dict[int, Check]) ->
             return by_config[id(expectation)]
     return Check(config.type, lambda _gxe: None, lambda result: f"{config.type} failed: {result}")
 
-
-def unexpected_rows(result: dict[str, Any], *, limit: int = 5) -> list[int]:
-    """Row indices (0-based, of the validated frame) that failed a column-value check."""
-    return list(result.get("unexpected_index_list") or [])[:limit]
