@@ -6,20 +6,13 @@ Heavy imports (torch, MLflow, Prefect) happen inside the commands, so
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
-# Offline by default: no telemetry or analytics calls from any library.
-for _key, _value in {
-    "DO_NOT_TRACK": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "GX_ANALYTICS_ENABLED": "false",
-    "HF_HUB_OFFLINE": "1",
-}.items():
-    os.environ.setdefault(_key, _value)
+from pipelines.offline import apply_offline_defaults
+
+apply_offline_defaults()  # before any library import reads the environment
 
 app = typer.Typer(
     name="xai-gate",

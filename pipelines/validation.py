@@ -93,4 +93,3 @@ def _match(config: Any, expectations: list[Any], by_config: dict[int, Check]) ->
         if expectation.configuration.to_json_dict() == config.to_json_dict():
             return by_config[id(expectation)]
     return Check(config.type, lambda _gxe: None, lambda result: f"{config.type} failed: {result}")
-

@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-for _key, _value in {
-    "DO_NOT_TRACK": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "GX_ANALYTICS_ENABLED": "false",
-    "HF_HUB_OFFLINE": "1",
-}.items():
-    os.environ.setdefault(_key, _value)
+from pipelines.offline import apply_offline_defaults
+
+apply_offline_defaults()
 
 import torch  # noqa: E402
 

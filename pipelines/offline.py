@@ -1,0 +1,21 @@
+"""Offline defaults: no library phones home (telemetry, analytics, hub downloads)."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["OFFLINE_ENV", "apply_offline_defaults"]
+
+OFFLINE_ENV = {
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+def apply_offline_defaults() -> None:
+    """Set each variable unless the caller already chose a value."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
