@@ -1,4 +1,4 @@
-"""Pure-torch explainability checks: CAMs, localisation metrics, synthetic data.
+"""Pure-torch explainability checks: CAMs, attention rollout, metrics, synthetic data.
 
 No MLOps imports here (mlflow, prefect, great_expectations): the layers above
 build on this one, never the other way. Attributes load lazily, so
@@ -11,30 +11,52 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from xai_checks import cam, errors, metrics, synthetic, toy_models
-    from xai_checks.cam import CAMEngine, CAMResult, GradCAM
+    from xai_checks import cam, errors, metrics, rollout, synthetic, toy_models
+    from xai_checks.cam import (
+        CAM_METHODS,
+        CAMEngine,
+        CAMResult,
+        GradCAM,
+        GradCAMPlusPlus,
+        HiResCAM,
+        LayerCAM,
+    )
     from xai_checks.errors import NonFiniteError, TargetLayerError, XAICheckError
+    from xai_checks.rollout import AttentionRollout, RolloutResult
 
 _ATTRIBUTES = {
+    "AttentionRollout": "xai_checks.rollout",
+    "CAM_METHODS": "xai_checks.cam",
     "CAMEngine": "xai_checks.cam",
     "CAMResult": "xai_checks.cam",
     "GradCAM": "xai_checks.cam",
+    "GradCAMPlusPlus": "xai_checks.cam",
+    "HiResCAM": "xai_checks.cam",
+    "LayerCAM": "xai_checks.cam",
+    "RolloutResult": "xai_checks.rollout",
     "NonFiniteError": "xai_checks.errors",
     "TargetLayerError": "xai_checks.errors",
     "XAICheckError": "xai_checks.errors",
 }
-_SUBMODULES = {"cam", "errors", "metrics", "synthetic", "toy_models"}
+_SUBMODULES = {"cam", "errors", "metrics", "rollout", "synthetic", "toy_models"}
 
 __all__ = [
+    "CAM_METHODS",
+    "AttentionRollout",
     "CAMEngine",
     "CAMResult",
     "GradCAM",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
     "NonFiniteError",
+    "RolloutResult",
     "TargetLayerError",
     "XAICheckError",
     "cam",
     "errors",
     "metrics",
+    "rollout",
     "synthetic",
     "toy_models",
 ]

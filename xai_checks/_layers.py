@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from xai_checks.errors import TargetLayerError
 
-__all__ = ["locate_spatial_layer", "resolve_layer"]
+__all__ = ["locate_target_layer", "resolve_layer"]
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
@@ -29,44 +29,81 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     raise TargetLayerError(f"target layer {layer!r} does not exist in {type(model).__name__}{hint}")
 
 
-def _is_spatial(output: object) -> bool:
-    return (
-        isinstance(output, Tensor) and output.ndim == 4 and output.shape[-2] * output.shape[-1] > 1
-    )
+def _is_feature_map(shape: torch.Size | None) -> bool:
+    return shape is not None and len(shape) == 4 and shape[-2] * shape[-1] > 1
 
 
-def locate_spatial_layer(model: nn.Module, probe: Tensor) -> tuple[str, nn.Module]:
-    """The last module, in execution order, whose output is a spatial map (N, C, h, w).
+def _is_tokens(shape: torch.Size | None) -> bool:
+    return shape is not None and len(shape) == 3 and shape[1] > 1
+
+
+def _is_attention(module: nn.Module) -> bool:
+    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention")
+
+
+def locate_target_layer(model: nn.Module, probe: Tensor) -> tuple[str, nn.Module]:
+    """The layer a CAM should explain by default, found by one probe pass.
+
+    CNNs: the last module, in execution order, whose output is a spatial map
+    (N, C, h, w); for a ResNet that is ``layer4`` (the block finishes after its
+    children, and the pooled 1x1 output does not count).
+
+    Vision Transformers (attention after the last spatial map, which is the
+    patch embedding): the last module with a token output
+    (N, T, D) that finishes before the last attention module starts, i.e. the
+    input norm of the last block (``ln_1``, ``layernorm_before``). Later token
+    outputs are useless: after the last attention only the CLS token reaches
+    the head, so every patch gradient there is zero.
 
     One forward pass of ``probe`` (a single image suffices) under ``no_grad``
-    with a hook on every submodule; the hooks are gone when this returns, also
-    when the forward pass raises. For a ResNet this is ``layer4``: the block
-    finishes after its children, and the pooled 1x1 output does not count.
+    with hooks on every submodule; the hooks are gone when this returns, also
+    when the forward pass raises.
     """
-    finished: list[str] = []
+    events: list[tuple[str, str, object]] = []  # ("start" | "end", name, output shape)
     handles = []
 
-    def record(name: str):
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            if _is_spatial(output):
-                finished.append(name)
+    def on_start(name: str):
+        def hook(_module: nn.Module, _inputs: object) -> None:
+            events.append(("start", name, None))
 
         return hook
 
+    def on_end(name: str):
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            events.append(("end", name, output.shape if isinstance(output, Tensor) else None))
+
+        return hook
+
+    modules = dict(model.named_modules())
     try:
-        for name, module in model.named_modules():
+        for name, module in modules.items():
             if name:
-                handles.append(module.register_forward_hook(record(name)))
+                handles.append(module.register_forward_pre_hook(on_start(name)))
+                handles.append(module.register_forward_hook(on_end(name)))
         with torch.no_grad():
             model(probe)
     finally:
         for handle in handles:
             handle.remove()
-    if not finished:
-        raise TargetLayerError(
-            f"{type(model).__name__} has no layer with a spatial output (N, C, h, w) "
-            "with h*w > 1; Grad-CAM needs a convolutional feature map. "
-            "Pass target_layer= explicitly if the model reshapes tokens into a grid."
-        )
-    name = finished[-1]
-    return name, model.get_submodule(name)
+
+    ends = [(i, name, shape) for i, (kind, name, shape) in enumerate(events) if kind == "end"]
+    spatial = [(i, name) for i, name, shape in ends if _is_feature_map(shape)]
+    attention_starts = [
+        i
+        for i, (kind, name, _) in enumerate(events)
+        if kind == "start" and _is_attention(modules[name])
+    ]
+    tokens = []
+    if attention_starts:
+        last_start = attention_starts[-1]
+        tokens = [(i, name) for i, name, shape in ends if i < last_start and _is_tokens(shape)]
+    # A ViT's patch embedding is a conv map too, but attention runs after it.
+    candidates = sorted(spatial[-1:] + tokens[-1:])
+    if candidates:
+        name = candidates[-1][1]
+        return name, modules[name]
+    raise TargetLayerError(
+        f"{type(model).__name__} has no layer with a spatial output (N, C, h, w) with "
+        "h*w > 1 and no attention block with token inputs (N, T, D); Grad-CAM needs a "
+        "feature map. Pass target_layer= explicitly."
+    )

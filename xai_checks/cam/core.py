@@ -21,13 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xai_checks._layers import locate_spatial_layer, resolve_layer
+from xai_checks._layers import locate_target_layer, resolve_layer
 from xai_checks._model_state import explanation_mode
+from xai_checks._tokens import infer_token_grid, tokens_to_map
 from xai_checks.errors import NonFiniteError, TargetLayerError, XAICheckError
 
-__all__ = ["CAMEngine", "CAMResult", "Targets"]
+__all__ = ["CAMEngine", "CAMResult", "LayerSpec", "Targets"]
 
 Targets = int | Sequence[int] | Tensor | None
+
+
+LayerSpec = str | nn.Module
+"""A target layer: its dotted name in ``model.named_modules()`` or the module itself."""
 
 
 @dataclass(frozen=True)
@@ -35,15 +40,17 @@ class CAMResult:
     """Everything one explanation pass produces, so no second forward pass is needed.
 
     ``heatmaps`` are (N, H, W) at the input resolution, each min-max scaled to
-    [0, 1]; ``raw`` are the ReLU'd, unscaled maps at the layer's own resolution
-    (N, h, w); ``logits`` are the model's outputs (N, classes), detached.
+    [0, 1] (with several layers: the mean of the per-layer scaled maps, scaled
+    again, as grad-cam does). ``layer_maps`` holds one ReLU'd, unscaled map per
+    layer at that layer's own resolution (N, h, w); ``logits`` are the model's
+    outputs (N, classes), detached.
     """
 
     heatmaps: Tensor
-    raw: Tensor
+    layer_maps: tuple[Tensor, ...]
     targets: Tensor
     logits: Tensor
-    layer: str
+    layers: tuple[str, ...]
 
     @property
     def predictions(self) -> Tensor:
@@ -51,48 +58,89 @@ class CAMResult:
 
 
 class _LayerCapture:
-    """Forward hook that cuts the graph at the target layer and keeps its output."""
+    """Forward hooks that cut the graph at the first target layer and keep every output.
 
-    def __init__(self, layer_name: str) -> None:
-        self.layer_name = layer_name
-        self.activation: Tensor | None = None
-        self.calls = 0
+    The first target layer to run (with gradients still off) becomes a fresh
+    leaf and switches gradients on, so nothing below it keeps a graph. Target
+    layers that run later stay in that graph, so gradients reach the first one
+    through them; one on a branch the cut does not feed becomes a leaf too.
+    Each hook returns a clone, so an in-place op downstream (``ReLU(inplace=True)``)
+    cannot modify the tensor we differentiate against.
+    """
 
-    def __call__(self, _module: nn.Module, _inputs: object, output: object) -> Tensor:
-        self.calls += 1
-        if self.calls > 1:
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self.outputs: dict[str, Tensor] = {}
+
+    def hook(self, name: str):
+        def capture(_module: nn.Module, _inputs: object, output: object) -> Tensor:
+            if name in self.outputs:
+                raise TargetLayerError(
+                    f"target layer {name!r} ran more than once in one forward pass; "
+                    "choose a layer that runs once (e.g. not a shared activation module)"
+                )
+            if not isinstance(output, Tensor) or output.ndim not in (3, 4):
+                shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+                raise TargetLayerError(
+                    f"target layer {name!r} returned {shape}, expected a feature map "
+                    "(N, C, h, w) or ViT tokens (N, T, D)"
+                )
+            if output.requires_grad and torch.is_grad_enabled():
+                kept = output  # downstream of an earlier cut: gradients flow through it
+            else:
+                kept = output.detach().requires_grad_(True)
+                torch.set_grad_enabled(True)  # build the graph from here on only
+            self.outputs[name] = kept
+            return kept.clone()
+
+        return capture
+
+    def gradients(self, score: Tensor) -> list[tuple[str, Tensor, Tensor]]:
+        """``(name, activation, gradient)`` per layer; a layer the score ignores gets zeros."""
+        missing = [name for name in self.names if name not in self.outputs]
+        if missing:
             raise TargetLayerError(
-                f"target layer {self.layer_name!r} ran more than once in one forward pass; "
-                "choose a layer that runs once (e.g. not a shared activation module)"
+                f"target layer {missing[0]!r} did not run during the forward pass"
             )
-        if not isinstance(output, Tensor) or output.ndim != 4:
-            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-            raise TargetLayerError(
-                f"target layer {self.layer_name!r} returned {shape}, "
-                "expected a feature map of shape (N, C, h, w)"
-            )
-        self.activation = output.detach().requires_grad_(True)
-        torch.set_grad_enabled(True)  # build the graph from here on only
-        # A clone, so an in-place op downstream (ReLU(inplace=True)) cannot hit the leaf.
-        return self.activation.clone()
+        kept = [self.outputs[name] for name in self.names]
+        with torch.enable_grad():
+            grads = torch.autograd.grad(score, kept, allow_unused=True)
+        return [
+            (name, act.detach(), torch.zeros_like(act) if grad is None else grad)
+            for name, act, grad in zip(self.names, kept, grads, strict=True)
+        ]
 
 
 class CAMEngine(ABC):
     """Base class of the CAM methods: ``cam(images, targets)`` gives (N, H, W) heatmaps.
 
-    ``target_layer`` is a dotted module name, a submodule, or None for the last
-    layer with a spatial output (found by a one-image probe on first use, never
-    in the constructor). The model's train/eval flags and every parameter's
-    ``requires_grad`` are restored after each call, and the hook is removed,
-    also when the forward pass raises. Works under an outer ``torch.no_grad()``.
+    ``target_layer`` is a dotted module name, a submodule, a sequence of them
+    (their maps are averaged), or None for the default layer found by a
+    one-image probe on first use, never in the constructor: the last spatial
+    map of a CNN, or the input norm of a ViT's last block. Token outputs
+    (N, T, D) are laid onto the patch grid inferred from T and the input's
+    aspect ratio, prefix tokens (CLS, distillation, registers) dropped.
+
+    The model's train/eval flags and every parameter's ``requires_grad`` are
+    restored after each call, and the hooks are removed, also when the forward
+    pass raises. Works under an outer ``torch.no_grad()`` or inference mode.
     """
 
-    def __init__(self, model: nn.Module, target_layer: str | nn.Module | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, target_layer: LayerSpec | Sequence[LayerSpec] | None = None
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self._requested_layer = target_layer
-        self._layer: tuple[str, nn.Module] | None = None
+        if target_layer is None or isinstance(target_layer, LayerSpec):
+            self._requested: tuple[LayerSpec, ...] | None = (
+                None if target_layer is None else (target_layer,)
+            )
+        else:
+            self._requested = tuple(target_layer)
+            if not self._requested:
+                raise TargetLayerError("target_layer is an empty sequence; name at least one layer")
+        self._layers: tuple[tuple[str, nn.Module], ...] | None = None
 
     @abstractmethod
     def combine(self, activations: Tensor, gradients: Tensor) -> Tensor:
@@ -102,61 +150,79 @@ class CAMEngine(ABC):
         return self.explain(images, targets).heatmaps
 
     @property
-    def target_layer(self) -> str | None:
-        """The resolved layer name, or None until it is known."""
-        if self._layer is None and isinstance(self._requested_layer, str | nn.Module):
-            self._layer = resolve_layer(self.model, self._requested_layer)
-        return self._layer[0] if self._layer else None
+    def target_layers(self) -> tuple[str, ...]:
+        """The resolved layer names; empty until a default layer has been probed for."""
+        if self._layers is None and self._requested is not None:
+            self._layers = tuple(resolve_layer(self.model, layer) for layer in self._requested)
+        return tuple(name for name, _ in self._layers or ())
 
     def explain(self, images: Tensor, targets: Targets = None) -> CAMResult:
         """Run one explanation pass and return heatmaps, raw maps, targets and logits."""
         # Leave any outer inference mode: its tensors cannot take part in autograd.
         with torch.inference_mode(False), explanation_mode(self.model):
-            images = self._prepare(images)
+            images = _prepare(self.model, images)
             requested = _check_target_shape(targets, images.shape[0])
-            name, layer = self._resolve(images)
-            capture = _LayerCapture(name)
-            handle = layer.register_forward_hook(capture)
+            layers = self._resolve(images)
+            capture = _LayerCapture([name for name, _ in layers])
+            handles = [module.register_forward_hook(capture.hook(name)) for name, module in layers]
             try:
                 with torch.no_grad():
                     output = self.model(images)
             finally:
-                handle.remove()
-            if capture.activation is None:
-                raise TargetLayerError(f"target layer {name!r} did not run during the forward pass")
+                for handle in handles:
+                    handle.remove()
             logits = _as_logits(output)
             chosen = _resolve_targets(requested, logits)
             score = logits.gather(1, chosen.unsqueeze(1)).sum()
-            with torch.enable_grad():
-                (gradients,) = torch.autograd.grad(score, capture.activation)
-        activations = capture.activation.detach().float()
-        gradients = gradients.float()
-        for what, tensor in (("activations", activations), ("gradients", gradients)):
-            if not torch.isfinite(tensor).all():
-                raise NonFiniteError(f"{what} of target layer {name!r} contain NaN or Inf")
-        raw = F.relu(self.combine(activations, gradients))
-        heatmaps = _upsample_and_scale(raw, images.shape[-2:])
-        return CAMResult(heatmaps, raw, chosen, logits.detach().float(), name)
+            captured = capture.gradients(score)
+        size = images.shape[-2:]
+        layer_maps, scaled = [], []
+        for name, activations, gradients in captured:
+            activations = _feature_map(activations.float(), name, size)
+            gradients = _feature_map(gradients.float(), name, size)
+            for what, tensor in (("activations", activations), ("gradients", gradients)):
+                if not torch.isfinite(tensor).all():
+                    raise NonFiniteError(f"{what} of target layer {name!r} contain NaN or Inf")
+            raw = F.relu(self.combine(activations, gradients))
+            layer_maps.append(raw)
+            scaled.append(_upsample_and_scale(raw, size))
+        heatmaps = scaled[0] if len(scaled) == 1 else _scale(torch.stack(scaled).mean(dim=0))
+        return CAMResult(
+            heatmaps, tuple(layer_maps), chosen, logits.detach().float(), tuple(capture.names)
+        )
 
-    def _prepare(self, images: Tensor) -> Tensor:
-        if not isinstance(images, Tensor):
-            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        if images.ndim != 4 or images.shape[0] == 0:
-            raise XAICheckError(
-                f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}"
-            )
-        param = next(self.model.parameters(), None)
-        if param is not None:
-            images = images.to(device=param.device, dtype=param.dtype)
-        return images.clone() if images.is_inference() else images
-
-    def _resolve(self, images: Tensor) -> tuple[str, nn.Module]:
-        if self._layer is None:
-            if self._requested_layer is None:
-                self._layer = locate_spatial_layer(self.model, images[:1])
+    def _resolve(self, images: Tensor) -> tuple[tuple[str, nn.Module], ...]:
+        if self._layers is None:
+            if self._requested is None:
+                self._layers = (locate_target_layer(self.model, images[:1]),)
             else:
-                self._layer = resolve_layer(self.model, self._requested_layer)
-        return self._layer
+                self._layers = tuple(resolve_layer(self.model, layer) for layer in self._requested)
+        return self._layers
+
+
+def _prepare(model: nn.Module, images: Tensor) -> Tensor:
+    """Check (N, C, H, W), move to the model's device and dtype, leave inference mode."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise XAICheckError(
+            f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}"
+        )
+    param = next(model.parameters(), None)
+    if param is not None:
+        images = images.to(device=param.device, dtype=param.dtype)
+    return images.clone() if images.is_inference() else images
+
+
+def _feature_map(tensor: Tensor, layer: str, image_size: torch.Size) -> Tensor:
+    """(N, C, h, w) as is; ViT tokens (N, T, D) laid onto their patch grid."""
+    if tensor.ndim == 4:
+        return tensor
+    try:
+        grid = infer_token_grid(tensor.shape[1], (int(image_size[0]), int(image_size[1])))
+    except XAICheckError as error:
+        raise TargetLayerError(f"target layer {layer!r}: {error}") from None
+    return tokens_to_map(tensor, grid)
 
 
 def _check_target_shape(targets: Targets, n: int) -> Tensor | None:
@@ -208,7 +274,11 @@ def _as_logits(output: object) -> Tensor:
 def _upsample_and_scale(raw: Tensor, size: torch.Size) -> Tensor:
     """Bilinear upsampling to the input size, then per-map min-max scaling to [0, 1]."""
     maps = F.interpolate(raw.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
-    maps = maps.squeeze(1)
+    return _scale(maps.squeeze(1))
+
+
+def _scale(maps: Tensor) -> Tensor:
+    """Per-map min-max scaling of (N, H, W) to [0, 1]; a constant map becomes zeros."""
     low = maps.amin(dim=(1, 2), keepdim=True)
     span = maps.amax(dim=(1, 2), keepdim=True) - low
     return torch.where(span > 0, (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny), 0.0)
