@@ -1,4 +1,4 @@
-"""Pure-torch explainability checks: CAMs, attention rollout, metrics, synthetic data.
+"""Pure-torch explainability checks: CAMs, rollout, metrics, counterfactuals, sanity.
 
 No MLOps imports here (mlflow, prefect, great_expectations): the layers above
 build on this one, never the other way. Attributes load lazily, so
@@ -11,7 +11,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from xai_checks import cam, errors, metrics, rollout, synthetic, toy_models
+    from xai_checks import (
+        cam,
+        counterfactual,
+        errors,
+        metrics,
+        rollout,
+        sanity,
+        synthetic,
+        toy_models,
+    )
     from xai_checks.cam import (
         CAM_METHODS,
         CAMEngine,
@@ -38,7 +47,16 @@ _ATTRIBUTES = {
     "TargetLayerError": "xai_checks.errors",
     "XAICheckError": "xai_checks.errors",
 }
-_SUBMODULES = {"cam", "errors", "metrics", "rollout", "synthetic", "toy_models"}
+_SUBMODULES = {
+    "cam",
+    "counterfactual",
+    "errors",
+    "metrics",
+    "rollout",
+    "sanity",
+    "synthetic",
+    "toy_models",
+}
 
 __all__ = [
     "CAM_METHODS",
@@ -54,9 +72,11 @@ __all__ = [
     "TargetLayerError",
     "XAICheckError",
     "cam",
+    "counterfactual",
     "errors",
     "metrics",
     "rollout",
+    "sanity",
     "synthetic",
     "toy_models",
 ]

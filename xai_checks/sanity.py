@@ -1,0 +1,240 @@
+"""Model-parameter randomisation test (Adebayo et al. 2018, "Sanity Checks for Saliency Maps").
+
+A heatmap that survives randomising the weights it claims to explain describes
+the input, not the model: an edge detector looks plausible on every image and
+passes any check that only looks at the maps. The test re-initialises the
+layers of a copy of the model one at a time from the output side down (the
+cascade), explains the copy after each step and rank-correlates the new maps
+with the original ones. A faithful method's maps decorrelate as the cascade
+goes down; a rank correlation that stays near 1 flags the method.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from xai_checks._model_state import explanation_mode
+from xai_checks.cam import CAM_METHODS
+from xai_checks.cam.core import CAMEngine, Targets, _as_logits, _check_target_shape, _prepare
+from xai_checks.errors import NonFiniteError, XAICheckError
+
+__all__ = ["Explainer", "SanityResult", "cam_explainer", "cascading_randomization", "spearman"]
+
+Explainer = Callable[[nn.Module, Tensor, Tensor], Tensor]
+"""``(model, images, targets) -> (N, H, W)`` heatmaps of the model it is given."""
+
+_FALLBACK_STD = 0.02
+"""Std for parameters of modules without ``reset_parameters``.
+
+Those are mostly class tokens, position embeddings and similar free tensors,
+which ViT/BERT-style models initialise from N(0, 0.02); drawing from it puts
+them back at initialisation scale, as ``reset_parameters`` does for the rest.
+"""
+
+
+@dataclass(frozen=True)
+class SanityResult:
+    """Rank correlations between the original maps and those after each cascade step.
+
+    ``layers`` is the cascade, output side first: after step k the layers
+    ``layers[:k + 1]`` are re-initialised. ``spearman`` is (steps, N), one
+    value per step and image (NaN where a map is constant). ``targets`` (N,)
+    are the classes explained at every step; ``original`` and ``randomized``
+    are the (N, H, W) maps of the untouched model and after the last step.
+    """
+
+    layers: tuple[str, ...]
+    spearman: Tensor
+    targets: Tensor
+    original: Tensor
+    randomized: Tensor
+
+    @property
+    def mean_spearman(self) -> Tensor:
+        """Mean over images per step, ignoring images whose correlation is undefined."""
+        return torch.nanmean(self.spearman, dim=1)
+
+    @property
+    def final_spearman(self) -> float:
+        """Mean at the last step taken: the fully randomised model unless ``max_steps`` cut it."""
+        return float(self.mean_spearman[-1])
+
+
+def cam_explainer(
+    method: str | type[CAMEngine] = "gradcam", target_layer: str | Sequence[str] | None = None
+) -> Explainer:
+    """An explainer that builds a fresh CAM on whichever model it is handed.
+
+    A CAM bound to one model would keep explaining it while its copy is
+    randomised, so layers are taken by dotted name and resolved on each model
+    anew; None probes each model for its default layer.
+    """
+    if isinstance(method, str):
+        if method not in CAM_METHODS:
+            known = ", ".join(repr(name) for name in sorted(CAM_METHODS))
+            raise XAICheckError(f"unknown CAM method {method!r}; known methods: {known}")
+        engine = CAM_METHODS[method]
+    elif isinstance(method, type) and issubclass(method, CAMEngine):
+        engine = method
+    else:
+        raise TypeError(f"method must be a CAM method name or a CAMEngine subclass, got {method!r}")
+    layers = _layer_names(target_layer)
+
+    def explain(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
+        return engine(model, layers)(images, targets)
+
+    return explain
+
+
+def spearman(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman rank correlation per row of two (N, ...) tensors, as (N,) float64.
+
+    Ties share their average rank, as in scipy: ReLU'd heatmaps are mostly
+    exact zeros, and ordinal ranks would invent an order among them. A row
+    that is constant (or holds NaN) in either tensor has no defined
+    correlation and gives NaN.
+    """
+    if a.shape != b.shape:
+        raise XAICheckError(
+            f"spearman needs tensors of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.ndim == 0:
+        raise XAICheckError("spearman needs (N, ...) tensors with one row per sample, got scalars")
+    a, b = (x.flatten(1) if x.ndim > 1 else x.unsqueeze(1) for x in (a, b))
+    ra, rb = _centred_ranks(a), _centred_ranks(b)
+    var = (ra * ra).sum(dim=1) * (rb * rb).sum(dim=1)
+    # sqrt(v * v) == v exactly in IEEE arithmetic, so identical rows give exactly 1.
+    rho = ((ra * rb).sum(dim=1) / var.sqrt()).clamp(-1.0, 1.0)
+    undefined = (var == 0) | a.isnan().any(dim=1) | b.isnan().any(dim=1)
+    return torch.where(undefined, torch.nan, rho)
+
+
+def cascading_randomization(
+    model: nn.Module,
+    images: Tensor,
+    explainer: Explainer,
+    targets: Targets = None,
+    *,
+    seed: int = 0,
+    max_steps: int | None = None,
+) -> SanityResult:
+    """Re-initialise the layers of a copy of ``model`` top-down and track how its maps change.
+
+    The cascade is every module that owns parameters itself, in reverse
+    ``named_modules()`` order; ``max_steps`` keeps only its first steps (the
+    result's last step is then not a fully random model). Step k re-initialises
+    one more module, seeded by ``seed + k`` inside a forked RNG, so results
+    are reproducible and the global RNG is untouched.
+
+    ``model`` is only deep-copied, never run, so neither this check nor the
+    explainer can change it. Targets default to the model's predictions (eval
+    mode) and stay fixed, as in the paper: a new target after each step would
+    mix a change of question into the change of answer.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    images = _prepare(model, images)
+    layers = [
+        name
+        for name, module in model.named_modules()
+        if next(module.parameters(recurse=False), None) is not None
+    ][::-1]
+    if not layers:
+        raise XAICheckError(f"{type(model).__name__} has no parameters: nothing to randomise")
+    if max_steps is not None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+        layers = layers[:max_steps]
+
+    twin = copy.deepcopy(model)
+    n = images.shape[0]
+    fixed = _predict(twin, images) if targets is None else _check_target_shape(targets, n)
+    fixed = fixed.to(images.device)
+    original = _explain(explainer, twin, images, fixed, "the original model")
+    modules = dict(twin.named_modules())
+    rows, heatmaps = [], original
+    for step, name in enumerate(layers):
+        _randomize(modules[name], seed + step)
+        when = f"randomising {name or type(model).__name__!r} (step {step + 1} of {len(layers)})"
+        heatmaps = _explain(explainer, twin, images, fixed, f"the model after {when}")
+        rows.append(spearman(original, heatmaps))
+    return SanityResult(tuple(layers), torch.stack(rows), fixed, original, heatmaps)
+
+
+def _centred_ranks(rows: Tensor) -> Tensor:
+    """Average ranks per row of (N, M), minus their mean (M - 1) / 2, as float64.
+
+    A tie group covering sorted positions first..last gets (first + last) / 2;
+    both ends are found with running max/min over group boundaries, so the
+    whole batch is one sort and a few scans, and every value is an exact
+    half-integer.
+    """
+    values, order = rows.sort(dim=1)
+    n, m = values.shape
+    positions = torch.arange(m, device=rows.device).expand(n, m)
+    starts = torch.ones_like(values, dtype=torch.bool)
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, positions, 0).cummax(dim=1).values
+    last = torch.where(ends, positions, m - 1).flip(1).cummin(dim=1).values.flip(1)
+    centred = (first + last - (m - 1)).double() / 2
+    return torch.empty_like(centred).scatter_(1, order, centred)
+
+
+def _layer_names(target_layer: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+    """Dotted names only: a module object belongs to the original, not to the copy."""
+    if target_layer is None or isinstance(target_layer, str):
+        return target_layer
+    layers = (target_layer,) if isinstance(target_layer, nn.Module) else tuple(target_layer)
+    for layer in layers:
+        if not isinstance(layer, str):
+            raise TypeError(
+                f"target_layer must be given by dotted name (as in model.named_modules()), "
+                f"got {type(layer).__name__}: the randomised copy does not contain that module "
+                "object, so a CAM hooked on it would explain the original model"
+            )
+    return layers
+
+
+def _predict(model: nn.Module, images: Tensor) -> Tensor:
+    with explanation_mode(model), torch.no_grad():
+        return _as_logits(model(images)).argmax(dim=1)
+
+
+def _randomize(module: nn.Module, seed: int) -> None:
+    """Re-initialise ``module``'s own parameters, reproducibly, leaving the global RNG as it was."""
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+        else:
+            for param in module.parameters(recurse=False):
+                nn.init.normal_(param, std=_FALLBACK_STD)
+
+
+def _explain(
+    explainer: Explainer, model: nn.Module, images: Tensor, targets: Tensor, what: str
+) -> Tensor:
+    """Heatmaps of ``model``, checked; errors say which step of the cascade raised them."""
+    try:
+        heatmaps = explainer(model, images, targets.clone())  # a clone: targets stay fixed
+    except Exception as error:
+        error.add_note(f"raised by the explainer on {what}")
+        raise
+    if not isinstance(heatmaps, Tensor):
+        raise TypeError(f"the explainer returned {type(heatmaps).__name__} on {what}, not a Tensor")
+    if heatmaps.ndim != 3 or heatmaps.shape[0] != images.shape[0]:
+        raise XAICheckError(
+            f"the explainer returned shape {tuple(heatmaps.shape)} on {what}; "
+            f"expected (N, H, W) with N = {images.shape[0]}"
+        )
+    if not torch.isfinite(heatmaps).all():
+        raise NonFiniteError(f"heatmaps of {what} contain NaN or Inf")
+    return heatmaps.detach()
