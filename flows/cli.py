@@ -31,13 +31,32 @@ def gate(
     max_spurious_mass: float = typer.Option(0.30, help="Max mean spurious mass."),
     max_flagged_fraction: float = typer.Option(0.10, help="Max share of flagged images."),
     flag_mass: float = typer.Option(0.50, help="Spurious mass above which an image is flagged."),
+    max_flip_rate: float = typer.Option(0.20, help="Max share of flips on artifact removal."),
+    max_spurious_score: float = typer.Option(
+        0.50, help="Max mean P(artifact class) after pasting the artifact."
+    ),
+    max_sanity_correlation: float = typer.Option(
+        0.50, help="Max Spearman of maps vs. a randomised model (else inconclusive)."
+    ),
     alias: str = typer.Option("champion", help="Alias set only when the gate passes."),
-    target_layer: str | None = typer.Option(None, help="Layer to explain (default: auto)."),
+    method: list[str] = typer.Option(
+        ["gradcam", "layercam"],
+        "--method",
+        help="CAM method, repeatable; the first gates (gradcam, gradcampp, hirescam, layercam).",
+    ),
+    target_layer: str | None = typer.Option(
+        None, help="Layer(s) to explain, comma-separated and averaged (default: auto)."
+    ),
+    counterfactual: bool = typer.Option(True, help="Run artifact removal and insertion."),
+    sanity: bool = typer.Option(True, help="Run the model-randomisation sanity check."),
     tracking_uri: str | None = typer.Option(
         None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
     ),
 ) -> None:
-    """Audit one model version and promote it only if it passes. Exit 0 pass, 1 block, 2 error."""
+    """Audit one model version and promote it only if it passes.
+
+    Exit 0 passed, 1 blocked, 2 error, 3 inconclusive (explanations failed their sanity check).
+    """
     from flows.run import exit_code, run_gate
 
     outcome = run_gate(
@@ -47,8 +66,14 @@ def gate(
         max_spurious_mass=max_spurious_mass,
         max_flagged_fraction=max_flagged_fraction,
         flag_mass=flag_mass,
+        max_flip_rate=max_flip_rate,
+        max_spurious_score=max_spurious_score,
+        max_sanity_correlation=max_sanity_correlation,
         alias=alias,
+        cam_methods=method,
         target_layer=target_layer,
+        counterfactual=counterfactual,
+        sanity=sanity,
         tracking_uri=tracking_uri,
     )
     code = exit_code(outcome)
@@ -86,7 +111,20 @@ def demo(
     table = Table(
         title="xai-gate demo: lesion-classifier", caption="ρ: shortcut strength in training"
     )
-    for column in ("model", "ver", "ρ", "acc", "acc no-ruler", "spur. mass", "enrich.", "verdict"):
+    columns = (
+        "model",
+        "ver",
+        "ρ",
+        "acc",
+        "acc no-ruler",
+        "spur. mass",
+        "enrich.",
+        "flip rate",
+        "spur. score",
+        "sanity ρ",
+        "verdict",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column in {"model", "verdict"} else "right")
     for row in rows:
         outcome = row.outcome
@@ -100,11 +138,14 @@ def demo(
             f"{row.accuracy_no_ruler:.3f}",
             f"{summary['spurious_mass']:.3f}" if summary else "-",
             f"{summary['enrichment']:.2f}" if summary else "-",
+            _fmt(summary.get("counterfactual.removal_flip_rate")),
+            _fmt(summary.get("counterfactual.spurious_score")),
+            _fmt(summary.get("sanity.final_spearman")),
             f"[{colour}]{outcome.verdict.value}[/{colour}]",
         )
     console = Console()
     if not console.is_terminal:  # logs and pipes: room for the whole table
-        console = Console(width=max(console.width, 100))
+        console = Console(width=max(console.width, 130))
     console.print(table)
     for row in rows:
         console.print(f"  v{row.outcome.version}: {row.outcome.message}", highlight=False)
@@ -119,6 +160,10 @@ def demo(
     if not demo_succeeded(rows):
         console.print("[red]demo did not reach the expected verdicts (v1 blocked, v2 passed)[/red]")
         raise typer.Exit(1)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "-"
 
 
 def main() -> None:

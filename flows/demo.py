@@ -103,9 +103,13 @@ def run_demo(config: DemoConfig) -> list[DemoRow]:
 
 
 def demo_succeeded(rows: list[DemoRow]) -> bool:
-    """The story the demo tells: the shortcut model blocked, the clean one promoted."""
+    """The story the demo tells: the shortcut model blocked on heatmap *and*
+    counterfactual evidence, the clean one promoted."""
     verdicts = [row.outcome.verdict for row in rows]
-    return verdicts == [Verdict.BLOCKED, Verdict.PASSED] and rows[1].outcome.promoted
+    if verdicts != [Verdict.BLOCKED, Verdict.PASSED] or not rows[1].outcome.promoted:
+        return False
+    reasons = " ".join(rows[0].outcome.reasons)
+    return "spurious_mass" in reasons and "removal flip rate" in reasons
 
 
 def champion_version(model_name: str, alias: str = DEFAULT_ALIAS) -> str | None:

@@ -11,7 +11,7 @@ from pipelines.gate import Verdict
 
 __all__ = ["EXIT_CODES", "exit_code", "run_gate"]
 
-EXIT_CODES = {Verdict.PASSED: 0, Verdict.BLOCKED: 1, Verdict.ERROR: 2}
+EXIT_CODES = {Verdict.PASSED: 0, Verdict.BLOCKED: 1, Verdict.ERROR: 2, Verdict.INCONCLUSIVE: 3}
 
 
 def run_gate(model_name: str, version: str, audit_set: Path, **options: Any) -> GateOutcome:

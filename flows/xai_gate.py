@@ -1,7 +1,7 @@
 """The gate as a Prefect flow: each stage a task, the verdict the flow's final state.
 
-``passed`` ends the run Completed; ``blocked`` and ``error`` end it Failed with
-a message naming the failing check or the cause. Either way the outcome is the
+``passed`` ends the run Completed; ``blocked``, ``inconclusive`` and ``error``
+end it Failed with a message naming every failing check or the cause. Either way the outcome is the
 run's result, so callers (the CLI, a schedule, a test) read one object.
 """
 
@@ -18,16 +18,18 @@ from pydantic import ValidationError
 from pipelines.audit import AuditResult, audit_images
 from pipelines.audit_set import AuditSet
 from pipelines.audit_set import load_audit_set as read_audit_set
+from pipelines.counterfactual import CounterfactualEvidence, counterfactual_audit
 from pipelines.errors import GateError
+from pipelines.evidence import GateEvidence, Validation
 from pipelines.gate import DEFAULT_ALIAS, GateDecision, Verdict, decide, record_verdict
-from pipelines.policy import Thresholds, score_checks
+from pipelines.policy import AuditPlan, Thresholds
+from pipelines.sanity import SanityEvidence, sanity_audit
 from pipelines.tracking import (
     LoadedModel,
     configure_tracking,
     load_model_version,
-    log_audit_evidence,
+    log_gate_evidence,
 )
-from pipelines.validation import ValidationReport, run_checks
 from xai_checks.errors import XAICheckError
 
 __all__ = ["EXPECTED_ERRORS", "GateOutcome", "xai_gate"]
@@ -53,6 +55,16 @@ class GateOutcome:
         return f"{self.model_name} v{self.version} {self.verdict.value}: {reason}"
 
 
+def _headline(evidence: GateEvidence) -> dict[str, float]:
+    """The counterfactual and sanity numbers a person reads first."""
+    metrics = evidence.metrics()
+    keys = ("counterfactual.removal_flip_rate", "counterfactual.spurious_score")
+    out = {key: metrics[key] for key in keys if key in metrics}
+    if "sanity.final_spearman" in metrics:
+        out["sanity.final_spearman"] = metrics["sanity.final_spearman"]
+    return out
+
+
 @task(name="load-model", cache_policy=NO_CACHE)
 def load_model(model_name: str, version: str) -> LoadedModel:
     return load_model_version(model_name, version)
@@ -63,13 +75,9 @@ def load_audit_set(manifest: Path, class_names: tuple[str, ...] | None) -> Audit
     return read_audit_set(manifest, class_names=class_names)
 
 
-@task(name="gradcam-audit", cache_policy=NO_CACHE)
-def gradcam_audit(
-    model: LoadedModel,
-    audit_set: AuditSet,
-    thresholds: Thresholds,
-    target_layer: str | None,
-    batch_size: int,
+@task(name="cam-audit", cache_policy=NO_CACHE)
+def cam_audit(
+    model: LoadedModel, audit_set: AuditSet, thresholds: Thresholds, plan: AuditPlan
 ) -> AuditResult:
     return audit_images(
         model.module,
@@ -79,47 +87,81 @@ def gradcam_audit(
         image_ids=audit_set.image_ids,
         class_names=audit_set.class_names,
         thresholds=thresholds,
-        target_layer=target_layer,
-        batch_size=batch_size,
+        methods=plan.cam_methods,
+        target_layer=list(plan.target_layers) or None,
+        batch_size=plan.batch_size,
     )
 
 
-@task(name="validate-scores", cache_policy=NO_CACHE)
-def validate_scores(audit: AuditResult, thresholds: Thresholds) -> ValidationReport:
-    return run_checks(audit.scores, score_checks(thresholds), suite="xai-gate-scores")
+@task(name="counterfactual-audit", cache_policy=NO_CACHE)
+def counterfactual_stage(
+    model: LoadedModel, audit_set: AuditSet, plan: AuditPlan
+) -> CounterfactualEvidence:
+    return counterfactual_audit(
+        model.module,
+        audit_set.images,
+        audit_set.labels,
+        audit_set.masks,
+        class_names=audit_set.class_names,
+        batch_size=plan.batch_size,
+    )
+
+
+@task(name="sanity-check", cache_policy=NO_CACHE)
+def sanity_stage(model: LoadedModel, audit_set: AuditSet, plan: AuditPlan) -> SanityEvidence:
+    return sanity_audit(
+        model.module,
+        audit_set.images,
+        image_ids=audit_set.image_ids,
+        method=plan.gating_method,
+        target_layers=plan.target_layers,
+        n_images=plan.sanity_images,
+    )
+
+
+@task(name="validate-evidence", cache_policy=NO_CACHE)
+def validate_evidence(evidence: GateEvidence, thresholds: Thresholds) -> Validation:
+    return evidence.validate(thresholds)
 
 
 @task(name="log-evidence", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def log_evidence(
-    audit: AuditResult,
-    validation: ValidationReport,
+    evidence: GateEvidence,
+    validation: Validation,
     model: LoadedModel,
+    audit_set: AuditSet,
     thresholds: Thresholds,
+    plan: AuditPlan,
     manifest: Path,
 ) -> str:
+    summary = evidence.audit.summary
     params = {
         "model_uri": model.uri,
         "audit_set": manifest,
-        "n_images": audit.summary["n_images"],
-        "target_layer": audit.summary["target_layer"],
+        "n_images": summary["n_images"],
+        "target_layer": summary["target_layer"],
         **thresholds.model_dump(),
+        **plan.model_dump(),
     }
-    verdict = "passed" if validation.success else "blocked"
-    return log_audit_evidence(
-        audit,
-        validation,
+    verdict = decide(validation.scores, validation.sanity).verdict.value
+    title = f"{model.name} v{model.version}: {verdict}"
+    return log_gate_evidence(
         model_name=model.name,
         model_version=model.version,
         params=params,
-        overlay_title=f"{model.name} v{model.version}: {verdict}",
+        metrics=evidence.metrics(),
+        series=evidence.series(),
+        tables=evidence.tables(),
+        documents=validation.documents(),
+        figures=evidence.figures(audit_set.images, audit_set.class_names, thresholds, title),
     )
 
 
 @task(name="decide-and-promote", cache_policy=NO_CACHE)
 def decide_and_promote(
-    model: LoadedModel, validation: ValidationReport, run_id: str, alias: str
+    model: LoadedModel, validation: Validation, run_id: str, alias: str
 ) -> tuple[GateDecision, bool]:
-    decision = decide(validation)
+    decision = decide(validation.scores, validation.sanity)
     promoted = record_verdict(model.name, model.version, decision, run_id=run_id, alias=alias)
     return decision, promoted
 
@@ -132,12 +174,24 @@ def xai_gate(
     max_spurious_mass: float = 0.30,
     max_flagged_fraction: float = 0.10,
     flag_mass: float = 0.50,
+    max_flip_rate: float = 0.20,
+    max_spurious_score: float = 0.50,
+    max_sanity_correlation: float = 0.50,
     alias: str = DEFAULT_ALIAS,
+    cam_methods: list[str] | None = None,
     target_layer: str | None = None,
+    counterfactual: bool = True,
+    sanity: bool = True,
+    sanity_images: int = 16,
     batch_size: int = 32,
     tracking_uri: str | None = None,
 ) -> GateOutcome | State:
-    """Audit ``models:/model_name/version`` on ``audit_set`` and gate its promotion."""
+    """Audit ``models:/model_name/version`` on ``audit_set`` and gate its promotion.
+
+    Stages: CAM audit (every method in ``cam_methods``, the first gates),
+    counterfactual removal and insertion, the randomisation sanity check,
+    GX validation of the score tables, MLflow evidence, verdict and alias.
+    """
     logger = get_run_logger()
     version = str(version)
     try:
@@ -145,13 +199,32 @@ def xai_gate(
             max_spurious_mass=max_spurious_mass,
             max_flagged_fraction=max_flagged_fraction,
             flag_mass=flag_mass,
+            max_flip_rate=max_flip_rate,
+            max_spurious_score=max_spurious_score,
+            max_sanity_correlation=max_sanity_correlation,
+        )
+        plan = AuditPlan(
+            **({"cam_methods": tuple(cam_methods)} if cam_methods else {}),
+            target_layers=tuple(target_layer.split(",")) if target_layer else (),
+            counterfactual=counterfactual,
+            sanity=sanity,
+            sanity_images=sanity_images,
+            batch_size=batch_size,
         )
         configure_tracking(tracking_uri)
         model = load_model(model_name, version)
         audit_data = load_audit_set(Path(audit_set), model.class_names)
-        audit = gradcam_audit(model, audit_data, thresholds, target_layer, batch_size)
-        validation = validate_scores(audit, thresholds)
-        run_id = log_evidence(audit, validation, model, thresholds, Path(audit_set))
+        evidence = GateEvidence(
+            audit=cam_audit(model, audit_data, thresholds, plan),
+            counterfactual=counterfactual_stage(model, audit_data, plan)
+            if counterfactual
+            else None,
+            sanity=sanity_stage(model, audit_data, plan) if sanity else None,
+        )
+        validation = validate_evidence(evidence, thresholds)
+        run_id = log_evidence(
+            evidence, validation, model, audit_data, thresholds, plan, Path(audit_set)
+        )
         decision, promoted = decide_and_promote(model, validation, run_id, alias)
     except EXPECTED_ERRORS as exc:
         outcome = GateOutcome(model_name, version, Verdict.ERROR, [str(exc)], alias=alias)
@@ -166,7 +239,7 @@ def xai_gate(
         run_id=run_id,
         promoted=promoted,
         alias=alias,
-        summary=audit.summary,
+        summary=evidence.audit.summary | _headline(evidence),
     )
     if decision.verdict is Verdict.PASSED:
         logger.info("%s; alias %r now points to v%s", outcome.message, alias, version)

@@ -1,4 +1,10 @@
-"""Grad-CAM audit of an image classifier against known spurious regions."""
+"""CAM audit of an image classifier against known spurious regions.
+
+Every configured CAM method explains each image's predicted class; the first
+method's per-image scores form the gating score table, the others add their
+own metrics and overlays as evidence. Model-level numbers carry a bootstrap
+95 % interval and sit beside their chance level.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,28 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pipelines.policy import SCORE_COLUMNS, Thresholds
-from xai_checks.cam import GradCAM
-from xai_checks.metrics import area_fraction, enrichment, relevance_mass
+from xai_checks.cam import CAM_METHODS, LayerSpec
+from xai_checks.metrics import (
+    Estimate,
+    area_fraction,
+    bootstrap_ci,
+    energy_pointing_game,
+    enrichment,
+    pointing_game,
+    rank_accuracy,
+    relevance_mass,
+)
 
-__all__ = ["AuditResult", "Cases", "audit_images"]
+__all__ = ["AuditResult", "Cases", "MethodAudit", "audit_images"]
+
+_PER_IMAGE = {
+    "spurious_mass": relevance_mass,
+    "enrichment": enrichment,
+    "rank_accuracy": rank_accuracy,
+    "pointing_game": pointing_game,
+    "energy_pointing_game": energy_pointing_game,
+}
+"""Per-image metrics, by the name their model-level mean is logged under."""
 
 
 @dataclass(frozen=True)
@@ -28,23 +52,74 @@ class Cases:
 
 
 @dataclass(frozen=True)
-class AuditResult:
-    scores: pd.DataFrame
-    """One row per image: ``image_id, label, prediction, spurious_mass, enrichment, flagged``."""
-    summary: dict[str, float | int | str] = field(default_factory=dict)
-    worst: Cases | None = None
+class MethodAudit:
+    """One CAM method's scores over the audit set."""
+
+    method: str
+    layers: tuple[str, ...]
+    per_image: dict[str, Tensor]
+    """Each of ``_PER_IMAGE``'s metrics, (N,) float, NaN where undefined."""
+    estimates: dict[str, Estimate]
+    flagged_fraction: float
+    worst: Cases
     """The highest-spurious-mass images, worst first."""
-    samples: Cases | None = None
+    samples: Cases
     """The first images in audit-set order: what the model typically looks at."""
 
+    def metrics(self, chance_mass: float) -> dict[str, float]:
+        """MLflow metrics under the method's prefix, e.g. ``gradcam.spurious_mass_ci_low``."""
+        out: dict[str, float] = {}
+        for name, estimate in self.estimates.items():
+            out |= estimate.as_dict(f"{self.method}.{name}")
+        out[f"{self.method}.flagged_fraction"] = self.flagged_fraction
+        out[f"{self.method}.chance_mass"] = chance_mass
+        return out
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    scores: pd.DataFrame
+    """One row per image, ``SCORE_COLUMNS`` of the gating method, then ``<method>_spurious_mass``
+    for every other method."""
+    methods: dict[str, MethodAudit]
+    summary: dict[str, float | int | str] = field(default_factory=dict)
+
+    @property
+    def gating(self) -> MethodAudit:
+        return next(iter(self.methods.values()))
+
     def metrics(self) -> dict[str, float]:
-        """The MLflow metrics of this audit."""
-        return {
-            "gradcam.spurious_mass": float(self.summary["spurious_mass"]),
-            "gradcam.enrichment": float(self.summary["enrichment"]),
-            "gradcam.flagged_fraction": float(self.summary["flagged_fraction"]),
-            "accuracy": float(self.summary["accuracy"]),
-        }
+        """The MLflow metrics of this audit: every method's, plus accuracy."""
+        out = {"accuracy": float(self.summary["accuracy"])}
+        for method in self.methods.values():
+            out |= method.metrics(float(self.summary["chance_mass"]))
+        return out
+
+
+class _Tracker:
+    """Streams one method's per-image scores and keeps only the overlays it will draw."""
+
+    def __init__(self, method: str, keep: int) -> None:
+        self.method, self.keep = method, keep
+        self.scores: dict[str, list[Tensor]] = {name: [] for name in _PER_IMAGE}
+        self.worst_index = torch.empty(0, dtype=torch.long)
+        self.worst_maps: Tensor | None = None
+        self.worst_mass = torch.empty(0)
+        self.sample_maps: list[Tensor] = []
+
+    def add(self, start: int, heatmaps: Tensor, masks: Tensor) -> None:
+        for name, metric in _PER_IMAGE.items():
+            self.scores[name].append(metric(heatmaps, masks).cpu())
+        heatmaps = heatmaps.cpu()
+        if start < self.keep:
+            self.sample_maps.append(heatmaps[: self.keep - start])
+        # Keep only the running top-k for overlays: memory stays flat on big audits.
+        mass = self.scores["spurious_mass"][-1].nan_to_num(nan=-1.0)
+        index = torch.cat([self.worst_index, torch.arange(start, start + len(heatmaps))])
+        maps = heatmaps if self.worst_maps is None else torch.cat([self.worst_maps, heatmaps])
+        masses = torch.cat([self.worst_mass, mass])
+        keep = masses.argsort(descending=True, stable=True)[: self.keep]
+        self.worst_index, self.worst_maps, self.worst_mass = index[keep], maps[keep], masses[keep]
 
 
 def audit_images(
@@ -56,17 +131,18 @@ def audit_images(
     image_ids: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
     thresholds: Thresholds | None = None,
-    target_layer: str | nn.Module | None = None,
+    methods: Sequence[str] = ("gradcam",),
+    target_layer: LayerSpec | Sequence[LayerSpec] | None = None,
     batch_size: int = 32,
     keep_worst: int = 12,
     progress: bool | None = None,
 ) -> AuditResult:
-    """Explain each image's predicted class with Grad-CAM and score it against its mask.
+    """Explain each image's predicted class with every CAM method and score it against its mask.
 
     ``images`` are (N, C, H, W) as the model takes them, ``masks`` (N, H, W)
     bool. Batches stream through; full-resolution heatmaps are kept only for
-    the ``keep_worst`` highest-mass images and the first ``keep_worst`` images.
-    ``progress=None`` shows a bar on a TTY.
+    the ``keep_worst`` highest-mass images and the first ``keep_worst`` images
+    of each method. ``progress=None`` shows a bar on a TTY.
     """
     thresholds = thresholds or Thresholds()
     labels = torch.as_tensor(labels, dtype=torch.long)
@@ -78,68 +154,110 @@ def audit_images(
     ids = list(image_ids) if image_ids is not None else [str(i) for i in range(n)]
     if len(ids) != n:
         raise ValueError(f"image_ids must hold one id per image ({n}), got {len(ids)}")
+    if not methods:
+        raise ValueError("methods must name at least one CAM method")
+    unknown = [m for m in methods if m not in CAM_METHODS]
+    if unknown:
+        raise ValueError(f"unknown CAM method(s) {unknown}; known: {sorted(CAM_METHODS)}")
 
-    cam = GradCAM(model, target_layer)
-    predictions, masses, enrichments, chance = [], [], [], []
-    worst_index = torch.empty(0, dtype=torch.long)
-    worst_maps = torch.empty(0, *images.shape[-2:])
-    worst_mass = torch.empty(0)
-    sample_maps: list[Tensor] = []
+    cams = {method: CAM_METHODS[method](model, target_layer) for method in methods}
+    trackers = {method: _Tracker(method, keep_worst) for method in methods}
+    predictions, chance = [], []
     starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc="Grad-CAM audit", unit="batch", disable=_no_bar(progress)):
+    for start in tqdm(starts, desc="CAM audit", unit="batch", disable=_no_bar(progress)):
         stop = min(start + batch_size, n)
-        result = cam.explain(images[start:stop])
-        batch_masks = masks[start:stop].to(result.heatmaps.device)
-        mass = relevance_mass(result.heatmaps, batch_masks).cpu()
-        predictions.append(result.predictions.cpu())
-        masses.append(mass)
-        enrichments.append(enrichment(result.heatmaps, batch_masks).cpu())
-        chance.append(area_fraction(batch_masks).cpu())
-        if start < keep_worst:
-            sample_maps.append(result.heatmaps[: keep_worst - start].cpu())
-        # Keep only the running top-k for overlays: memory stays flat on big audits.
-        worst_index = torch.cat([worst_index, torch.arange(start, stop)])
-        worst_maps = torch.cat([worst_maps, result.heatmaps.cpu()])
-        worst_mass = torch.cat([worst_mass, mass.nan_to_num(nan=-1.0)])
-        keep = worst_mass.argsort(descending=True, stable=True)[:keep_worst]
-        worst_index, worst_maps, worst_mass = worst_index[keep], worst_maps[keep], worst_mass[keep]
+        for index, (method, cam) in enumerate(cams.items()):
+            result = cam.explain(images[start:stop])
+            batch_masks = masks[start:stop].to(result.heatmaps.device)
+            trackers[method].add(start, result.heatmaps, batch_masks)
+            if index == 0:
+                predictions.append(result.predictions.cpu())
+                chance.append(area_fraction(batch_masks).cpu())
 
     prediction = torch.cat(predictions)
-    mass = torch.cat(masses)
+    label_names = _names(labels, class_names)
+    prediction_names = _names(prediction, class_names)
+    audits = {
+        method: _finish(
+            trackers[method],
+            cams[method].target_layers,
+            images,
+            masks,
+            thresholds,
+            ids,
+            label_names,
+            prediction_names,
+        )
+        for method in methods
+    }
+    gating = audits[methods[0]]
     scores = pd.DataFrame(
         {
             "image_id": ids,
-            "label": _names(labels, class_names),
-            "prediction": _names(prediction, class_names),
-            "spurious_mass": mass.double().numpy(),
-            "enrichment": torch.cat(enrichments).double().numpy(),
-            "flagged": (mass > thresholds.flag_mass).numpy(),
+            "label": label_names,
+            "prediction": prediction_names,
+            "spurious_mass": gating.per_image["spurious_mass"].double().numpy(),
+            "enrichment": gating.per_image["enrichment"].double().numpy(),
+            "rank_accuracy": gating.per_image["rank_accuracy"].double().numpy(),
+            "pointing_hit": gating.per_image["pointing_game"].double().numpy(),
+            "flagged": (gating.per_image["spurious_mass"] > thresholds.flag_mass).numpy(),
         },
         columns=list(SCORE_COLUMNS),
     )
+    for method in methods[1:]:
+        scores[f"{method}_spurious_mass"] = (
+            audits[method].per_image["spurious_mass"].double().numpy()
+        )
     summary: dict[str, float | int | str] = {
         "n_images": n,
         "accuracy": float((prediction == labels).float().mean()),
-        "spurious_mass": float(scores["spurious_mass"].mean()),
-        "enrichment": float(scores["enrichment"].mean()),
-        "flagged_fraction": float(scores["flagged"].mean()),
+        "method": methods[0],
+        "spurious_mass": gating.estimates["spurious_mass"].mean,
+        "enrichment": gating.estimates["enrichment"].mean,
+        "flagged_fraction": gating.flagged_fraction,
         "chance_mass": float(torch.cat(chance).mean()),
-        "target_layer": cam.target_layer or "",
+        "target_layer": ", ".join(gating.layers),
     }
-    worst = Cases(
-        images=images[worst_index].detach().cpu(),
-        heatmaps=worst_maps,
-        masks=masks[worst_index].cpu(),
-        rows=scores.iloc[worst_index.tolist()].reset_index(drop=True),
+    return AuditResult(scores=scores, methods=audits, summary=summary)
+
+
+def _finish(
+    tracker: _Tracker,
+    layers: tuple[str, ...],
+    images: Tensor,
+    masks: Tensor,
+    thresholds: Thresholds,
+    ids: list[str],
+    labels: list,
+    predictions: list,
+) -> MethodAudit:
+    per_image = {name: torch.cat(parts) for name, parts in tracker.scores.items()}
+    mass = per_image["spurious_mass"]
+    rows = pd.DataFrame(
+        {"image_id": ids, "label": labels, "prediction": predictions, "spurious_mass": mass.numpy()}
     )
-    n_samples = min(keep_worst, n)
-    samples = Cases(
-        images=images[:n_samples].detach().cpu(),
-        heatmaps=torch.cat(sample_maps),
-        masks=masks[:n_samples].cpu(),
-        rows=scores.iloc[:n_samples].reset_index(drop=True),
+    worst_index = tracker.worst_index
+    n_samples = min(tracker.keep, len(ids))
+    empty = torch.empty(0, *images.shape[-2:])
+    return MethodAudit(
+        method=tracker.method,
+        layers=layers,
+        per_image=per_image,
+        estimates={name: bootstrap_ci(values) for name, values in per_image.items()},
+        flagged_fraction=float((mass > thresholds.flag_mass).float().mean()),
+        worst=Cases(
+            images=images[worst_index].detach().cpu(),
+            heatmaps=tracker.worst_maps if tracker.worst_maps is not None else empty,
+            masks=masks[worst_index].cpu(),
+            rows=rows.iloc[worst_index.tolist()].reset_index(drop=True),
+        ),
+        samples=Cases(
+            images=images[:n_samples].detach().cpu(),
+            heatmaps=torch.cat(tracker.sample_maps),
+            masks=masks[:n_samples].cpu(),
+            rows=rows.iloc[:n_samples].reset_index(drop=True),
+        ),
     )
-    return AuditResult(scores=scores, summary=summary, worst=worst, samples=samples)
 
 
 def _names(indices: Tensor, class_names: Sequence[str] | None) -> list[str] | list[int]:

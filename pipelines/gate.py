@@ -22,6 +22,8 @@ TAG_REASON = "xai_gate.reason"
 class Verdict(StrEnum):
     PASSED = "passed"
     BLOCKED = "blocked"
+    INCONCLUSIVE = "inconclusive"
+    """The explanations failed their sanity check: no verdict on them, and no promotion."""
     ERROR = "error"
 
 
@@ -35,11 +37,20 @@ class GateDecision:
         return "; ".join(self.reasons) if self.reasons else "all expectations met"
 
 
-def decide(validation: ValidationReport) -> GateDecision:
-    """Passed only when every expectation on the score table held."""
-    if validation.success:
+def decide(scores: ValidationReport, sanity: ValidationReport | None = None) -> GateDecision:
+    """Passed only when every expectation held; the reasons name every failed check.
+
+    A failed sanity check makes the verdict ``inconclusive`` whatever the
+    scores say: heatmaps that do not depend on the weights are no evidence
+    either way, and "not blocked" must never read as "passed".
+    """
+    reasons = list(scores.failures) or ([] if scores.success else ["score validation failed"])
+    if sanity is not None and not sanity.success:
+        sanity_reasons = list(sanity.failures) or ["sanity validation failed"]
+        return GateDecision(Verdict.INCONCLUSIVE, sanity_reasons + reasons)
+    if scores.success:
         return GateDecision(Verdict.PASSED)
-    return GateDecision(Verdict.BLOCKED, list(validation.failures) or ["validation failed"])
+    return GateDecision(Verdict.BLOCKED, reasons)
 
 
 def record_verdict(

@@ -12,12 +12,16 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from pipelines.audit import Cases
+from pipelines.counterfactual import CounterfactualEvidence
+from pipelines.sanity import SanityEvidence
 
-__all__ = ["overlay_grid"]
+__all__ = ["insertion_grid", "overlay_grid", "removal_grid", "sanity_figure"]
+
+_MAX_PAIRS = 6
 
 
 def overlay_grid(cases: Cases, *, columns: int = 4, title: str = "") -> Figure:
-    """A grid of audited images, each with its Grad-CAM and its spurious region outlined.
+    """A grid of audited images, each with its CAM and its spurious region outlined.
 
     The caller closes the figure (``plt.close(fig)``) after saving or logging it.
     """
@@ -39,5 +43,96 @@ def overlay_grid(cases: Cases, *, columns: int = 4, title: str = "") -> Figure:
         )
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _image(ax, image) -> None:
+    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+    ax.axis("off")
+
+
+def _pairs(before, after, captions, title: str) -> Figure:
+    """Two rows: the images before the edit above, after it below, captioned per column."""
+    count = len(captions)
+    fig, axes = plt.subplots(2, count, figsize=(2.3 * count, 5.0), squeeze=False)
+    for i, (top, bottom) in enumerate(captions):
+        _image(axes[0, i], before[i])
+        _image(axes[1, i], after[i])
+        axes[0, i].set_title(top, fontsize=7)
+        axes[1, i].set_title(bottom, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def removal_grid(evidence: CounterfactualEvidence, images, names, *, title: str = "") -> Figure:
+    """Audit images with their artifact, then filled in; flipped predictions first."""
+    removal = evidence.removal
+    order = sorted(
+        removal.has_artifact.nonzero().flatten().tolist(),
+        key=lambda i: not bool(removal.flipped[i]),
+    )[:_MAX_PAIRS]
+    captions = [
+        (
+            f"with artifact: {names(removal.predictions[i])} "
+            f"({float(removal.probabilities[i].max()):.2f})",
+            f"removed: {names(removal.predictions_without[i])} "
+            f"({float(removal.probabilities_without[i].max()):.2f})"
+            + ("  FLIP" if removal.flipped[i] else ""),
+        )
+        for i in order
+    ]
+    edited = removal.edited[order]
+    return _pairs(images[order].cpu(), edited, captions, f"{title} (artifact removal)")
+
+
+def insertion_grid(evidence: CounterfactualEvidence, names, *, title: str = "") -> Figure:
+    """Images of other classes, cleaned, then with the artifact class's artifact pasted in."""
+    insertion = evidence.insertion
+    order = insertion.probability.argsort(descending=True)[:_MAX_PAIRS].tolist()
+    target = evidence.artifact_class_name
+    captions = [
+        (
+            f"cleaned: {names(insertion.predictions_before[i])}  "
+            f"P({target})={float(insertion.baseline[i]):.2f}",
+            f"pasted: {names(insertion.predictions_after[i])}  "
+            f"P({target})={float(insertion.probability[i]):.2f}",
+        )
+        for i in order
+    ]
+    return _pairs(
+        insertion.cleaned[order],
+        insertion.pasted[order],
+        captions,
+        f"{title} (artifact of '{target}' pasted; spurious score {insertion.spurious_score:.2f})",
+    )
+
+
+def sanity_figure(evidence: SanityEvidence, *, threshold: float, title: str = "") -> Figure:
+    """The cascade's mean Spearman per step, and a few maps before and after randomising."""
+    result = evidence.result
+    shown = min(4, evidence.images.shape[0])
+    fig = plt.figure(figsize=(3.0 + 2.0 * shown, 4.6))
+    grid = fig.add_gridspec(2, shown + 2)
+    curve = fig.add_subplot(grid[:, :2])
+    steps = range(1, len(result.layers) + 1)
+    curve.plot(steps, result.mean_spearman.numpy(), marker="o")
+    curve.axhline(threshold, color="red", linestyle="--", label=f"max {threshold:.2f}")
+    curve.set_xticks(list(steps))
+    curve.set_xticklabels([name or "(root)" for name in result.layers], rotation=60, fontsize=6)
+    curve.set_ylim(-1.05, 1.05)
+    curve.set_ylabel("mean Spearman vs. original maps")
+    curve.set_xlabel("randomised down to layer")
+    curve.legend(fontsize=7)
+    for i in range(shown):
+        for row, (maps, label) in enumerate(
+            ((result.original, "original"), (result.randomized, "randomised"))
+        ):
+            ax = fig.add_subplot(grid[row, i + 2])
+            _image(ax, evidence.images[i])
+            ax.imshow(maps[i].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+            ax.set_title(f"{label}  ρ={float(result.spearman[-1, i]):.2f}", fontsize=7)
+    fig.suptitle(f"{title} (sanity: {evidence.method}, cascading randomisation)", fontsize=10)
     fig.tight_layout()
     return fig

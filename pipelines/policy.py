@@ -8,17 +8,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.validation import Check
 
-__all__ = ["SCORE_COLUMNS", "Thresholds", "score_checks"]
+__all__ = [
+    "COUNTERFACTUAL_COLUMNS",
+    "SANITY_COLUMNS",
+    "SCORE_COLUMNS",
+    "AuditPlan",
+    "Thresholds",
+    "sanity_checks",
+    "score_checks",
+]
 
-SCORE_COLUMNS = ("image_id", "label", "prediction", "spurious_mass", "enrichment", "flagged")
+SCORE_COLUMNS = (
+    "image_id",
+    "label",
+    "prediction",
+    "spurious_mass",
+    "enrichment",
+    "rank_accuracy",
+    "pointing_hit",
+    "flagged",
+)
+"""Heatmap scores of the gating CAM method, one row per audit image."""
+
+COUNTERFACTUAL_COLUMNS = (
+    "prediction_without_artifact",
+    "flipped_on_removal",
+    "artifact_class_probability",
+)
+"""Counterfactual evidence per image; appended to the score table. Null where it does not
+apply: no artifact to remove, or the image is of the artifact's own class."""
+
+SANITY_COLUMNS = ("image_id", "spearman")
+"""Rank correlation of each sanity image's map before and after full randomisation."""
 
 
 class Thresholds(BaseModel):
-    """When a model counts as relying on the spurious region."""
+    """When a model counts as relying on the spurious region, or its explanations as void."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,10 +66,73 @@ class Thresholds(BaseModel):
         le=1.0,
         description="An image is flagged when more than this share of its heatmap is spurious.",
     )
+    max_flip_rate: float = Field(
+        0.20,
+        ge=0.0,
+        le=1.0,
+        description="Upper bound on the share of predictions that change when the artifact "
+        "is filled in from its surroundings.",
+    )
+    max_spurious_score: float = Field(
+        0.50,
+        ge=0.0,
+        le=1.0,
+        description="Upper bound on the mean probability of the artifact's class after "
+        "pasting the artifact onto images of other classes.",
+    )
+    max_sanity_correlation: float = Field(
+        0.50,
+        ge=-1.0,
+        le=1.0,
+        description="Upper bound on the mean Spearman correlation between heatmaps of the "
+        "model and of its fully randomised copy; above it the explanations are not trusted "
+        "and the verdict is inconclusive.",
+    )
 
 
-def score_checks(thresholds: Thresholds) -> list[Check]:
-    """The expectations a score table must meet for the gate to pass."""
+class AuditPlan(BaseModel):
+    """Which checks run, and on how much of the audit set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cam_methods: tuple[str, ...] = Field(
+        ("gradcam", "layercam"),
+        min_length=1,
+        description="CAM methods to run; the first one's scores gate, the others are evidence.",
+    )
+    target_layers: tuple[str, ...] = Field(
+        (), description="Layers to explain, averaged; empty for the default layer."
+    )
+    counterfactual: bool = Field(True, description="Run artifact removal and insertion.")
+    sanity: bool = Field(True, description="Run the model-randomisation sanity check.")
+    sanity_images: int = Field(16, ge=2, description="Audit images used by the sanity check.")
+    batch_size: int = Field(32, ge=1)
+
+    @field_validator("cam_methods")
+    @classmethod
+    def _known_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
+        from xai_checks.cam import CAM_METHODS
+
+        unknown = [m for m in methods if m not in CAM_METHODS]
+        if unknown:
+            raise ValueError(
+                f"unknown CAM method(s) {unknown}; known: {', '.join(sorted(CAM_METHODS))}"
+            )
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"cam_methods lists a method twice: {list(methods)}")
+        return methods
+
+    @property
+    def gating_method(self) -> str:
+        return self.cam_methods[0]
+
+
+def score_checks(thresholds: Thresholds, *, counterfactual: bool = True) -> list[Check]:
+    """The expectations a score table must meet for the gate to pass.
+
+    Counterfactual columns are null where a check does not apply; GX leaves
+    nulls out of ``mostly`` and of the mean, so rates are over the rows that count.
+    """
     t = thresholds
 
     def mean_mass(gxe: Any) -> Any:
@@ -51,6 +143,16 @@ def score_checks(thresholds: Thresholds) -> list[Check]:
     def few_flagged(gxe: Any) -> Any:
         return gxe.ExpectColumnValuesToBeInSet(
             column="flagged", value_set=[False], mostly=1.0 - t.max_flagged_fraction
+        )
+
+    def few_flips(gxe: Any) -> Any:
+        return gxe.ExpectColumnValuesToBeInSet(
+            column="flipped_on_removal", value_set=[False], mostly=1.0 - t.max_flip_rate
+        )
+
+    def low_spurious_score(gxe: Any) -> Any:
+        return gxe.ExpectColumnMeanToBeBetween(
+            column="artifact_class_probability", min_value=0.0, max_value=t.max_spurious_score
         )
 
     checks = [
@@ -72,6 +174,27 @@ def score_checks(thresholds: Thresholds) -> list[Check]:
             ),
         ),
     ]
+    if counterfactual:
+        checks += [
+            Check(
+                "removal flip rate",
+                few_flips,
+                lambda r: (
+                    f"removal flip rate {_num(r.get('unexpected_percent', float('nan')) / 100)} "
+                    f"exceeds max_flip_rate {t.max_flip_rate:.3f}: predictions change when the "
+                    "artifact is filled in"
+                ),
+            ),
+            Check(
+                "spurious score",
+                low_spurious_score,
+                lambda r: (
+                    f"spurious score {_num(r.get('observed_value'))} exceeds max_spurious_score "
+                    f"{t.max_spurious_score:.3f}: pasting the artifact moves predictions to its "
+                    "class"
+                ),
+            ),
+        ]
     for column in SCORE_COLUMNS:
         checks.append(
             Check(
@@ -85,6 +208,37 @@ def score_checks(thresholds: Thresholds) -> list[Check]:
             )
         )
     return checks
+
+
+def sanity_checks(thresholds: Thresholds, *, steps: int) -> list[Check]:
+    """The expectation on the sanity table: maps must change when the weights are randomised."""
+    t = thresholds
+
+    def decorrelates(gxe: Any) -> Any:
+        return gxe.ExpectColumnMeanToBeBetween(
+            column="spearman", min_value=-1.0, max_value=t.max_sanity_correlation
+        )
+
+    return [
+        Check(
+            "sanity spearman mean",
+            decorrelates,
+            lambda r: (
+                f"sanity check failed: heatmaps barely change when the model's weights are "
+                f"randomised (mean Spearman {_num(r.get('observed_value'))} after {steps} "
+                f"layers exceeds max_sanity_correlation {t.max_sanity_correlation:.3f}), so "
+                "they do not explain this model"
+            ),
+        ),
+        Check(
+            "sanity spearman not null",
+            lambda gxe: gxe.ExpectColumnValuesToNotBeNull(column="spearman", mostly=0.5),
+            lambda r: (
+                f"sanity check undefined: {r.get('unexpected_count', '?')} heatmap(s) are "
+                "constant, so no correlation can be computed"
+            ),
+        ),
+    ]
 
 
 def _num(value: Any) -> str:

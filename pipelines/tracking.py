@@ -9,15 +9,19 @@ MLflow resolves (``MLFLOW_TRACKING_URI`` first), defaulting to
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from pipelines.audit import AuditResult
 from pipelines.errors import GateError
-from pipelines.validation import ValidationReport
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
@@ -26,7 +30,7 @@ __all__ = [
     "ModelLoadError",
     "configure_tracking",
     "load_model_version",
-    "log_audit_evidence",
+    "log_gate_evidence",
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -96,45 +100,45 @@ def load_model_version(name: str, version: str | int) -> LoadedModel:
     )
 
 
-def log_audit_evidence(
-    audit: AuditResult,
-    validation: ValidationReport,
+def log_gate_evidence(
     *,
     model_name: str,
     model_version: str,
     params: dict[str, Any],
-    overlay_title: str = "",
+    metrics: dict[str, float],
+    series: dict[str, list[float]],
+    tables: dict[str, pd.DataFrame],
+    documents: dict[str, Any],
+    figures: dict[str, Callable[[], Figure]],
 ) -> str:
-    """Log metrics and artifacts of one gate run; return the MLflow run id.
+    """Log one gate run's evidence to a new MLflow run; return its run id.
 
-    Artifacts: ``xai/gradcam_overlays.png`` (worst offenders),
-    ``xai/gradcam_samples.png`` (typical cases), ``xai/scores.csv``,
-    ``xai/validation.json``. The run is new, in the ``xai-gate`` experiment,
-    and tagged with the model version it audited.
+    The run is in the ``xai-gate`` experiment and tagged with the model
+    version it audited. ``series`` are metrics with steps 1..k (a curve in the
+    UI), ``tables`` CSV artifacts, ``documents`` JSON artifacts, ``figures``
+    PNG artifacts drawn only inside the run, each closed after logging.
     """
     import matplotlib.pyplot as plt
     import mlflow
-
-    from pipelines.plots import overlay_grid
 
     mlflow.set_experiment(EXPERIMENT)
     run_name = f"gate-{model_name}-v{model_version}"
     tags = {"xai_gate.model_name": model_name, "xai_gate.model_version": model_version}
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         mlflow.log_params({k: str(v) for k, v in params.items()})
-        mlflow.log_metrics(audit.metrics())
-        mlflow.log_text(audit.scores.to_csv(index=False), "xai/scores.csv")
-        mlflow.log_text(json.dumps(validation.result, indent=2, default=str), "xai/validation.json")
-        grids = {
-            "xai/gradcam_overlays.png": (audit.worst, "worst spurious mass first"),
-            "xai/gradcam_samples.png": (audit.samples, "first images of the audit set"),
-        }
-        for artifact, (cases, subtitle) in grids.items():
-            if cases is None or not len(cases.rows):
-                continue
-            fig = overlay_grid(cases, title=f"{overlay_title} ({subtitle})")
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+        for key, values in series.items():
+            for step, value in enumerate(values, start=1):
+                if math.isfinite(value):
+                    mlflow.log_metric(key, value, step=step)
+        for path, table in tables.items():
+            mlflow.log_text(table.to_csv(index=False), path)
+        for path, document in documents.items():
+            mlflow.log_text(json.dumps(document, indent=2, default=str), path)
+        for path, draw in figures.items():
+            fig = draw()
             try:
-                mlflow.log_figure(fig, artifact)
+                mlflow.log_figure(fig, path)
             finally:
                 plt.close(fig)
         return run.info.run_id

@@ -41,6 +41,11 @@ def test_shortcut_version_blocked_clean_version_promoted(demo):
     assert (v1.version, v1.verdict, v1.promoted) == ("1", Verdict.BLOCKED, False)
     assert (v2.version, v2.verdict, v2.promoted) == ("2", Verdict.PASSED, True)
     assert "spurious_mass mean" in v1.message and "exceeds max_spurious_mass 0.300" in v1.message
+    # Blocked on independent lines of evidence, not only on where the heatmap sits.
+    assert "removal flip rate" in v1.message and "spurious score" in v1.message
+    assert v1.summary["counterfactual.removal_flip_rate"] > 0.8
+    assert v2.summary["counterfactual.removal_flip_rate"] < 0.1
+    assert v1.summary["sanity.final_spearman"] < 0.5 and v2.summary["sanity.final_spearman"] < 0.5
     assert champion_version(MODEL) == "2"
     # The story the table tells: v1 looks perfect in distribution and fails without rulers.
     assert rows[0].accuracy > 0.98 and rows[0].accuracy_no_ruler < 0.6
@@ -57,12 +62,28 @@ def test_registry_tags_point_at_the_evidence_runs(demo):
     for version_metrics in metrics.values():
         assert set(version_metrics) >= {
             "gradcam.spurious_mass",
+            "gradcam.spurious_mass_ci_low",
+            "gradcam.spurious_mass_ci_high",
+            "gradcam.chance_mass",
             "gradcam.enrichment",
+            "gradcam.rank_accuracy",
+            "gradcam.pointing_game",
             "gradcam.flagged_fraction",
+            "layercam.spurious_mass",
+            "counterfactual.removal_flip_rate",
+            "counterfactual.accuracy_with_artifact",
+            "counterfactual.accuracy_without_artifact",
+            "counterfactual.spurious_score",
+            "sanity.final_spearman",
+            "sanity.spearman_by_step",
             "accuracy",
         }
     assert metrics["1"]["gradcam.spurious_mass"] > 0.3 > metrics["2"]["gradcam.spurious_mass"]
     assert metrics["1"]["gradcam.enrichment"] > metrics["2"]["gradcam.enrichment"]
+    assert metrics["1"]["counterfactual.spurious_score"] > 0.85
+    assert metrics["2"]["counterfactual.spurious_score"] < 0.5
+    curve = client.get_metric_history(tags["2"]["xai_gate.run_id"], "sanity.spearman_by_step")
+    assert [m.step for m in curve] == list(range(1, len(curve) + 1)) and len(curve) == 8
 
 
 def test_artifacts_exist_and_hold_the_scores(demo):
@@ -72,12 +93,21 @@ def test_artifacts_exist_and_hold_the_scores(demo):
     assert names == {
         "xai/gradcam_overlays.png",
         "xai/gradcam_samples.png",
+        "xai/layercam_overlays.png",
+        "xai/layercam_samples.png",
+        "xai/counterfactual_removal.png",
+        "xai/counterfactual_insertion.png",
+        "xai/sanity.png",
         "xai/scores.csv",
+        "xai/sanity.csv",
         "xai/validation.json",
+        "xai/validation_sanity.json",
     }
     local = Path(client.download_artifacts(run_id, "xai"))
     scores = pd.read_csv(local / "scores.csv")
     assert len(scores) == 64 and scores["flagged"].all()
+    assert scores["flipped_on_removal"].mean() > 0.8
+    assert len(pd.read_csv(local / "sanity.csv")) == 16
     validation = (local / "validation.json").read_text()
     assert '"success": false' in validation
     png = (local / "gradcam_overlays.png").read_bytes()
@@ -108,6 +138,16 @@ def test_cli_exit_codes(demo):
     passed = runner.invoke(app, [*args, "--version", "2"])
     assert passed.exit_code == 0, passed.output
     assert "alias 'champion' -> lesion-classifier v2" in passed.output
+    # Only the gating method and stages asked for: HiResCAM alone, no counterfactuals.
+    lean = runner.invoke(
+        app, [*args, "--version", "1", "--method", "hirescam", "--no-counterfactual", "--no-sanity"]
+    )
+    assert lean.exit_code == 1, lean.output
+    assert "spurious_mass mean" in lean.output and "removal flip rate" not in lean.output
+    untrusted = runner.invoke(app, [*args, "--version", "2", "--max-sanity-correlation=-1"])
+    assert untrusted.exit_code == 3, untrusted.output
+    assert "lesion-classifier v2 inconclusive: sanity check failed" in untrusted.output
+    assert MlflowClient().get_model_version(MODEL, "2").tags["xai_gate.verdict"] == "inconclusive"
     missing = runner.invoke(app, [*args, "--version", "9"])
     assert missing.exit_code == 2
     assert "cannot load models:/lesion-classifier/9" in missing.output

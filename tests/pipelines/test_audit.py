@@ -7,7 +7,7 @@ import torch
 
 from pipelines.audit import audit_images
 from pipelines.policy import SCORE_COLUMNS, Thresholds
-from xai_checks import GradCAM
+from xai_checks import GradCAM, LayerCAM
 from xai_checks.metrics import relevance_mass
 from xai_checks.synthetic import CLASS_NAMES, make_lesions
 
@@ -55,28 +55,62 @@ def test_worst_cases_are_the_highest_mass_images(trained_pair, audit_batch):
         thresholds=Thresholds(flag_mass=0.1),
     )
     top = result.scores["spurious_mass"].nlargest(4)
-    assert result.worst.rows["spurious_mass"].tolist() == pytest.approx(top.tolist())
-    assert torch.equal(result.worst.images[0], audit_batch.images[top.index[0]])
-    assert result.worst.heatmaps.shape == (4, 64, 64)
+    worst, samples = result.gating.worst, result.gating.samples
+    assert worst.rows["spurious_mass"].tolist() == pytest.approx(top.tolist())
+    assert torch.equal(worst.images[0], audit_batch.images[top.index[0]])
+    assert worst.heatmaps.shape == (4, 64, 64)
     assert result.scores["flagged"].tolist() == (result.scores["spurious_mass"] > 0.1).tolist()
     # Samples are the first images in order, across batch boundaries (batch_size 7).
-    assert result.samples.rows["image_id"].tolist() == ["0", "1", "2", "3"]
+    assert samples.rows["image_id"].tolist() == ["0", "1", "2", "3"]
     expected = GradCAM(trained_pair.clean)(audit_batch.images[:4])
-    torch.testing.assert_close(result.samples.heatmaps, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(samples.heatmaps, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_metrics_separate_shortcut_from_clean(trained_pair, audit_batch):
     args = (audit_batch.images, audit_batch.labels, audit_batch.masks)
     shortcut = audit_images(trained_pair.shortcut, *args).metrics()
     clean = audit_images(trained_pair.clean, *args).metrics()
-    assert set(shortcut) == {
-        "gradcam.spurious_mass",
-        "gradcam.enrichment",
+    per_image = ("spurious_mass", "enrichment", "rank_accuracy", "pointing_game")
+    expected = {
+        f"gradcam.{m}{end}"
+        for m in (*per_image, "energy_pointing_game")
+        for end in ("", "_ci_low", "_ci_high")
+    }
+    assert set(shortcut) == expected | {
         "gradcam.flagged_fraction",
+        "gradcam.chance_mass",
         "accuracy",
     }
+    for metrics in (shortcut, clean):
+        for m in per_image:
+            low, mean, high = (metrics[f"gradcam.{m}{e}"] for e in ("_ci_low", "", "_ci_high"))
+            assert low < mean < high or low == mean == high
     assert shortcut["gradcam.spurious_mass"] > 0.3 > clean["gradcam.spurious_mass"]
+    assert shortcut["gradcam.spurious_mass_ci_low"] > clean["gradcam.spurious_mass_ci_high"]
     assert shortcut["gradcam.enrichment"] > 3 * clean["gradcam.enrichment"]
+    assert shortcut["gradcam.rank_accuracy"] > 0.5 > clean["gradcam.rank_accuracy"]
+    assert shortcut["gradcam.pointing_game"] > 0.9 and clean["gradcam.pointing_game"] < 0.3
+    # Chance: the ruler covers about 7 x 46 of 64 x 64 pixels.
+    assert shortcut["gradcam.chance_mass"] == pytest.approx(0.08, abs=0.02)
+
+
+def test_every_method_is_scored_and_only_the_first_one_gates(trained_pair, audit_batch):
+    args = (audit_batch.images, audit_batch.labels, audit_batch.masks)
+    result = audit_images(trained_pair.shortcut, *args, methods=("layercam", "gradcam"))
+    assert list(result.methods) == ["layercam", "gradcam"]
+    assert result.summary["method"] == "layercam"
+    layercam = LayerCAM(trained_pair.shortcut)(audit_batch.images)
+    expected = relevance_mass(layercam, audit_batch.masks)
+    assert result.scores["spurious_mass"].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    gradcam = relevance_mass(GradCAM(trained_pair.shortcut)(audit_batch.images), audit_batch.masks)
+    assert result.scores["gradcam_spurious_mass"].tolist() == pytest.approx(
+        gradcam.tolist(), abs=1e-5
+    )
+    metrics = result.metrics()
+    assert metrics["layercam.spurious_mass"] == pytest.approx(float(expected.mean()), abs=1e-6)
+    assert metrics["gradcam.spurious_mass"] == pytest.approx(float(gradcam.mean()), abs=1e-6)
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        audit_images(trained_pair.shortcut, *args, methods=("gradcam", "scorecam"))
 
 
 def test_inconsistent_inputs_are_rejected(trained_pair, audit_batch):

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipelines.gate import Verdict, decide
-from pipelines.policy import Thresholds, score_checks
+from pipelines.policy import AuditPlan, Thresholds, sanity_checks, score_checks
 from pipelines.validation import run_checks
 
 
@@ -21,13 +21,24 @@ def _scores(masses: list[float], flag_mass: float = 0.5) -> pd.DataFrame:
             "prediction": ["benign"] * len(masses),
             "spurious_mass": masses,
             "enrichment": [m / 0.1 for m in masses],
+            "rank_accuracy": masses,
+            "pointing_hit": [float(m > 0.5) for m in masses],
             "flagged": [m > flag_mass for m in masses],
         }
     )
 
 
 def _validate(df: pd.DataFrame, **thresholds: float):
-    return run_checks(df, score_checks(Thresholds(**thresholds)), suite="test-scores")
+    checks = score_checks(Thresholds(**thresholds), counterfactual=False)
+    return run_checks(df, checks, suite="test-scores")
+
+
+def _with_counterfactuals(flips: list[bool | None], probabilities: list[float]) -> pd.DataFrame:
+    df = _scores([0.1] * len(flips))
+    df["prediction_without_artifact"] = "benign"
+    df["flipped_on_removal"] = pd.array(flips, dtype="boolean")
+    df["artifact_class_probability"] = probabilities
+    return df
 
 
 def test_clean_scores_pass_and_the_result_is_json():
@@ -36,7 +47,7 @@ def test_clean_scores_pass_and_the_result_is_json():
     assert decide(report).verdict is Verdict.PASSED
     stored = json.loads(json.dumps(report.result))
     assert stored["success"] is True
-    assert len(stored["results"]) == len(score_checks(Thresholds()))
+    assert len(stored["results"]) == len(score_checks(Thresholds(), counterfactual=False))
 
 
 def test_high_mean_mass_blocks_and_says_by_how_much():
@@ -68,8 +79,85 @@ def test_nulls_block_with_the_column_named():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"max_spurious_mass": 1.5}, {"max_flagged_fraction": -0.1}, {"flag_mass": 0}, {"typo": 1}],
+    [
+        {"max_spurious_mass": 1.5},
+        {"max_flagged_fraction": -0.1},
+        {"flag_mass": 0},
+        {"max_flip_rate": 2},
+        {"max_spurious_score": -0.5},
+        {"max_sanity_correlation": 1.5},
+        {"typo": 1},
+    ],
 )
 def test_thresholds_are_validated(bad):
     with pytest.raises(ValidationError):
         Thresholds(**bad)
+
+
+def test_removal_flip_rate_counts_only_images_with_an_artifact():
+    # 1 flip among 3 images with an artifact (the nulls have none): 0.333.
+    df = _with_counterfactuals([True, None, None, False, False], [0.1, None, 0.2, 0.1, 0.1])
+    checks = score_checks(Thresholds(max_flip_rate=0.3))
+    report = run_checks(df, checks, suite="cf")
+    assert report.failures == [
+        "removal flip rate 0.333 exceeds max_flip_rate 0.300: predictions change when the "
+        "artifact is filled in"
+    ]
+    assert run_checks(df, score_checks(Thresholds(max_flip_rate=0.34)), suite="cf").success
+
+
+def test_spurious_score_is_the_mean_over_images_that_received_the_artifact():
+    df = _with_counterfactuals([False] * 4, [0.9, float("nan"), 0.8, 0.7])
+    report = run_checks(df, score_checks(Thresholds()), suite="cf")
+    assert report.failures == [
+        "spurious score 0.800 exceeds max_spurious_score 0.500: pasting the artifact moves "
+        "predictions to its class"
+    ]
+    decision = decide(report)
+    assert decision.verdict is Verdict.BLOCKED and "spurious score 0.800" in decision.reason
+
+
+def _sanity(correlations: list[float], threshold: float = 0.5):
+    table = pd.DataFrame({"image_id": [str(i) for i in range(len(correlations))]})
+    table["spearman"] = correlations
+    checks = sanity_checks(Thresholds(max_sanity_correlation=threshold), steps=8)
+    return run_checks(table, checks, suite="sanity")
+
+
+def test_sanity_failure_makes_the_verdict_inconclusive_and_keeps_every_reason():
+    sanity = _sanity([0.95, 0.99, 1.0])
+    assert sanity.failures == [
+        "sanity check failed: heatmaps barely change when the model's weights are randomised "
+        "(mean Spearman 0.980 after 8 layers exceeds max_sanity_correlation 0.500), so they "
+        "do not explain this model"
+    ]
+    blocked_scores = _validate(_scores([0.35, 0.4, 0.3, 0.45]))
+    decision = decide(blocked_scores, sanity)
+    assert decision.verdict is Verdict.INCONCLUSIVE
+    assert decision.reasons[0].startswith("sanity check failed")
+    assert "spurious_mass mean 0.375" in decision.reasons[1]
+    # Inconclusive even when the scores alone would pass: no promotion on untrusted maps.
+    assert decide(_validate(_scores([0.1])), sanity).verdict is Verdict.INCONCLUSIVE
+
+
+def test_sanity_pass_leaves_the_score_verdict_and_constant_maps_are_undefined():
+    passing = _sanity([0.1, -0.2, 0.3])
+    assert passing.success
+    assert decide(_validate(_scores([0.1])), passing).verdict is Verdict.PASSED
+    undefined = _sanity([float("nan")] * 3 + [0.1])
+    assert any("3 heatmap(s) are constant" in f for f in undefined.failures)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"cam_methods": ("gradcam", "scorecam")}, "unknown CAM method"),
+        ({"cam_methods": ("gradcam", "gradcam")}, "lists a method twice"),
+        ({"cam_methods": ()}, "at least 1"),
+        ({"sanity_images": 1}, "greater than or equal to 2"),
+    ],
+)
+def test_audit_plan_is_validated(bad, message):
+    with pytest.raises(ValidationError, match=message):
+        AuditPlan(**bad)
+    assert AuditPlan().gating_method == "gradcam"

@@ -1,0 +1,131 @@
+"""The counterfactual and sanity stages, the merged score table and the figures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipelines.audit import audit_images
+from pipelines.counterfactual import counterfactual_audit
+from pipelines.evidence import GateEvidence
+from pipelines.gate import Verdict, decide
+from pipelines.policy import COUNTERFACTUAL_COLUMNS, SCORE_COLUMNS, Thresholds
+from pipelines.sanity import sanity_audit
+from xai_checks.synthetic import CLASS_NAMES, make_lesions
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def audit_batch():
+    return make_lesions(32, ruler="always", seed=100)
+
+
+def _evidence(model, batch) -> GateEvidence:
+    ids = [f"img{i}" for i in range(len(batch))]
+    args = (model, batch.images, batch.labels, batch.masks)
+    return GateEvidence(
+        audit=audit_images(*args, image_ids=ids, class_names=CLASS_NAMES),
+        counterfactual=counterfactual_audit(*args, class_names=CLASS_NAMES),
+        sanity=sanity_audit(model, batch.images, image_ids=ids, n_images=6),
+    )
+
+
+def test_counterfactual_columns_line_up_with_the_audit_rows(trained_pair, audit_batch):
+    cf = counterfactual_audit(
+        trained_pair.shortcut,
+        audit_batch.images,
+        audit_batch.labels,
+        audit_batch.masks,
+        class_names=CLASS_NAMES,
+    )
+    assert list(cf.columns) == list(COUNTERFACTUAL_COLUMNS)
+    assert cf.artifact_class_name == "malignant"
+    malignant = (audit_batch.labels == 1).numpy()
+    # Only images of other classes received the artifact; the rest are null.
+    assert cf.columns["artifact_class_probability"][malignant].isna().all()
+    assert (cf.columns["artifact_class_probability"][~malignant] > 0.5).all()
+    assert cf.columns["flipped_on_removal"].sum() == int(cf.removal.flipped.sum())
+    metrics = cf.metrics()
+    assert metrics["counterfactual.removal_flip_rate"] == pytest.approx(cf.removal.flip_rate)
+    assert (
+        metrics["counterfactual.removal_flip_rate_ci_low"]
+        <= metrics["counterfactual.removal_flip_rate"]
+        <= metrics["counterfactual.removal_flip_rate_ci_high"]
+    )
+    assert metrics["counterfactual.spurious_score"] > 0.85
+    assert metrics["counterfactual.artifact_class"] == 1.0
+
+
+def test_shortcut_model_is_blocked_on_heatmap_and_counterfactual_evidence(
+    trained_pair, audit_batch
+):
+    evidence = _evidence(trained_pair.shortcut, audit_batch)
+    table = evidence.score_table()
+    assert list(table.columns) == [
+        *SCORE_COLUMNS,
+        *COUNTERFACTUAL_COLUMNS,
+    ]
+    validation = evidence.validate(Thresholds())
+    decision = decide(validation.scores, validation.sanity)
+    assert decision.verdict is Verdict.BLOCKED
+    reasons = " ".join(decision.reasons)
+    for check in ("spurious_mass mean", "removal flip rate", "spurious score"):
+        assert check in reasons
+    assert validation.sanity is not None and validation.sanity.success
+    assert set(validation.documents()) == {"xai/validation.json", "xai/validation_sanity.json"}
+
+
+def test_clean_model_passes_every_line_of_evidence(trained_pair, audit_batch):
+    evidence = _evidence(trained_pair.clean, audit_batch)
+    validation = evidence.validate(Thresholds())
+    assert validation.success, (validation.scores.failures, validation.sanity.failures)
+    metrics = evidence.metrics()
+    assert metrics["sanity.final_spearman"] < 0.5
+    assert metrics["sanity.steps"] == len(evidence.sanity.result.layers) == 8
+    (series,) = evidence.series().values()
+    assert len(series) == 8 and series[-1] == pytest.approx(metrics["sanity.final_spearman"])
+
+
+def test_sanity_stage_uses_the_gating_method_on_the_first_images(trained_pair, audit_batch):
+    ids = [f"img{i}" for i in range(len(audit_batch))]
+    stage = sanity_audit(
+        trained_pair.clean, audit_batch.images, image_ids=ids, method="layercam", n_images=4
+    )
+    assert stage.table["image_id"].tolist() == ids[:4]
+    assert stage.method == "layercam" and stage.images.shape[0] == 4
+    assert stage.table["spearman"].tolist() == pytest.approx(stage.result.spearman[-1].tolist())
+
+
+def test_figures_draw_for_every_method_and_stage(trained_pair, audit_batch):
+    import matplotlib.pyplot as plt
+
+    evidence = GateEvidence(
+        audit=audit_images(
+            trained_pair.shortcut,
+            audit_batch.images,
+            audit_batch.labels,
+            audit_batch.masks,
+            methods=("gradcam", "hirescam"),
+            keep_worst=4,
+        ),
+        counterfactual=_evidence(trained_pair.shortcut, audit_batch).counterfactual,
+        sanity=_evidence(trained_pair.shortcut, audit_batch).sanity,
+    )
+    figures = evidence.figures(audit_batch.images, CLASS_NAMES, Thresholds(), "v1")
+    assert set(figures) == {
+        "xai/gradcam_overlays.png",
+        "xai/gradcam_samples.png",
+        "xai/hirescam_overlays.png",
+        "xai/hirescam_samples.png",
+        "xai/counterfactual_removal.png",
+        "xai/counterfactual_insertion.png",
+        "xai/sanity.png",
+    }
+    for draw in figures.values():
+        fig = draw()
+        try:
+            assert len(fig.axes) >= 2
+        finally:
+            plt.close(fig)
+    assert torch.equal(evidence.audit.gating.samples.images, audit_batch.images[:4])
