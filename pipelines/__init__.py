@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipelines.audit import AuditResult, audit_images
     from pipelines.audit_set import AuditSet, AuditSetError, load_audit_set, write_audit_set
+    from pipelines.counterfactual import CounterfactualEvidence, counterfactual_audit
+    from pipelines.evidence import GateEvidence, Validation
     from pipelines.gate import GateDecision, Verdict, decide, record_verdict
-    from pipelines.policy import Thresholds
+    from pipelines.policy import AuditPlan, Thresholds
+    from pipelines.sanity import SanityEvidence, sanity_audit
 
 _ATTRIBUTES = {
     "AuditResult": "pipelines.audit",
@@ -26,20 +29,34 @@ _ATTRIBUTES = {
     "Verdict": "pipelines.gate",
     "decide": "pipelines.gate",
     "record_verdict": "pipelines.gate",
+    "AuditPlan": "pipelines.policy",
     "Thresholds": "pipelines.policy",
+    "CounterfactualEvidence": "pipelines.counterfactual",
+    "counterfactual_audit": "pipelines.counterfactual",
+    "GateEvidence": "pipelines.evidence",
+    "Validation": "pipelines.evidence",
+    "SanityEvidence": "pipelines.sanity",
+    "sanity_audit": "pipelines.sanity",
 }
 
 __all__ = [
+    "AuditPlan",
     "AuditResult",
     "AuditSet",
     "AuditSetError",
+    "CounterfactualEvidence",
     "GateDecision",
+    "GateEvidence",
+    "SanityEvidence",
     "Thresholds",
+    "Validation",
     "Verdict",
     "audit_images",
+    "counterfactual_audit",
     "decide",
     "load_audit_set",
     "record_verdict",
+    "sanity_audit",
     "write_audit_set",
 ]
 

@@ -1,8 +1,9 @@
 """CAM audit of an image classifier against known spurious regions.
 
-Every configured CAM method explains each image's predicted class; the first
-method's per-image scores form the gating score table, the others add their
-own metrics and overlays as evidence. Model-level numbers carry a bootstrap
+Every configured method (the CAM family, or attention rollout for ViTs)
+explains each image's predicted class; the first method's per-image scores
+form the gating score table, the others add their own metrics and overlays as
+evidence. Model-level numbers carry a bootstrap
 95 % interval and sit beside their chance level.
 """
 
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pipelines.policy import SCORE_COLUMNS, Thresholds
-from xai_checks.cam import CAM_METHODS, LayerSpec
+from xai_checks.cam import CAM_METHODS, CAMEngine, LayerSpec
 from xai_checks.metrics import (
     Estimate,
     area_fraction,
@@ -28,8 +29,26 @@ from xai_checks.metrics import (
     rank_accuracy,
     relevance_mass,
 )
+from xai_checks.rollout import AttentionRollout
 
-__all__ = ["AuditResult", "Cases", "MethodAudit", "audit_images"]
+__all__ = ["AUDIT_METHODS", "AuditResult", "Cases", "MethodAudit", "audit_images", "make_explainer"]
+
+AUDIT_METHODS = (*CAM_METHODS, "rollout")
+"""Every heatmap method an audit can run: the CAM family, and attention rollout for ViTs."""
+
+
+def make_explainer(
+    method: str, model: nn.Module, target_layer: LayerSpec | Sequence[LayerSpec] | None = None
+) -> CAMEngine | AttentionRollout:
+    """The method's explainer; both kinds give heatmaps and predictions from ``explain``.
+
+    Rollout reads every attention layer and is class-agnostic, so it takes no
+    target layer.
+    """
+    if method == "rollout":
+        return AttentionRollout(model)
+    return CAM_METHODS[method](model, target_layer)
+
 
 _PER_IMAGE = {
     "spurious_mass": relevance_mass,
@@ -156,11 +175,11 @@ def audit_images(
         raise ValueError(f"image_ids must hold one id per image ({n}), got {len(ids)}")
     if not methods:
         raise ValueError("methods must name at least one CAM method")
-    unknown = [m for m in methods if m not in CAM_METHODS]
+    unknown = [m for m in methods if m not in AUDIT_METHODS]
     if unknown:
-        raise ValueError(f"unknown CAM method(s) {unknown}; known: {sorted(CAM_METHODS)}")
+        raise ValueError(f"unknown CAM method(s) {unknown}; known: {sorted(AUDIT_METHODS)}")
 
-    cams = {method: CAM_METHODS[method](model, target_layer) for method in methods}
+    cams = {method: make_explainer(method, model, target_layer) for method in methods}
     trackers = {method: _Tracker(method, keep_worst) for method in methods}
     predictions, chance = [], []
     starts = range(0, n, batch_size)
@@ -180,7 +199,7 @@ def audit_images(
     audits = {
         method: _finish(
             trackers[method],
-            cams[method].target_layers,
+            getattr(cams[method], "target_layers", ()),
             images,
             masks,
             thresholds,

@@ -98,7 +98,8 @@ class AuditPlan(BaseModel):
     cam_methods: tuple[str, ...] = Field(
         ("gradcam", "layercam"),
         min_length=1,
-        description="CAM methods to run; the first one's scores gate, the others are evidence.",
+        description="Heatmap methods to run (CAMs, or 'rollout' for ViTs); the first one's "
+        "scores gate, the others are evidence.",
     )
     target_layers: tuple[str, ...] = Field(
         (), description="Layers to explain, averaged; empty for the default layer."
@@ -111,12 +112,12 @@ class AuditPlan(BaseModel):
     @field_validator("cam_methods")
     @classmethod
     def _known_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
-        from xai_checks.cam import CAM_METHODS
+        from pipelines.audit import AUDIT_METHODS
 
-        unknown = [m for m in methods if m not in CAM_METHODS]
+        unknown = [m for m in methods if m not in AUDIT_METHODS]
         if unknown:
             raise ValueError(
-                f"unknown CAM method(s) {unknown}; known: {', '.join(sorted(CAM_METHODS))}"
+                f"unknown CAM method(s) {unknown}; known: {', '.join(sorted(AUDIT_METHODS))}"
             )
         if len(set(methods)) != len(methods):
             raise ValueError(f"cam_methods lists a method twice: {list(methods)}")

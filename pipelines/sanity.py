@@ -9,6 +9,7 @@ import pandas as pd
 from torch import Tensor, nn
 
 from pipelines.policy import SANITY_COLUMNS
+from xai_checks.rollout import AttentionRollout
 from xai_checks.sanity import SanityResult, cam_explainer, cascading_randomization
 
 __all__ = ["SanityEvidence", "sanity_audit"]
@@ -35,6 +36,11 @@ class SanityEvidence:
         return {f"{PREFIX}.spearman_by_step": self.result.mean_spearman.tolist()}
 
 
+def _rollout_explainer(model: nn.Module, images: Tensor, _targets: Tensor) -> Tensor:
+    """Rollout is class-agnostic: the fixed targets have nothing to select."""
+    return AttentionRollout(model)(images)
+
+
 def sanity_audit(
     model: nn.Module,
     images: Tensor,
@@ -51,7 +57,10 @@ def sanity_audit(
     and each cascade step costs one explanation pass per image.
     """
     subset = images[:n_images]
-    explainer = cam_explainer(method, tuple(target_layers) or None)
+    if method == "rollout":
+        explainer = _rollout_explainer
+    else:
+        explainer = cam_explainer(method, tuple(target_layers) or None)
     result = cascading_randomization(model, subset, explainer, seed=seed)
     table = pd.DataFrame(
         {"image_id": list(image_ids)[: len(subset)], "spearman": result.spearman[-1].numpy()},

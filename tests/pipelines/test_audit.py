@@ -124,3 +124,28 @@ def test_inconsistent_inputs_are_rejected(trained_pair, audit_batch):
             audit_batch.masks,
             image_ids=["a"],
         )
+
+
+def test_attention_rollout_maps_go_through_the_same_metrics():
+    from torchvision.models import VisionTransformer
+
+    from xai_checks.rollout import AttentionRollout
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        image_size=32,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        mlp_dim=64,
+        num_classes=2,
+    )
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(6, 32, 32, dtype=torch.bool)
+    masks[:, :8, :] = True  # the top row of patches
+    result = audit_images(vit, images, [0, 1] * 3, masks, methods=("rollout", "gradcam"))
+    expected = relevance_mass(AttentionRollout(vit)(images), masks)
+    assert result.scores["spurious_mass"].tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+    assert result.methods["rollout"].layers == ()
+    assert result.metrics()["rollout.chance_mass"] == pytest.approx(0.25)
