@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -129,3 +130,31 @@ def test_figures_draw_for_every_method_and_stage(trained_pair, audit_batch):
         finally:
             plt.close(fig)
     assert torch.equal(evidence.audit.gating.samples.images, audit_batch.images[:4])
+
+
+def test_an_explanation_that_ignores_the_weights_makes_the_gate_inconclusive():
+    """An edge detector looks like a heatmap, so the gate must refuse to decide on it."""
+    import torch.nn.functional as F
+
+    from pipelines.policy import sanity_checks
+    from pipelines.validation import ValidationReport, run_checks
+    from xai_checks.sanity import cascading_randomization
+    from xai_checks.toy_models import SmallCNN
+
+    def edges(_model, images, _targets):
+        grey = images.mean(dim=1, keepdim=True)
+        kernel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+        gx = F.conv2d(grey, kernel.view(1, 1, 3, 3), padding=1)
+        gy = F.conv2d(grey, kernel.T.reshape(1, 1, 3, 3), padding=1)
+        return (gx**2 + gy**2).sqrt().squeeze(1)
+
+    torch.manual_seed(0)
+    images = make_lesions(4, ruler="always", seed=1).images
+    result = cascading_randomization(SmallCNN(), images, edges)
+    table = pd.DataFrame({"image_id": list("abcd"), "spearman": result.spearman[-1].numpy()})
+    checks = sanity_checks(Thresholds(), steps=len(result.layers))
+    sanity = run_checks(table, checks, suite="sanity")
+    decision = decide(ValidationReport(success=True), sanity)
+    assert result.final_spearman == 1.0
+    assert decision.verdict is Verdict.INCONCLUSIVE
+    assert "mean Spearman 1.000 after 8 layers" in decision.reason
