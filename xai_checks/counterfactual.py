@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xai_checks._inputs import as_logits, prepare_images
 from xai_checks._model_state import explanation_mode
-from xai_checks.cam.core import _as_logits, _prepare
 from xai_checks.errors import NonFiniteError, XAICheckError
 
 __all__ = [
@@ -86,9 +86,9 @@ def predict_proba(model: nn.Module, images: Tensor, *, batch_size: int = 64) -> 
         raise XAICheckError(f"batch_size must be >= 1, got {batch_size}")
     chunks = []
     with torch.inference_mode(False), explanation_mode(model), torch.no_grad():
-        images = _prepare(model, images)
+        images = prepare_images(model, images)
         for start in range(0, images.shape[0], batch_size):
-            logits = _as_logits(model(images[start : start + batch_size])).float()
+            logits = as_logits(model(images[start : start + batch_size])).float()
             chunks.append(logits.softmax(dim=1))
     probabilities = torch.cat(chunks)
     if not torch.isfinite(probabilities).all():

@@ -24,9 +24,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from xai_checks._inputs import as_logits, prepare_images, upsample_and_scale
 from xai_checks._model_state import explanation_mode
 from xai_checks._tokens import infer_token_grid
-from xai_checks.cam.core import _as_logits, _prepare, _upsample_and_scale
 from xai_checks.errors import NonFiniteError, XAICheckError
 
 __all__ = ["AttentionRollout", "RolloutResult", "rollout"]
@@ -121,13 +121,13 @@ class AttentionRollout:
         """Run one forward pass and return heatmaps, raw CLS maps and logits."""
         # Leave any outer inference mode, as the CAM engine does, so both behave alike.
         with torch.inference_mode(False), explanation_mode(self.model):
-            images = _prepare(self.model, images)
+            images = prepare_images(self.model, images)
             with torch.no_grad():
                 if _is_hugging_face(self.model):
                     output, attentions = _hugging_face_attentions(self.model, images)
                 else:
                     output, attentions = _multihead_attentions(self.model, images)
-        logits = _as_logits(output)
+        logits = as_logits(output)
         joint = rollout(attentions)
         grid = infer_token_grid(joint.shape[-1], (images.shape[-2], images.shape[-1]))
         if grid.prefix == 0:
@@ -136,7 +136,7 @@ class AttentionRollout:
                 "rollout reads the CLS token's row, so it needs a model with a CLS token"
             )
         raw = joint[:, 0, grid.prefix :].reshape(joint.shape[0], *grid.shape)
-        heatmaps = _upsample_and_scale(raw, images.shape[-2:])
+        heatmaps = upsample_and_scale(raw, images.shape[-2:])
         return RolloutResult(heatmaps, raw, logits.detach().float())
 
 

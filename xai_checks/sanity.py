@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from xai_checks._inputs import Targets, as_logits, check_target_shape, prepare_images
 from xai_checks._model_state import explanation_mode
 from xai_checks.cam import CAM_METHODS
-from xai_checks.cam.core import CAMEngine, Targets, _as_logits, _check_target_shape, _prepare
+from xai_checks.cam.core import CAMEngine
 from xai_checks.errors import NonFiniteError, XAICheckError
 
 __all__ = ["Explainer", "SanityResult", "cam_explainer", "cascading_randomization", "spearman"]
@@ -138,7 +139,7 @@ def cascading_randomization(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    images = _prepare(model, images)
+    images = prepare_images(model, images)
     layers = [
         name
         for name, module in model.named_modules()
@@ -153,7 +154,7 @@ def cascading_randomization(
 
     twin = copy.deepcopy(model)
     n = images.shape[0]
-    fixed = _predict(twin, images) if targets is None else _check_target_shape(targets, n)
+    fixed = _predict(twin, images) if targets is None else check_target_shape(targets, n)
     fixed = fixed.to(images.device)
     original = _explain(explainer, twin, images, fixed, "the original model")
     modules = dict(twin.named_modules())
@@ -204,7 +205,7 @@ def _layer_names(target_layer: str | Sequence[str] | None) -> str | tuple[str, .
 
 def _predict(model: nn.Module, images: Tensor) -> Tensor:
     with explanation_mode(model), torch.no_grad():
-        return _as_logits(model(images)).argmax(dim=1)
+        return as_logits(model(images)).argmax(dim=1)
 
 
 def _randomize(module: nn.Module, seed: int) -> None:

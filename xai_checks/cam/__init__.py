@@ -1,6 +1,7 @@
 """Class-activation maps on one engine: each method is only its weighting rule."""
 
-from xai_checks.cam.core import CAMEngine, CAMResult, LayerSpec, Targets
+from xai_checks._inputs import Targets
+from xai_checks.cam.core import CAMEngine, CAMResult, LayerSpec
 from xai_checks.cam.methods import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
 
 __all__ = [

@@ -5,9 +5,9 @@ target layer, hooking it, running the model, picking targets, backpropagating,
 upsampling and restoring the model. A method subclass only implements
 :meth:`CAMEngine.combine`.
 
-Memory: the forward pass runs under ``no_grad`` until the target layer, whose
-output is detached into a fresh leaf and gradients are switched on from there.
-Layers below the target layer therefore keep no autograd graph, and the cost
+Memory: the forward pass runs under ``no_grad`` until the first target layer
+to run, whose output is detached into a fresh leaf and gradients are switched
+on from there. Layers below it therefore keep no autograd graph, and the cost
 is a plain forward pass plus a backward pass through the head only.
 """
 
@@ -21,14 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xai_checks._inputs import (
+    Targets,
+    as_logits,
+    check_target_shape,
+    prepare_images,
+    resolve_targets,
+    scale_maps,
+    upsample_and_scale,
+)
 from xai_checks._layers import locate_target_layer, resolve_layer
 from xai_checks._model_state import explanation_mode
 from xai_checks._tokens import infer_token_grid, tokens_to_map
 from xai_checks.errors import NonFiniteError, TargetLayerError, XAICheckError
 
 __all__ = ["CAMEngine", "CAMResult", "LayerSpec", "Targets"]
-
-Targets = int | Sequence[int] | Tensor | None
 
 
 LayerSpec = str | nn.Module
@@ -160,8 +167,8 @@ class CAMEngine(ABC):
         """Run one explanation pass and return heatmaps, raw maps, targets and logits."""
         # Leave any outer inference mode: its tensors cannot take part in autograd.
         with torch.inference_mode(False), explanation_mode(self.model):
-            images = _prepare(self.model, images)
-            requested = _check_target_shape(targets, images.shape[0])
+            images = prepare_images(self.model, images)
+            requested = check_target_shape(targets, images.shape[0])
             layers = self._resolve(images)
             capture = _LayerCapture([name for name, _ in layers])
             handles = [module.register_forward_hook(capture.hook(name)) for name, module in layers]
@@ -171,8 +178,8 @@ class CAMEngine(ABC):
             finally:
                 for handle in handles:
                     handle.remove()
-            logits = _as_logits(output)
-            chosen = _resolve_targets(requested, logits)
+            logits = as_logits(output)
+            chosen = resolve_targets(requested, logits)
             score = logits.gather(1, chosen.unsqueeze(1)).sum()
             captured = capture.gradients(score)
         size = images.shape[-2:]
@@ -185,8 +192,8 @@ class CAMEngine(ABC):
                     raise NonFiniteError(f"{what} of target layer {name!r} contain NaN or Inf")
             raw = F.relu(self.combine(activations, gradients))
             layer_maps.append(raw)
-            scaled.append(_upsample_and_scale(raw, size))
-        heatmaps = scaled[0] if len(scaled) == 1 else _scale(torch.stack(scaled).mean(dim=0))
+            scaled.append(upsample_and_scale(raw, size))
+        heatmaps = scaled[0] if len(scaled) == 1 else scale_maps(torch.stack(scaled).mean(dim=0))
         return CAMResult(
             heatmaps, tuple(layer_maps), chosen, logits.detach().float(), tuple(capture.names)
         )
@@ -200,20 +207,6 @@ class CAMEngine(ABC):
         return self._layers
 
 
-def _prepare(model: nn.Module, images: Tensor) -> Tensor:
-    """Check (N, C, H, W), move to the model's device and dtype, leave inference mode."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise XAICheckError(
-            f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}"
-        )
-    param = next(model.parameters(), None)
-    if param is not None:
-        images = images.to(device=param.device, dtype=param.dtype)
-    return images.clone() if images.is_inference() else images
-
-
 def _feature_map(tensor: Tensor, layer: str, image_size: torch.Size) -> Tensor:
     """(N, C, h, w) as is; ViT tokens (N, T, D) laid onto their patch grid."""
     if tensor.ndim == 4:
@@ -223,62 +216,3 @@ def _feature_map(tensor: Tensor, layer: str, image_size: torch.Size) -> Tensor:
     except XAICheckError as error:
         raise TargetLayerError(f"target layer {layer!r}: {error}") from None
     return tokens_to_map(tensor, grid)
-
-
-def _check_target_shape(targets: Targets, n: int) -> Tensor | None:
-    if targets is None:
-        return None
-    if isinstance(targets, bool):
-        raise TypeError("targets must be None, an int, or a sequence of ints; got a bool")
-    if isinstance(targets, int):
-        return torch.full((n,), targets, dtype=torch.long)
-    tensor = torch.as_tensor(targets)
-    if tensor.ndim != 1 or tensor.shape[0] != n:
-        raise ValueError(
-            f"targets must hold one class per image: expected length {n}, "
-            f"got shape {tuple(tensor.shape)}"
-        )
-    if tensor.is_floating_point() or tensor.dtype == torch.bool:
-        raise TypeError(f"targets must be integer class indices, got dtype {tensor.dtype}")
-    return tensor.to(torch.long, copy=True)  # a copy: an inference tensor cannot enter autograd
-
-
-def _resolve_targets(requested: Tensor | None, logits: Tensor) -> Tensor:
-    n_classes = logits.shape[1]
-    if requested is None:
-        return logits.argmax(dim=1)
-    requested = requested.to(logits.device)
-    bad = (requested < 0) | (requested >= n_classes)
-    if bad.any():
-        index = int(bad.nonzero()[0])
-        raise ValueError(
-            f"target {int(requested[index])} for image {index} is out of range: "
-            f"the model has {n_classes} classes (0..{n_classes - 1})"
-        )
-    return requested
-
-
-def _as_logits(output: object) -> Tensor:
-    """Accept plain logits, a Hugging Face ``ModelOutput`` or a tuple led by logits."""
-    logits = getattr(output, "logits", None)
-    if logits is None and isinstance(output, tuple | list) and output:
-        logits = output[0]
-    if logits is None and isinstance(output, Tensor):
-        logits = output
-    if not isinstance(logits, Tensor) or logits.ndim != 2:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(output).__name__
-        raise XAICheckError(f"model output must be logits of shape (N, classes), got {shape}")
-    return logits
-
-
-def _upsample_and_scale(raw: Tensor, size: torch.Size) -> Tensor:
-    """Bilinear upsampling to the input size, then per-map min-max scaling to [0, 1]."""
-    maps = F.interpolate(raw.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
-    return _scale(maps.squeeze(1))
-
-
-def _scale(maps: Tensor) -> Tensor:
-    """Per-map min-max scaling of (N, H, W) to [0, 1]; a constant map becomes zeros."""
-    low = maps.amin(dim=(1, 2), keepdim=True)
-    span = maps.amax(dim=(1, 2), keepdim=True) - low
-    return torch.where(span > 0, (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny), 0.0)
