@@ -1,4 +1,4 @@
-"""Pure-torch explainability checks: CAMs, rollout, metrics, counterfactuals, sanity.
+"""Pure-torch explainability checks for images and text: CAMs, attention, saliency, more.
 
 No MLOps imports here (mlflow, prefect, great_expectations): the layers above
 build on this one, never the other way. Attributes load lazily, so
@@ -12,14 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xai_checks import (
+        attention,
         cam,
         counterfactual,
         errors,
         metrics,
         rollout,
+        saliency,
         sanity,
         synthetic,
+        synthetic_text,
+        text_counterfactual,
         toy_models,
+        toy_text_models,
     )
     from xai_checks.cam import (
         CAM_METHODS,
@@ -48,14 +53,19 @@ _ATTRIBUTES = {
     "XAICheckError": "xai_checks.errors",
 }
 _SUBMODULES = {
+    "attention",
     "cam",
     "counterfactual",
     "errors",
     "metrics",
     "rollout",
+    "saliency",
     "sanity",
     "synthetic",
+    "synthetic_text",
+    "text_counterfactual",
     "toy_models",
+    "toy_text_models",
 }
 
 __all__ = [
@@ -71,14 +81,19 @@ __all__ = [
     "RolloutResult",
     "TargetLayerError",
     "XAICheckError",
+    "attention",
     "cam",
     "counterfactual",
     "errors",
     "metrics",
     "rollout",
+    "saliency",
     "sanity",
     "synthetic",
+    "synthetic_text",
+    "text_counterfactual",
     "toy_models",
+    "toy_text_models",
 ]
 
 

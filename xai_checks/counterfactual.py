@@ -110,8 +110,9 @@ class RemovalResult:
     predictions_without: Tensor
     probabilities: Tensor
     probabilities_without: Tensor
-    edited: Tensor
-    """The images with the artifact filled in (N, C, H, W), for before/after plots."""
+    edited: Tensor | list[str]
+    """The inputs with the artifact removed (images (N, C, H, W), or texts), for before/after
+    views."""
 
     @property
     def flipped(self) -> Tensor:
@@ -171,8 +172,8 @@ class InsertionResult:
     probability: Tensor
     predictions_before: Tensor
     predictions_after: Tensor
-    cleaned: Tensor
-    pasted: Tensor
+    cleaned: Tensor | list[str]
+    pasted: Tensor | list[str]
     scores_by_class: dict[int, float]
 
     @property

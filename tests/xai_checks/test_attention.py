@@ -1,0 +1,283 @@
+"""Attention maps of HF text models: padding, word pieces, rollout, pronoun probe, errors."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from transformers import BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
+
+import xai_checks.attention as attention
+from xai_checks.attention import (
+    AttentionMaps,
+    attention_maps,
+    load_text_model,
+    pronoun_probe,
+    text_rollout,
+    to_words,
+    word_level,
+    word_units,
+)
+from xai_checks.errors import XAICheckError
+from xai_checks.rollout import rollout
+
+BALL_BOX = "The ball didn't fit in the box because it was too big."
+TEXTS = [BALL_BOX, "Hi there, unbelievably short.", "A tokenization test for attention maps."]
+
+
+@pytest.fixture(scope="module")
+def minilm() -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    return load_text_model()
+
+
+@pytest.fixture(scope="module")
+def maps(minilm: tuple[nn.Module, PreTrainedTokenizerBase]) -> AttentionMaps:
+    model, tokenizer = minilm
+    return attention_maps(model, tokenizer, TEXTS, batch_size=2)
+
+
+def _gpt2(vocab_size: int) -> nn.Module:
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_layer=2,
+        n_head=2,
+        n_embd=16,
+        n_positions=64,
+        vocab_size=vocab_size,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation="eager",
+    )
+    return GPT2LMHeadModel(config)
+
+
+def test_default_model_loads_bert_with_eager_attention(
+    minilm: tuple[nn.Module, PreTrainedTokenizerBase],
+) -> None:
+    model, tokenizer = minilm
+    assert isinstance(model, BertModel)
+    assert model.config._attn_implementation == "eager"
+    assert tokenizer.is_fast
+    assert Path(attention.DEFAULT_TEXT_MODEL) == attention.default_text_model_path()
+    assert (Path(attention.DEFAULT_TEXT_MODEL) / "config.json").is_file()
+
+
+def test_missing_model_path_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(XAICheckError, match="no-such-model"):
+        load_text_model(missing)
+
+
+def test_shapes_padding_and_mask(maps: AttentionMaps) -> None:
+    lengths = [len(tokens) for tokens in maps.tokens]
+    total = max(lengths)
+    assert len(maps) == 3
+    assert maps.weights.shape == (3, 6, 12, total, total)
+    assert maps.weights.dtype == torch.float32
+    assert maps.layers == tuple(range(6)) and maps.heads == tuple(range(12))
+    assert len(set(lengths)) == 3  # really different lengths
+    assert maps.tokens[0][:3] == ["[CLS]", "the", "ball"] and maps.tokens[0][-1] == "[SEP]"
+    assert maps.attention_mask.dtype == torch.bool
+    for i, length in enumerate(lengths):
+        assert maps.attention_mask[i].tolist() == [True] * length + [False] * (total - length)
+        real = maps.weights[i, :, :, :length, :length]
+        torch.testing.assert_close(real.sum(-1), torch.ones(6, 12, length), atol=1e-5, rtol=0)
+        assert (maps.weights[i, :, :, length:, :] == 0).all()
+        assert (maps.weights[i, :, :, :, length:] == 0).all()
+        assert len(maps.word_ids[i]) == length
+        assert maps.word_ids[i][0] is None and maps.word_ids[i][-1] is None
+    assert maps.words[0][:4] == ["The", "ball", "didn", "'"]  # original casing, BERT's split
+
+
+def test_batch_size_one_equals_batched(
+    minilm: tuple[nn.Module, PreTrainedTokenizerBase], maps: AttentionMaps
+) -> None:
+    model, tokenizer = minilm
+    for i, text in enumerate(TEXTS):
+        single = attention_maps(model, tokenizer, [text], batch_size=1)
+        length = len(single.tokens[0])
+        assert single.tokens[0] == maps.tokens[i]
+        torch.testing.assert_close(
+            single.weights[0],
+            maps.weights[i, :, :, :length, :length],
+            atol=1e-5,
+            rtol=0,
+        )
+
+
+def test_layer_and_head_selection(
+    minilm: tuple[nn.Module, PreTrainedTokenizerBase], maps: AttentionMaps
+) -> None:
+    model, tokenizer = minilm
+    picked = attention_maps(model, tokenizer, TEXTS, layers=[4, -1], heads=[0, 7, 11])
+    assert picked.layers == (4, 5) and picked.heads == (0, 7, 11)
+    assert picked.weights.shape[1:3] == (2, 3)
+    expected = maps.weights[:, [4, 5]][:, :, [0, 7, 11]]
+    torch.testing.assert_close(picked.weights, expected, atol=1e-5, rtol=0)
+
+
+def test_word_units_group_word_pieces(maps: AttentionMaps) -> None:
+    i = 1
+    assert maps.tokens[i][4:9] == ["un", "##bel", "##ie", "##va", "##bly"]
+    labels, assignment = word_units(maps.tokens[i], maps.word_ids[i], maps.words[i])
+    assert labels == ["[CLS]", "Hi", "there", ",", "unbelievably", "short", ".", "[SEP]"]
+    assert assignment.shape == (8, len(maps.tokens[i]))
+    assert (assignment.sum(dim=0) == 1).all()  # every token in exactly one unit
+    assert assignment[4].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0]
+    assert assignment[0].tolist() == [1] + [0] * 11
+
+    words, weights = word_level(maps, i)
+    assert words == labels
+    assert weights.shape == (6, 12, 8, 8)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(6, 12, 8), atol=1e-5, rtol=0)
+
+
+def test_to_words_by_hand() -> None:
+    # Tokens: [CLS] un ##bel [SEP]; units: [CLS], unbel, [SEP].
+    weights = torch.tensor(
+        [
+            [0.4, 0.1, 0.2, 0.3],
+            [0.1, 0.2, 0.3, 0.4],
+            [0.5, 0.0, 0.5, 0.0],
+            [0.25, 0.25, 0.25, 0.25],
+        ]
+    )
+    labels, assignment = word_units(
+        ["[CLS]", "un", "##bel", "[SEP]"], [None, 0, 0, None], ["unbel"]
+    )
+    assert labels == ["[CLS]", "unbel", "[SEP]"]
+    expected = torch.tensor(
+        [
+            [0.4, 0.1 + 0.2, 0.3],
+            [(0.1 + 0.5) / 2, (0.2 + 0.3 + 0.0 + 0.5) / 2, (0.4 + 0.0) / 2],
+            [0.25, 0.5, 0.25],
+        ]
+    )
+    result = to_words(weights, assignment)
+    torch.testing.assert_close(result, expected)
+    torch.testing.assert_close(result.sum(-1), torch.ones(3))
+    stacked = to_words(weights.expand(2, 3, 4, 4), assignment)  # leading dims pass through
+    torch.testing.assert_close(stacked, expected.expand(2, 3, 3, 3))
+
+
+def test_text_rollout_matches_rollout_per_text(maps: AttentionMaps) -> None:
+    result = text_rollout(maps)
+    total = maps.weights.shape[-1]
+    assert result.shape == (3, total, total)
+    for i, tokens in enumerate(maps.tokens):
+        n = len(tokens)
+        by_hand = rollout([maps.weights[i : i + 1, layer, :, :n, :n] for layer in range(6)])[0]
+        torch.testing.assert_close(result[i, :n, :n], by_hand)
+        torch.testing.assert_close(result[i, :n, :n].sum(-1), torch.ones(n))
+        assert (result[i, n:] == 0).all() and (result[i, :, n:] == 0).all()
+
+
+def test_text_rollout_needs_all_heads(minilm: tuple[nn.Module, PreTrainedTokenizerBase]) -> None:
+    model, tokenizer = minilm
+    some_heads = attention_maps(model, tokenizer, ["Hi"], heads=[0, 1])
+    with pytest.raises(XAICheckError, match="all heads"):
+        text_rollout(some_heads)
+
+
+def test_pronoun_probe_prefers_ball(minilm: tuple[nn.Module, PreTrainedTokenizerBase]) -> None:
+    model, tokenizer = minilm
+    probe = pronoun_probe(model, tokenizer, BALL_BOX, "It", ["ball", "Box"])
+    assert probe.weights.shape == (6, 12, 2)
+    average = probe.head_average
+    assert average.shape == (6, 2)
+    assert (average[3:, 0] > average[3:, 1]).all()
+    assert average[5, 0].item() == pytest.approx(0.210, abs=2e-3)
+    assert average[5, 1].item() == pytest.approx(0.071, abs=2e-3)
+    assert probe.winner_by_layer()[3:] == ["ball"] * 3
+
+    resolved = probe.resolved()
+    assert len(resolved) == 6 * 12
+    assert list(resolved.columns) == ["layer", "head", "candidate", "weight", "margin"]
+    assert (resolved["margin"] >= 0).all()
+    row = resolved[(resolved["layer"] == 5) & (resolved["head"] == 3)].iloc[0]
+    best = probe.weights[5, 3].max().item()
+    assert row.weight == pytest.approx(best)
+    assert row.candidate == ["ball", "Box"][int(probe.weights[5, 3].argmax())]
+
+    table = probe.table()
+    assert len(table) == 6 * 12 * 2
+    assert list(table.columns) == ["layer", "head", "candidate", "weight"]
+    layer5 = table[table["layer"] == 5].groupby("candidate")["weight"].mean()
+    assert layer5["ball"] == pytest.approx(average[5, 0].item(), abs=1e-6)
+
+
+def test_pronoun_probe_single_candidate_and_last_occurrence(
+    minilm: tuple[nn.Module, PreTrainedTokenizerBase],
+) -> None:
+    model, tokenizer = minilm
+    # 'the' occurs twice before 'it': the key must be the second one (unit 8: '[CLS]' + 7 words).
+    probe = pronoun_probe(model, tokenizer, BALL_BOX, "it", ["the"])
+    labels, weights = word_level(attention_maps(model, tokenizer, [BALL_BOX]), 0)
+    query = labels.index("it")
+    assert labels[8] == "the" and labels[1] == "The"
+    torch.testing.assert_close(probe.weights[..., 0], weights[:, :, query, 8])
+    assert probe.resolved()["margin"].isna().all()
+
+
+def test_sdpa_model_is_refused_with_a_fix(
+    minilm: tuple[nn.Module, PreTrainedTokenizerBase],
+) -> None:
+    model, tokenizer = minilm
+    sdpa = copy.deepcopy(model)
+    sdpa.set_attn_implementation("sdpa")
+    assert sdpa.config._attn_implementation == "sdpa"
+    with pytest.raises(XAICheckError, match="eager") as caught:
+        attention_maps(sdpa, tokenizer, ["Hi"])
+    assert "sdpa" in str(caught.value) and "load_text_model" in str(caught.value)
+    assert model.config._attn_implementation == "eager"
+
+
+def test_gpt2_style_decoder_is_causal(minilm: tuple[nn.Module, PreTrainedTokenizerBase]) -> None:
+    _, tokenizer = minilm
+    model = _gpt2(len(tokenizer))
+    model.train()
+    no_pad = copy.deepcopy(tokenizer)
+    no_pad.pad_token = None  # GPT-2 tokenizers have none: padding must not need one
+    assert no_pad.pad_token_id is None
+    maps = attention_maps(model, no_pad, TEXTS[:2])
+    assert model.training and all(p.requires_grad for p in model.parameters())  # state restored
+    assert maps.weights.shape[1:3] == (2, 2)
+    upper = torch.triu(torch.ones_like(maps.weights[0, 0, 0], dtype=torch.bool), diagonal=1)
+    assert (maps.weights[..., upper] == 0).all()
+    for i, tokens in enumerate(maps.tokens):
+        n = len(tokens)
+        real = maps.weights[i, :, :, :n, :n]
+        torch.testing.assert_close(real.sum(-1), torch.ones(2, 2, n), atol=1e-5, rtol=0)
+        alone = attention_maps(model, no_pad, [TEXTS[i]]).weights[0]
+        torch.testing.assert_close(alone, real, atol=1e-5, rtol=0)
+
+
+def test_unknown_words_are_refused(minilm: tuple[nn.Module, PreTrainedTokenizerBase]) -> None:
+    model, tokenizer = minilm
+    with pytest.raises(XAICheckError, match=r"'she'.*'ball'"):
+        pronoun_probe(model, tokenizer, BALL_BOX, "she", ["ball", "box"])
+    with pytest.raises(XAICheckError, match="'table'"):
+        pronoun_probe(model, tokenizer, BALL_BOX, "it", ["ball", "table"])
+    with pytest.raises(XAICheckError, match="before the pronoun"):
+        pronoun_probe(model, tokenizer, BALL_BOX, "it", ["ball", "big"])
+    with pytest.raises(XAICheckError, match="not a word"):
+        pronoun_probe(model, tokenizer, BALL_BOX, "it", ["cls"])  # '[CLS]' is no word
+
+
+def test_bad_indices_and_empty_texts(minilm: tuple[nn.Module, PreTrainedTokenizerBase]) -> None:
+    model, tokenizer = minilm
+    with pytest.raises(XAICheckError, match=r"layer 6 is out of range.*0\.\.5"):
+        attention_maps(model, tokenizer, ["Hi"], layers=[6])
+    with pytest.raises(XAICheckError, match=r"head -13 is out of range.*0\.\.11"):
+        attention_maps(model, tokenizer, ["Hi"], heads=[-13])
+    with pytest.raises(XAICheckError, match="repeat"):
+        attention_maps(model, tokenizer, ["Hi"], layers=[1, -5])
+    with pytest.raises(XAICheckError, match="empty"):
+        attention_maps(model, tokenizer, [])
+    with pytest.raises(TypeError, match="not one string"):
+        attention_maps(model, tokenizer, "Hi")
+    with pytest.raises(XAICheckError, match="out of range"):
+        word_level(attention_maps(model, tokenizer, ["Hi"]), 1)

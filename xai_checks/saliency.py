@@ -1,0 +1,157 @@
+"""Gradient x input saliency for text classifiers.
+
+Attention weights show where a model routes information, not what the output
+depends on, and a model can be trained to hide its attention while keeping
+its reliance (Pruthi et al. 2020). The L2 norm of gradient x embedding per
+token measures dependence directly; Bastings et al. (2022) found it ranks
+injected shortcut tokens in BERT at the top with precision >= 0.87.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from xai_checks._inputs import Targets, as_logits, check_target_shape, resolve_targets
+from xai_checks._model_state import explanation_mode
+from xai_checks.errors import NonFiniteError, XAICheckError
+
+__all__ = ["TokenSaliency", "token_saliency", "word_scores"]
+
+
+@dataclass(frozen=True)
+class TokenSaliency:
+    """Per-token saliency of a batch of texts and the predictions it explains.
+
+    ``scores`` (N, T) are zero at padding; ``tokens``, ``word_ids`` and
+    ``words`` describe each text's real tokens, as in ``AttentionMaps``.
+    """
+
+    scores: Tensor
+    tokens: list[list[str]]
+    word_ids: list[list[int | None]]
+    words: list[list[str]]
+    attention_mask: Tensor
+    targets: Tensor
+    logits: Tensor
+
+    @property
+    def predictions(self) -> Tensor:
+        return self.logits.argmax(dim=1)
+
+
+def token_saliency(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    targets: Targets = None,
+    *,
+    batch_size: int = 16,
+    max_length: int = 256,
+) -> TokenSaliency:
+    """L2 norm of gradient x input embedding per token, for each text's target class.
+
+    The gradient is taken at the output of the input embedding layer
+    (``model.get_input_embeddings()``), so position and segment embeddings are
+    left out: the score is about the word, not where it sits. Targets default
+    to the predicted class. Model flags and ``requires_grad`` are restored and
+    the hook removed, also when the forward pass raises.
+    """
+    texts = list(texts)
+    if not texts or not all(isinstance(text, str) for text in texts):
+        raise XAICheckError("texts must be a non-empty sequence of strings")
+    requested = check_target_shape(targets, len(texts))
+    embedding = model.get_input_embeddings()
+    if embedding is None:
+        raise XAICheckError(f"{type(model).__name__} has no input embedding layer to explain")
+
+    chunks: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+    tokens, word_ids, words = [], [], []
+    with torch.inference_mode(False), explanation_mode(model):
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start : start + batch_size]
+            encoded = tokenizer(
+                batch,
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+                return_offsets_mapping=True,
+            )
+            offsets = encoded.pop("offset_mapping")
+            part = None if requested is None else requested[start : start + len(batch)]
+            scores, logits, chosen = _explain_batch(model, embedding, encoded, part)
+            mask = encoded["attention_mask"].bool()
+            chunks.append((scores * mask, mask, chosen, logits))
+            for row, text in enumerate(batch):
+                n = int(mask[row].sum())
+                ids = encoded.word_ids(row)[:n]
+                tokens.append(tokenizer.convert_ids_to_tokens(encoded["input_ids"][row][:n]))
+                word_ids.append(ids)
+                words.append(_words(text, ids, offsets[row][:n]))
+    width = max(chunk[0].shape[1] for chunk in chunks)
+    pad = [(torch.nn.functional.pad(s, (0, width - s.shape[1])), m) for s, m, _, _ in chunks]
+    return TokenSaliency(
+        scores=torch.cat([s for s, _ in pad]),
+        tokens=tokens,
+        word_ids=word_ids,
+        words=words,
+        attention_mask=torch.cat(
+            [torch.nn.functional.pad(m, (0, width - m.shape[1])) for _, m in pad]
+        ),
+        targets=torch.cat([chunk[2] for chunk in chunks]),
+        logits=torch.cat([chunk[3] for chunk in chunks]),
+    )
+
+
+def _explain_batch(
+    model: nn.Module, embedding: nn.Module, encoded, requested: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Saliency (B, T), logits and targets of one tokenised batch, on the CPU."""
+    captured: list[Tensor] = []
+
+    def keep(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor:
+        leaf = output.detach().requires_grad_(True)  # the graph starts at the embeddings
+        captured.append(leaf)
+        return leaf
+
+    device = next(model.parameters()).device
+    handle = embedding.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = as_logits(model(**{k: v.to(device) for k, v in encoded.items()})).float()
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise XAICheckError(f"the input embedding ran {len(captured)} times in one forward pass")
+    chosen = resolve_targets(requested, logits)
+    (grad,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), captured[0])
+    scores = (grad * captured[0]).norm(dim=-1).detach().float()
+    if not torch.isfinite(scores).all():
+        raise NonFiniteError("token saliency contains NaN or Inf")
+    return scores.cpu(), logits.detach().cpu(), chosen.cpu()
+
+
+def word_scores(scores: Tensor, word_ids: Sequence[int | None]) -> Tensor:
+    """Token scores (T,) summed into word scores (W,): a word's pieces share its saliency."""
+    n_words = max((i for i in word_ids if i is not None), default=-1) + 1
+    out = torch.zeros(n_words, dtype=scores.dtype)
+    for token, word in enumerate(word_ids):
+        if word is not None:
+            out[word] += scores[token]
+    return out
+
+
+def _words(text: str, word_ids: Sequence[int | None], offsets: Tensor) -> list[str]:
+    """Each word's original spelling, from the character offsets of its pieces."""
+    spans: dict[int, list[int]] = {}
+    for token, word in enumerate(word_ids):
+        if word is None:
+            continue
+        start, end = (int(x) for x in offsets[token])
+        span = spans.setdefault(word, [start, end])
+        span[0], span[1] = min(span[0], start), max(span[1], end)
+    return [text[spans[w][0] : spans[w][1]] for w in sorted(spans)]
