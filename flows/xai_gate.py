@@ -159,10 +159,12 @@ def log_evidence(
 
 @task(name="decide-and-promote", cache_policy=NO_CACHE)
 def decide_and_promote(
-    model: LoadedModel, validation: Validation, run_id: str, alias: str
+    model: LoadedModel, validation: Validation, run_id: str, alias: str, checks: tuple[str, ...]
 ) -> tuple[GateDecision, bool]:
     decision = decide(validation.scores, validation.sanity)
-    promoted = record_verdict(model.name, model.version, decision, run_id=run_id, alias=alias)
+    promoted = record_verdict(
+        model.name, model.version, decision, run_id=run_id, alias=alias, checks=checks
+    )
     return decision, promoted
 
 
@@ -225,7 +227,12 @@ def xai_gate(
         run_id = log_evidence(
             evidence, validation, model, audit_data, thresholds, plan, Path(audit_set)
         )
-        decision, promoted = decide_and_promote(model, validation, run_id, alias)
+        checks = (
+            *plan.cam_methods,
+            *(("counterfactual",) if counterfactual else ()),
+            *(("sanity",) if sanity else ()),
+        )
+        decision, promoted = decide_and_promote(model, validation, run_id, alias, checks)
     except EXPECTED_ERRORS as exc:
         outcome = GateOutcome(model_name, version, Verdict.ERROR, [str(exc)], alias=alias)
         logger.error(outcome.message)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pipelines.methods import AUDIT_METHODS
 from pipelines.policy import SCORE_COLUMNS, Thresholds
 from xai_checks.cam import CAM_METHODS, CAMEngine, LayerSpec
 from xai_checks.metrics import (
@@ -32,9 +33,6 @@ from xai_checks.metrics import (
 from xai_checks.rollout import AttentionRollout
 
 __all__ = ["AUDIT_METHODS", "AuditResult", "Cases", "MethodAudit", "audit_images", "make_explainer"]
-
-AUDIT_METHODS = (*CAM_METHODS, "rollout")
-"""Every heatmap method an audit can run: the CAM family, and attention rollout for ViTs."""
 
 
 def make_explainer(
@@ -247,8 +245,8 @@ def _finish(
     masks: Tensor,
     thresholds: Thresholds,
     ids: list[str],
-    labels: list,
-    predictions: list,
+    labels: list[str] | list[int],
+    predictions: list[str] | list[int],
 ) -> MethodAudit:
     per_image = {name: torch.cat(parts) for name, parts in tracker.scores.items()}
     mass = per_image["spurious_mass"]

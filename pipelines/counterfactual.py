@@ -30,19 +30,26 @@ class CounterfactualEvidence:
     columns: pd.DataFrame
     """``COUNTERFACTUAL_COLUMNS``, one row per audit image, in audit-set order."""
     artifact_class_name: str
+    prefix: str = PREFIX
+    """Metric prefix: ``counterfactual`` for images, ``text_counterfactual`` for texts."""
 
     def metrics(self) -> dict[str, float]:
         removal, insertion = self.removal, self.insertion
-        flips = removal.flipped[removal.has_artifact].float()
-        out = bootstrap_ci(flips).as_dict(f"{PREFIX}.removal_flip_rate")
-        out |= bootstrap_ci(insertion.probability).as_dict(f"{PREFIX}.spurious_score")
-        out |= {
-            f"{PREFIX}.accuracy_with_artifact": removal.accuracy_with,
-            f"{PREFIX}.accuracy_without_artifact": removal.accuracy_without,
-            f"{PREFIX}.spurious_lift": insertion.lift,
-            f"{PREFIX}.insertion_flip_rate": insertion.flip_rate,
-            f"{PREFIX}.artifact_class": float(insertion.artifact_class),
+        has = removal.has_artifact
+        toward = insertion.predictions_after == insertion.artifact_class
+        not_before = insertion.predictions_before != insertion.artifact_class
+        rates = {
+            "removal_flip_rate": removal.flipped[has],
+            "accuracy_with_artifact": (removal.predictions == removal.labels)[has],
+            "accuracy_without_artifact": (removal.predictions_without == removal.labels)[has],
+            "spurious_score": insertion.probability,
+            "spurious_lift": insertion.probability - insertion.baseline,
+            "insertion_flip_rate": toward[not_before],
         }
+        out: dict[str, float] = {}
+        for name, values in rates.items():
+            out |= bootstrap_ci(values.float()).as_dict(f"{self.prefix}.{name}")
+        out[f"{self.prefix}.artifact_class"] = float(insertion.artifact_class)
         return out
 
 
@@ -58,7 +65,9 @@ def counterfactual_audit(
     """Remove every image's artifact, paste artifacts across classes, tabulate per image."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     removal = removal_test(model, images, masks, labels, batch_size=batch_size)
-    insertion = insertion_test(model, images, masks, labels, batch_size=batch_size)
+    insertion = insertion_test(
+        model, images, masks, labels, batch_size=batch_size, cleaned=removal.edited
+    )
     n = labels.shape[0]
     probability = torch.full((n,), float("nan"), dtype=torch.float64)
     probability[insertion.target_index] = insertion.probability.double()
@@ -78,6 +87,6 @@ def counterfactual_audit(
     return CounterfactualEvidence(removal, insertion, columns, artifact_name)
 
 
-def _names(indices: Tensor, names: list[str] | None) -> list:
+def _names(indices: Tensor, names: list[str] | None) -> list[str] | list[int]:
     values = indices.tolist()
     return [names[i] for i in values] if names else values

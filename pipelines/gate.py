@@ -17,6 +17,7 @@ DEFAULT_ALIAS = "champion"
 TAG_VERDICT = "xai_gate.verdict"
 TAG_RUN_ID = "xai_gate.run_id"
 TAG_REASON = "xai_gate.reason"
+TAG_CHECKS = "xai_gate.checks"
 
 
 class Verdict(StrEnum):
@@ -60,11 +61,13 @@ def record_verdict(
     *,
     run_id: str | None,
     alias: str = DEFAULT_ALIAS,
+    checks: tuple[str, ...] = (),
 ) -> bool:
     """Tag the model version with the verdict; set ``alias`` only when it passed.
 
     Returns whether the alias was moved. Tags are written first, so a version
-    that holds the alias always carries the verdict that put it there.
+    that holds the alias always carries the verdict that put it there, and
+    ``checks`` (tagged ``xai_gate.checks``) says which lines of evidence ran.
     """
     from mlflow import MlflowClient
 
@@ -72,6 +75,8 @@ def record_verdict(
     client.set_model_version_tag(name, version, TAG_VERDICT, decision.verdict.value)
     client.set_model_version_tag(name, version, TAG_RUN_ID, run_id or "")
     client.set_model_version_tag(name, version, TAG_REASON, decision.reason[:4900])
+    if checks:  # which lines of evidence the verdict rests on, e.g. heatmaps only
+        client.set_model_version_tag(name, version, TAG_CHECKS, ",".join(checks))
     if decision.verdict is not Verdict.PASSED:
         return False
     client.set_registered_model_alias(name, alias, version)

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.methods import AUDIT_METHODS
 from pipelines.validation import Check
 
 __all__ = [
@@ -112,8 +113,6 @@ class AuditPlan(BaseModel):
     @field_validator("cam_methods")
     @classmethod
     def _known_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
-        from pipelines.audit import AUDIT_METHODS
-
         unknown = [m for m in methods if m not in AUDIT_METHODS]
         if unknown:
             raise ValueError(
@@ -225,8 +224,10 @@ def sanity_checks(thresholds: Thresholds, *, steps: int) -> list[Check]:
             "sanity spearman mean",
             decorrelates,
             lambda r: (
-                f"sanity check failed: heatmaps barely change when the model's weights are "
-                f"randomised (mean Spearman {_num(r.get('observed_value'))} after {steps} "
+                "sanity check undefined: no image has an original heatmap that is not constant"
+                if r.get("observed_value") is None
+                else f"sanity check failed: heatmaps barely change when the model's weights "
+                f"are randomised (mean Spearman {_num(r.get('observed_value'))} after {steps} "
                 f"layers exceeds max_sanity_correlation {t.max_sanity_correlation:.3f}), so "
                 "they do not explain this model"
             ),
@@ -235,8 +236,8 @@ def sanity_checks(thresholds: Thresholds, *, steps: int) -> list[Check]:
             "sanity spearman not null",
             lambda gxe: gxe.ExpectColumnValuesToNotBeNull(column="spearman", mostly=0.5),
             lambda r: (
-                f"sanity check undefined: {r.get('unexpected_count', '?')} heatmap(s) are "
-                "constant, so no correlation can be computed"
+                f"sanity check undefined: {r.get('unexpected_count', '?')} original heatmap(s) "
+                "are constant, so no correlation can be computed"
             ),
         ),
     ]

@@ -9,6 +9,7 @@ import pandas as pd
 from torch import Tensor, nn
 
 from pipelines.policy import SANITY_COLUMNS
+from xai_checks.metrics import bootstrap_ci
 from xai_checks.rollout import AttentionRollout
 from xai_checks.sanity import SanityResult, cam_explainer, cascading_randomization
 
@@ -26,10 +27,9 @@ class SanityEvidence:
     method: str
 
     def metrics(self) -> dict[str, float]:
-        return {
-            f"{PREFIX}.final_spearman": self.result.final_spearman,
-            f"{PREFIX}.steps": float(len(self.result.layers)),
-        }
+        out = bootstrap_ci(self.result.spearman[-1]).as_dict(f"{PREFIX}.final_spearman")
+        out[f"{PREFIX}.steps"] = float(len(self.result.layers))
+        return out
 
     def series(self) -> dict[str, list[float]]:
         """Mean Spearman after each cascade step: an MLflow metric with steps 1..k."""

@@ -127,6 +127,9 @@ def log_gate_evidence(
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         mlflow.log_params({k: str(v) for k, v in params.items()})
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+        undefined = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+        if undefined:  # MLflow stores no NaN; say which numbers had no defined value
+            mlflow.set_tag("xai_gate.undefined_metrics", ", ".join(undefined)[:4900])
         for key, values in series.items():
             for step, value in enumerate(values, start=1):
                 if math.isfinite(value):

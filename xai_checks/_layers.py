@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -62,13 +63,13 @@ def locate_target_layer(model: nn.Module, probe: Tensor) -> tuple[str, nn.Module
     events: list[tuple[str, str, object]] = []  # ("start" | "end", name, output shape)
     handles = []
 
-    def on_start(name: str):
+    def on_start(name: str) -> Callable[[nn.Module, object], None]:
         def hook(_module: nn.Module, _inputs: object) -> None:
             events.append(("start", name, None))
 
         return hook
 
-    def on_end(name: str):
+    def on_end(name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             events.append(("end", name, output.shape if isinstance(output, Tensor) else None))
 

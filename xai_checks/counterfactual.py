@@ -201,8 +201,11 @@ def insertion_test(
     artifact_class: int | None = None,
     *,
     batch_size: int = 64,
+    cleaned: Tensor | None = None,
 ) -> InsertionResult:
     """Paste class-A artifacts onto the other classes' images and read P(A).
+
+    ``cleaned`` may pass in ``removal_test``'s filled images, so the fill runs once.
 
     Donors are the class-A images with a non-empty mask, cycled in audit-set
     order so the result is deterministic. With ``artifact_class=None`` every
@@ -226,7 +229,13 @@ def insertion_test(
             "insertion needs masked images of one class and images of another class; "
             f"masked classes: {classes}, labels present: {sorted(set(labels.tolist()))}"
         )
-    cleaned_all = fill_from_surroundings(images, masks)
+    if cleaned is not None and cleaned.shape != images.shape:
+        raise XAICheckError(
+            f"cleaned images {tuple(cleaned.shape)} must match images {tuple(images.shape)}"
+        )
+    cleaned_all = (
+        fill_from_surroundings(images, masks) if cleaned is None else cleaned.to(images.device)
+    )
     results = {
         c: _insert(model, images, masks, labels, cleaned_all, c, batch_size) for c in candidates
     }

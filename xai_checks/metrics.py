@@ -25,8 +25,7 @@ different grids (7 x 7 Grad-CAM, a 28 x 28 LayerCAM, a 14 x 14 ViT token grid,
 averages of several layers): one common grid makes their scores comparable,
 and a thin ruler is scored against its exact pixels instead of a coarse cell
 that is mostly skin. Bilinear upsampling keeps each cell's mass in its own
-neighbourhood, so the cost is a slight blur at the mask's edge, which pushes
-scores toward chance, never above it.
+neighbourhood, so the cost is a slight blur at the mask's edge.
 """
 
 from __future__ import annotations
@@ -196,9 +195,9 @@ def bootstrap_ci(
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
     generator = torch.Generator().manual_seed(seed)
-    resamples = flat[torch.randint(n, (n_resamples, n), generator=generator)].mean(dim=1)
+    draws = torch.randint(n, (n_resamples, n), generator=generator).to(flat.device)
+    resamples = flat[draws].mean(dim=1)
     tail = (1 - confidence) / 2
-    low, high = torch.quantile(resamples, torch.tensor([tail, 1 - tail], dtype=torch.float64))
-    mean = float(flat.mean())
-    # The percentile interval of a skewed sample can miss the mean by rounding; clamp.
-    return Estimate(mean, min(float(low), mean), max(float(high), mean), n)
+    levels = torch.tensor([tail, 1 - tail], dtype=torch.float64, device=flat.device)
+    low, high = torch.quantile(resamples, levels)
+    return Estimate(float(flat.mean()), float(low), float(high), n)

@@ -163,8 +163,26 @@ def cascading_randomization(
         _randomize(modules[name], seed + step)
         when = f"randomising {name or type(model).__name__!r} (step {step + 1} of {len(layers)})"
         heatmaps = _explain(explainer, twin, images, fixed, f"the model after {when}")
-        rows.append(spearman(original, heatmaps))
+        rows.append(_change(original, heatmaps))
     return SanityResult(tuple(layers), torch.stack(rows), fixed, original, heatmaps)
+
+
+def _change(original: Tensor, randomized: Tensor) -> Tensor:
+    """Spearman per image, except that a map that went flat has changed completely (0).
+
+    A rank correlation with a constant map is undefined, yet a randomised
+    model whose CAM collapsed to zero has clearly stopped explaining what the
+    original did; calling that NaN would make a sound method look untested.
+    Only an original map that is itself constant stays undefined (NaN).
+    """
+    rho = spearman(original, randomized)
+    went_flat = _is_constant(randomized) & ~_is_constant(original)
+    return torch.where(went_flat, torch.zeros_like(rho), rho)
+
+
+def _is_constant(maps: Tensor) -> Tensor:
+    flat = maps.flatten(1)
+    return (flat == flat[:, :1]).all(dim=1)
 
 
 def _centred_ranks(rows: Tensor) -> Tensor:

@@ -56,6 +56,7 @@ def test_registry_tags_point_at_the_evidence_runs(demo):
     client = MlflowClient()
     tags = {v: client.get_model_version(MODEL, v).tags for v in ("1", "2")}
     assert tags["1"]["xai_gate.verdict"] == "blocked"
+    assert tags["1"]["xai_gate.checks"] == "gradcam,layercam,counterfactual,sanity"
     assert tags["2"]["xai_gate.verdict"] == "passed"
     assert "spurious_mass mean" in tags["1"]["xai_gate.reason"]
     metrics = {v: client.get_run(tags[v]["xai_gate.run_id"]).data.metrics for v in ("1", "2")}

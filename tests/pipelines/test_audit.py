@@ -141,6 +141,7 @@ def test_attention_rollout_maps_go_through_the_same_metrics():
         mlp_dim=64,
         num_classes=2,
     )
+    torch.nn.init.normal_(vit.heads.head.weight, std=0.5)  # torchvision zero-initialises it
     images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     masks = torch.zeros(6, 32, 32, dtype=torch.bool)
     masks[:, :8, :] = True  # the top row of patches
@@ -149,3 +150,11 @@ def test_attention_rollout_maps_go_through_the_same_metrics():
     assert result.scores["spurious_mass"].tolist() == pytest.approx(expected.tolist(), abs=1e-6)
     assert result.methods["rollout"].layers == ()
     assert result.metrics()["rollout.chance_mass"] == pytest.approx(0.25)
+
+
+def test_the_torch_free_method_list_matches_the_implementations():
+    from pipelines.methods import AUDIT_METHODS, CAM_METHOD_NAMES
+    from xai_checks.cam import CAM_METHODS
+
+    assert tuple(CAM_METHODS) == CAM_METHOD_NAMES
+    assert (*CAM_METHODS, "rollout") == AUDIT_METHODS

@@ -132,14 +132,13 @@ def test_figures_draw_for_every_method_and_stage(trained_pair, audit_batch):
     assert torch.equal(evidence.audit.gating.samples.images, audit_batch.images[:4])
 
 
-def test_an_explanation_that_ignores_the_weights_makes_the_gate_inconclusive():
-    """An edge detector looks like a heatmap, so the gate must refuse to decide on it."""
+def test_an_explanation_that_ignores_the_weights_makes_the_gate_inconclusive(trained_pair):
+    """An edge detector looks like a heatmap, so the gate must refuse to decide on it,
+    even for the clean model whose scores pass."""
     import torch.nn.functional as F
 
-    from pipelines.policy import sanity_checks
-    from pipelines.validation import ValidationReport, run_checks
+    from pipelines.sanity import SanityEvidence
     from xai_checks.sanity import cascading_randomization
-    from xai_checks.toy_models import SmallCNN
 
     def edges(_model, images, _targets):
         grey = images.mean(dim=1, keepdim=True)
@@ -148,13 +147,22 @@ def test_an_explanation_that_ignores_the_weights_makes_the_gate_inconclusive():
         gy = F.conv2d(grey, kernel.T.reshape(1, 1, 3, 3), padding=1)
         return (gx**2 + gy**2).sqrt().squeeze(1)
 
-    torch.manual_seed(0)
-    images = make_lesions(4, ruler="always", seed=1).images
-    result = cascading_randomization(SmallCNN(), images, edges)
-    table = pd.DataFrame({"image_id": list("abcd"), "spearman": result.spearman[-1].numpy()})
-    checks = sanity_checks(Thresholds(), steps=len(result.layers))
-    sanity = run_checks(table, checks, suite="sanity")
-    decision = decide(ValidationReport(success=True), sanity)
+    batch = make_lesions(8, ruler="always", seed=1)
+    clean = _evidence(trained_pair.clean, batch)
+    result = cascading_randomization(trained_pair.clean, batch.images, edges)
+    table = pd.DataFrame({"image_id": list("abcdefgh"), "spearman": result.spearman[-1].numpy()})
+    evidence = GateEvidence(
+        audit=clean.audit,
+        counterfactual=clean.counterfactual,
+        sanity=SanityEvidence(result, batch.images, table, "edges"),
+    )
+    validation = evidence.validate(Thresholds())
+    assert validation.scores.success  # the clean model's scores alone would pass
+    decision = decide(validation.scores, validation.sanity)
     assert result.final_spearman == 1.0
     assert decision.verdict is Verdict.INCONCLUSIVE
-    assert "mean Spearman 1.000 after 8 layers" in decision.reason
+    assert decision.reasons == [
+        "sanity check failed: heatmaps barely change when the model's weights are randomised "
+        "(mean Spearman 1.000 after 8 layers exceeds max_sanity_correlation 0.500), so they "
+        "do not explain this model"
+    ]

@@ -41,19 +41,24 @@ def test_passed_sets_alias_and_tags(two_versions):
     }
 
 
-def test_blocked_leaves_the_alias_where_it_was(two_versions):
+NOT_PASSED = [v for v in Verdict if v is not Verdict.PASSED]
+
+
+@pytest.mark.parametrize("verdict", NOT_PASSED)
+def test_anything_but_passed_leaves_the_alias_where_it_was(two_versions, verdict):
     client = MlflowClient()
     record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r1")
-    decision = GateDecision(Verdict.BLOCKED, ["spurious_mass mean 0.6 exceeds 0.3"])
+    decision = GateDecision(verdict, ["spurious_mass mean 0.6 exceeds 0.3"])
     assert not record_verdict(two_versions, "2", decision, run_id="r2")
     assert str(client.get_model_version_by_alias(two_versions, "champion").version) == "1"
     tags = client.get_model_version(two_versions, "2").tags
-    assert tags["xai_gate.verdict"] == "blocked"
+    assert tags["xai_gate.verdict"] == verdict.value
     assert tags["xai_gate.reason"] == "spurious_mass mean 0.6 exceeds 0.3"
 
 
-def test_blocked_first_version_gets_no_alias(two_versions):
-    record_verdict(two_versions, "1", GateDecision(Verdict.BLOCKED, ["x"]), run_id="r")
+@pytest.mark.parametrize("verdict", NOT_PASSED)
+def test_anything_but_passed_gives_a_first_version_no_alias(two_versions, verdict):
+    record_verdict(two_versions, "1", GateDecision(verdict, ["x"]), run_id="r")
     assert MlflowClient().get_registered_model(two_versions).aliases == {}
 
 

@@ -145,7 +145,9 @@ def test_sanity_pass_leaves_the_score_verdict_and_constant_maps_are_undefined():
     assert passing.success
     assert decide(_validate(_scores([0.1])), passing).verdict is Verdict.PASSED
     undefined = _sanity([float("nan")] * 3 + [0.1])
-    assert any("3 heatmap(s) are constant" in f for f in undefined.failures)
+    assert any("3 original heatmap(s) are constant" in f for f in undefined.failures)
+    nothing = _sanity([float("nan")] * 3)
+    assert "sanity check undefined: no image has an original heatmap" in nothing.failures[0]
 
 
 @pytest.mark.parametrize(

@@ -25,12 +25,14 @@ def images() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module", params=["resnet18", "mobilenet_v3_small"])
-def architecture(request) -> tuple[nn.Module, str, list[int]]:
-    """Model, layer, and targets whose maps are not all-zero after the ReLU for these weights."""
+def architecture(request) -> tuple[nn.Module, str, list[int], float]:
+    """Model, layer, targets whose maps are not all-zero after the ReLU, and the largest
+    pixel difference allowed. grad-cam scales before resizing (cv2), we resize then
+    scale: identical on ResNet-18 (0.0000), up to 0.017 at MobileNet's map edges."""
     torch.manual_seed(0)
     if request.param == "resnet18":
-        return resnet18(weights=None).eval(), "layer4", TARGETS
-    return mobilenet_v3_small(weights=None).eval(), "features.12", [0, 1, 2, 3]
+        return resnet18(weights=None).eval(), "layer4", TARGETS, 1e-3
+    return mobilenet_v3_small(weights=None).eval(), "features.12", [0, 1, 2, 3], 0.03
 
 
 def _reference(name: str, model: nn.Module, layers: list[nn.Module], images, targets):
@@ -43,14 +45,13 @@ def _reference(name: str, model: nn.Module, layers: list[nn.Module], images, tar
     )
 
 
-def _assert_agree(ours: torch.Tensor, reference: np.ndarray) -> None:
+def _assert_agree(ours: torch.Tensor, reference: np.ndarray, max_diff: float) -> None:
     assert ours.shape == reference.shape
     for mine, theirs in zip(ours.numpy(), reference, strict=True):
         assert theirs.std() > 0  # a flat reference map would make the comparison vacuous
         r = np.corrcoef(mine.ravel(), theirs.ravel())[0, 1]
         assert r >= 0.999
-        # grad-cam scales before resizing (cv2), we resize then scale: edges differ slightly.
-        assert np.abs(mine - theirs).max() < 0.05
+        assert np.abs(mine - theirs).max() < max_diff
 
 
 def test_registry_names_every_method():
@@ -61,20 +62,22 @@ def test_registry_names_every_method():
 
 @pytest.mark.parametrize("name", sorted(PAIRS))
 def test_method_matches_pytorch_grad_cam_per_image(name, architecture, images):
-    model, layer, targets = architecture
+    model, layer, targets, max_diff = architecture
     ours = CAM_METHODS[name](model, layer)(images, targets=targets)
     reference = _reference(name, model, [model.get_submodule(layer)], images, targets)
-    _assert_agree(ours, reference)
+    _assert_agree(ours, reference, max_diff)
 
 
-@pytest.mark.parametrize("name", ["gradcam", "layercam"])
+@pytest.mark.parametrize("name", sorted(PAIRS))
 def test_several_layers_are_averaged_like_pytorch_grad_cam(name, images):
+    """layer3 sits before the last block, where gradients vary in space: there the methods
+    differ (before global pooling HiResCAM equals Grad-CAM, so this is its real test)."""
     torch.manual_seed(0)
     model = resnet18(weights=None).eval()
     layers = ["layer3", "layer4"]
     result = CAM_METHODS[name](model, layers).explain(images, targets=TARGETS)
     reference = _reference(name, model, [model.layer3, model.layer4], images, TARGETS)
-    _assert_agree(result.heatmaps, reference)
+    _assert_agree(result.heatmaps, reference, 0.05)
     assert result.layers == ("layer3", "layer4")
     assert [m.shape[-1] for m in result.layer_maps] == [14, 7]
 
@@ -113,3 +116,11 @@ def test_hirescam_and_layercam_resolve_a_small_patch_that_gradcam_smears():
     mass = {name: inside(CAM_METHODS[name](model, "0.1")(image, 1)) for name in PAIRS}
     assert mass["hirescam"] > 0.6 and mass["layercam"] > 0.6
     assert mass["gradcam"] < 0.1  # global weights: the map is the activation itself
+
+
+def test_methods_really_differ_where_gradients_vary_in_space(images):
+    torch.manual_seed(0)
+    model = resnet18(weights=None).eval()
+    maps = {name: CAM_METHODS[name](model, "layer3")(images[:2], 5) for name in PAIRS}
+    for name in ("gradcampp", "hirescam", "layercam"):
+        assert (maps[name] - maps["gradcam"]).abs().max() > 0.1, name

@@ -102,11 +102,20 @@ def test_hugging_face_vit_named_layer_gives_a_scaled_map_on_the_grid():
     assert torch.isfinite(maps.heatmaps).all() and maps.heatmaps.max() == 1
 
 
-def test_a_token_layer_after_the_last_attention_is_still_accepted_when_named():
+def test_a_layer_the_output_does_not_depend_on_is_an_error_not_a_blank_map():
+    """After the last attention only CLS reaches the head: every patch gradient is zero."""
     model = _small_torchvision_vit()
-    images = torch.rand(2, 3, 32, 32)
-    result = GradCAM(model, "encoder.ln").explain(images, 0)
-    assert result.layer_maps[0].shape == (2, 4, 4)
+    with pytest.raises(TargetLayerError, match=r"do not depend on layer 'encoder.ln'"):
+        GradCAM(model, "encoder.ln")(torch.rand(2, 3, 32, 32), 0)
+
+
+def test_a_zero_initialised_head_is_an_error_not_a_blank_map():
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32
+    ).eval()  # torchvision zero-initialises the head
+    with pytest.raises(TargetLayerError, match="all gradients are zero"):
+        GradCAM(model)(torch.rand(1, 3, 32, 32), 0)
 
 
 def test_a_token_layer_with_no_grid_is_a_clear_error():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -242,3 +243,23 @@ def test_non_finite_heatmaps_name_the_randomised_layer():
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
     with pytest.raises(NonFiniteError, match=r"randomising '2' \(step 2 of 3\)"):
         cascading_randomization(tiny_net(), images, breaks_after_first_step)
+
+
+def test_a_map_that_goes_flat_counts_as_fully_changed_and_a_flat_original_as_undefined():
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten(), nn.LazyLinear(2))
+    model(images)
+    calls = []
+
+    def explainer(m, x, _t):
+        calls.append(1)
+        maps = x.mean(dim=1).clone()
+        if len(calls) > 1:  # after randomising: image 0 goes flat
+            maps[0] = 0.0
+        maps[1] = 0.25  # image 1 is flat all along
+        return maps
+
+    result = cascading_randomization(model, images, explainer, max_steps=1)
+    assert result.spearman[0, 0].item() == 0.0
+    assert math.isnan(result.spearman[0, 1].item())
+    assert result.spearman[0, 2].item() == 1.0

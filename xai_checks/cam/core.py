@@ -14,7 +14,7 @@ is a plain forward pass plus a backward pass through the head only.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -79,7 +79,7 @@ class _LayerCapture:
         self.names = tuple(names)
         self.outputs: dict[str, Tensor] = {}
 
-    def hook(self, name: str):
+    def hook(self, name: str) -> Callable[[nn.Module, object, object], Tensor]:
         def capture(_module: nn.Module, _inputs: object, output: object) -> Tensor:
             if name in self.outputs:
                 raise TargetLayerError(
@@ -190,6 +190,13 @@ class CAMEngine(ABC):
             for what, tensor in (("activations", activations), ("gradients", gradients)):
                 if not torch.isfinite(tensor).all():
                     raise NonFiniteError(f"{what} of target layer {name!r} contain NaN or Inf")
+            if not gradients.any():
+                raise TargetLayerError(
+                    f"the target scores do not depend on layer {name!r} at any position "
+                    "(all gradients are zero), so its maps would be blank; choose a layer "
+                    "the output depends on (for a ViT, one before the last attention block, "
+                    "as the default is)"
+                )
             raw = F.relu(self.combine(activations, gradients))
             layer_maps.append(raw)
             scaled.append(upsample_and_scale(raw, size))
