@@ -57,7 +57,7 @@ class AuditSet:
         return len(self.image_ids)
 
 
-def _line(index: int) -> int:
+def line_of(index: int) -> int:
     """CSV line of a data row: 1-based, after the header."""
     return int(index) + 2
 
@@ -96,11 +96,11 @@ def _region_status(root: Path, row: pd.Series) -> tuple[str, str]:
     return MASK, f"no {MASK} or {BOX} given"
 
 
-def _status_check(manifest: Path, frame: pd.DataFrame, status_column: str, column_of: str) -> Check:
+def status_check(manifest: Path, frame: pd.DataFrame, status_column: str, column_of: str) -> Check:
     def describe(result: dict[str, Any]) -> str:
         rows = list(result.get("unexpected_index_list") or [])
         parts = [
-            f"{manifest.name}:{_line(i)} column {frame.at[i, column_of]!r}: "
+            f"{manifest.name}:{line_of(i)} column {frame.at[i, column_of]!r}: "
             f"{frame.at[i, status_column]}"
             for i in rows[:5]
         ]
@@ -114,22 +114,56 @@ def _status_check(manifest: Path, frame: pd.DataFrame, status_column: str, colum
     )
 
 
+def required_columns(manifest: Path, frame: pd.DataFrame, columns: Sequence[str]) -> list[Check]:
+    """One check per required column, naming the columns the file does have."""
+    return [
+        Check(
+            f"{column} exists",
+            lambda gxe, c=column: gxe.ExpectColumnToExist(column=c),
+            lambda _r, c=column: (
+                f"{manifest.name}: required column {c!r} is missing "
+                f"(columns: {', '.join(map(str, frame.columns))})"
+            ),
+        )
+        for column in columns
+    ]
+
+
+def label_checks(
+    manifest: Path, frame: pd.DataFrame, known_labels: Sequence[str] | None
+) -> list[Check]:
+    """Labels present and known: class names of the model, or integer indices."""
+    name = manifest.name
+
+    def bad_labels(result: dict[str, Any]) -> str:
+        rows = list(result.get("unexpected_index_list") or [])[:5]
+        found = ", ".join(f"{name}:{line_of(i)} {frame.at[i, LABEL]!r}" for i in rows)
+        allowed = ", ".join(known_labels) if known_labels else "integer class indices"
+        return f"column 'label' has unknown labels: {found} (known: {allowed})"
+
+    if known_labels is not None:
+        allowed = [*known_labels, *map(str, range(len(known_labels)))]
+        build = lambda gxe: gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=allowed)  # noqa: E731
+    else:
+        build = lambda gxe: gxe.ExpectColumnValuesToMatchRegex(column=LABEL, regex=r"^\d+$")  # noqa: E731
+    return [
+        Check("labels known", build, bad_labels),
+        Check(
+            "label not null",
+            lambda gxe: gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
+            lambda r: (
+                "column 'label' is empty on "
+                + ", ".join(f"{name}:{line_of(i)}" for i in r.get("unexpected_index_list", [])[:5])
+            ),
+        ),
+    ]
+
+
 def _manifest_checks(
     manifest: Path, frame: pd.DataFrame, known_labels: Sequence[str] | None
 ) -> list[Check]:
     name = manifest.name
-    checks: list[Check] = []
-    for column in (IMAGE, LABEL):
-        checks.append(
-            Check(
-                f"{column} exists",
-                lambda gxe, c=column: gxe.ExpectColumnToExist(column=c),
-                lambda _r, c=column: (
-                    f"{name}: required column {c!r} is missing "
-                    f"(columns: {', '.join(map(str, frame.columns))})"
-                ),
-            )
-        )
+    checks = required_columns(manifest, frame, (IMAGE, LABEL))
     if MASK not in frame.columns and BOX not in frame.columns:
         checks.append(
             Check(
@@ -142,37 +176,13 @@ def _manifest_checks(
             )
         )
     if LABEL in frame.columns:
-
-        def bad_labels(result: dict[str, Any]) -> str:
-            rows = list(result.get("unexpected_index_list") or [])[:5]
-            found = ", ".join(f"{name}:{_line(i)} {frame.at[i, LABEL]!r}" for i in rows)
-            allowed = ", ".join(known_labels) if known_labels else "integer class indices"
-            return f"column 'label' has unknown labels: {found} (known: {allowed})"
-
-        if known_labels is not None:
-            allowed = [*known_labels, *map(str, range(len(known_labels)))]
-            build = lambda gxe: gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=allowed)  # noqa: E731
-        else:
-            build = lambda gxe: gxe.ExpectColumnValuesToMatchRegex(column=LABEL, regex=r"^\d+$")  # noqa: E731
-        checks.append(Check("labels known", build, bad_labels))
-        checks.append(
-            Check(
-                "label not null",
-                lambda gxe: gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
-                lambda r: (
-                    "column 'label' is empty on "
-                    + ", ".join(
-                        f"{name}:{_line(i)}" for i in r.get("unexpected_index_list", [])[:5]
-                    )
-                ),
-            )
-        )
+        checks += label_checks(manifest, frame, known_labels)
     if IMAGE in frame.columns:
-        checks.append(_status_check(manifest, frame, "_image_status", "_image_column"))
+        checks.append(status_check(manifest, frame, "_image_status", "_image_column"))
 
         def duplicates(result: dict[str, Any]) -> str:
             rows = list(result.get("unexpected_index_list") or [])[:5]
-            found = ", ".join(f"{name}:{_line(i)} {frame.at[i, IMAGE]!r}" for i in rows)
+            found = ", ".join(f"{name}:{line_of(i)} {frame.at[i, IMAGE]!r}" for i in rows)
             return f"column 'image' lists an image more than once: {found}"
 
         checks.append(
@@ -183,11 +193,11 @@ def _manifest_checks(
             )
         )
     if MASK in frame.columns or BOX in frame.columns:
-        checks.append(_status_check(manifest, frame, "_region_status", "_region_column"))
+        checks.append(status_check(manifest, frame, "_region_status", "_region_column"))
     return checks
 
 
-def _read_manifest(manifest: Path) -> pd.DataFrame:
+def read_manifest(manifest: Path) -> pd.DataFrame:
     if not manifest.is_file():
         raise AuditSetError(f"audit-set manifest not found: {manifest}")
     try:
@@ -207,7 +217,7 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
     index). Without them, labels must be integer indices.
     """
     manifest = Path(manifest).absolute()
-    frame = _read_manifest(manifest)
+    frame = read_manifest(manifest)
     root = manifest.parent.resolve()
     if IMAGE in frame.columns:
         frame["_image_column"] = IMAGE
@@ -227,7 +237,7 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
     images, masks, labels = [], [], []
     size: tuple[int, int] | None = None
     for index, row in frame.iterrows():
-        where = f"{manifest.name}:{_line(int(index))}"
+        where = f"{manifest.name}:{line_of(int(index))}"
         image = _load_image(root / row[IMAGE], f"{where} column 'image'")
         if size is None:
             size = image.shape[-2:]
@@ -238,7 +248,7 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
             )
         masks.append(_load_region(root, row, image.shape[-2:], where))
         images.append(image)
-        labels.append(_label_index(row[LABEL], class_names))
+        labels.append(label_index(row[LABEL], class_names))
     return AuditSet(
         images=torch.stack(images),
         labels=torch.tensor(labels, dtype=torch.long),
@@ -249,7 +259,7 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
     )
 
 
-def _label_index(label: str, class_names: Sequence[str] | None) -> int:
+def label_index(label: str, class_names: Sequence[str] | None) -> int:
     if class_names is not None and label in class_names:
         return list(class_names).index(label)
     return int(label)

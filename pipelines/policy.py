@@ -6,6 +6,7 @@ generated from them, so the GX suite and the verdict cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,6 +18,7 @@ __all__ = [
     "COUNTERFACTUAL_COLUMNS",
     "SANITY_COLUMNS",
     "SCORE_COLUMNS",
+    "TEXT_SCORE_COLUMNS",
     "AuditPlan",
     "Thresholds",
     "sanity_checks",
@@ -34,6 +36,19 @@ SCORE_COLUMNS = (
     "flagged",
 )
 """Heatmap scores of the gating CAM method, one row per audit image."""
+
+TEXT_SCORE_COLUMNS = (
+    "text_id",
+    "label",
+    "prediction",
+    "spurious_mass",
+    "attention_mass",
+    "rollout_mass",
+    "precision_at_k",
+    "flagged",
+)
+"""Text scores, one row per audit text; ``spurious_mass`` is the gradient x input saliency
+share on the spurious words, so the same expectations gate images and texts."""
 
 COUNTERFACTUAL_COLUMNS = (
     "prediction_without_artifact",
@@ -127,7 +142,12 @@ class AuditPlan(BaseModel):
         return self.cam_methods[0]
 
 
-def score_checks(thresholds: Thresholds, *, counterfactual: bool = True) -> list[Check]:
+def score_checks(
+    thresholds: Thresholds,
+    *,
+    counterfactual: bool = True,
+    required: Sequence[str] = SCORE_COLUMNS,
+) -> list[Check]:
     """The expectations a score table must meet for the gate to pass.
 
     Counterfactual columns are null where a check does not apply; GX leaves
@@ -195,7 +215,9 @@ def score_checks(thresholds: Thresholds, *, counterfactual: bool = True) -> list
                 ),
             ),
         ]
-    for column in SCORE_COLUMNS:
+    for column in required:
+        if column in ("attention_mass", "rollout_mass", "precision_at_k"):
+            continue  # evidence, may be undefined for a text (no word to rank)
         checks.append(
             Check(
                 f"{column} not null",

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from xai_checks._hf import restore_output_capture
 from xai_checks._model_state import explanation_mode
 from xai_checks.errors import XAICheckError
 from xai_checks.rollout import rollout
@@ -155,6 +156,7 @@ def attention_maps(
             f"batch_size and max_length must be >= 1, got {batch_size} and {max_length}"
         )
     config = _check_eager(model)
+    restore_output_capture(model)
     num_layers = _config_count(config, "num_hidden_layers")
     num_heads = _config_count(config, "num_attention_heads")
     layer_index = _resolve_indices(layers, num_layers, "layer")

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from xai_checks._hf import restore_output_capture
 from xai_checks._inputs import as_logits, prepare_images, upsample_and_scale
 from xai_checks._model_state import explanation_mode
 from xai_checks._tokens import infer_token_grid
@@ -166,6 +167,7 @@ def _hugging_face_attentions(model: nn.Module, images: Tensor) -> tuple[object, 
             f"the model uses {implementation!r} attention, which is fused and returns no "
             f"attention weights; rollout needs eager attention: {how_to_switch}"
         )
+    restore_output_capture(model)
     output = model(pixel_values=images, output_attentions=True, return_dict=True)
     attentions = getattr(output, "attentions", None)
     if not attentions:

@@ -1,0 +1,359 @@
+"""Text audit sets and the text shortcut audit: the twin of the image path.
+
+Audit-set CSV columns:
+
+* ``text``: the input text;
+* ``label``: a class name of the model (or its integer index);
+* ``spurious_tokens``: the spurious words of this text, ``|``-separated
+  (a signature, a template phrase, a site name); each must occur in the text;
+* ``id`` (optional): a text id for the score table; default ``text-<line>``.
+
+Great Expectations checks the file before any model runs, and every error
+names the file, the CSV line and the column, as for images.
+
+Per text, with ``S`` the spurious words and word scores summed over their
+subword pieces (special tokens left out, they are attention sinks):
+
+* ``spurious_mass``: gradient x input saliency share on ``S``, which gates;
+* ``attention_mass``: share of the classification token's last-layer,
+  head-averaged attention on ``S`` (evidence only: attention can be trained
+  to look away while the reliance stays, Pruthi et al. 2020);
+* ``rollout_mass``: the same for the attention rollout over all layers;
+* ``precision_at_k``: of the k most salient words, k = the number of spurious
+  word occurrences, the share that are spurious.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from pipelines.audit_set import (
+    LABEL,
+    OK,
+    AuditSetError,
+    label_checks,
+    label_index,
+    line_of,
+    read_manifest,
+    required_columns,
+    status_check,
+)
+from pipelines.policy import TEXT_SCORE_COLUMNS, Thresholds
+from pipelines.validation import Check, run_checks
+from xai_checks.attention import AttentionMaps, attention_maps, text_rollout
+from xai_checks.metrics import Estimate, bootstrap_ci
+from xai_checks.saliency import token_saliency, word_scores
+
+__all__ = [
+    "TextAuditResult",
+    "TextAuditSet",
+    "audit_texts",
+    "is_text_manifest",
+    "load_text_audit_set",
+    "write_text_audit_set",
+]
+
+TEXT, SPURIOUS, ID = "text", "spurious_tokens", "id"
+SEPARATOR = "|"
+
+
+@dataclass(frozen=True)
+class TextAuditSet:
+    texts: list[str]
+    labels: Tensor
+    """(N,) class indices."""
+    spurious: list[tuple[str, ...]]
+    """Each text's spurious words."""
+    text_ids: list[str]
+    class_names: tuple[str, ...] | None
+    manifest: Path
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def is_text_manifest(manifest: str | Path) -> bool:
+    """True when the CSV header has a ``text`` column: the audit set is text, not images."""
+    try:
+        with Path(manifest).open(newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError):
+        return False  # the image loader reports the real problem
+    return TEXT in {column.strip() for column in header}
+
+
+def _spurious_status(text: Any, words: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        return "empty text"
+    if not isinstance(words, str) or not words.strip():
+        return f"no spurious words given (separate several with {SEPARATOR!r})"
+    missing = [w for w in _split(words) if not _occurs(w, text)]
+    if missing:
+        return f"spurious word(s) {missing} do not occur in the text"
+    return OK
+
+
+def load_text_audit_set(
+    manifest: str | Path, *, class_names: Sequence[str] | None = None
+) -> TextAuditSet:
+    """Validate a text audit-set CSV with Great Expectations, then load it."""
+    manifest = Path(manifest).absolute()
+    frame = read_manifest(manifest)
+    checks = required_columns(manifest, frame, (TEXT, LABEL, SPURIOUS))
+    if LABEL in frame.columns:
+        checks += label_checks(manifest, frame, class_names)
+    if TEXT in frame.columns and SPURIOUS in frame.columns:
+        frame["_text_column"] = [
+            TEXT if not isinstance(t, str) or not t.strip() else SPURIOUS for t in frame[TEXT]
+        ]
+        frame["_text_status"] = [
+            _spurious_status(t, w) for t, w in zip(frame[TEXT], frame[SPURIOUS], strict=True)
+        ]
+        checks.append(status_check(manifest, frame, "_text_status", "_text_column"))
+    if ID in frame.columns:
+        checks.append(_unique_ids_check(manifest, frame))
+    report = run_checks(frame, checks, suite="text-audit-set")
+    if not report.success:
+        raise AuditSetError("invalid text audit set: " + "; ".join(report.failures))
+    ids = (
+        [str(v) for v in frame[ID]]
+        if ID in frame.columns
+        else [f"text-{line_of(i)}" for i in range(len(frame))]
+    )
+    return TextAuditSet(
+        texts=[str(t) for t in frame[TEXT]],
+        labels=torch.tensor([label_index(v, class_names) for v in frame[LABEL]]),
+        spurious=[_split(w) for w in frame[SPURIOUS]],
+        text_ids=ids,
+        class_names=tuple(class_names) if class_names is not None else None,
+        manifest=manifest,
+    )
+
+
+def _unique_ids_check(manifest: Path, frame: pd.DataFrame) -> Check:
+    def describe(result: dict[str, Any]) -> str:
+        rows = list(result.get("unexpected_index_list") or [])[:5]
+        found = ", ".join(f"{manifest.name}:{line_of(i)} {frame.at[i, ID]!r}" for i in rows)
+        return f"column 'id' repeats an id: {found}"
+
+    return Check("id unique", lambda gxe: gxe.ExpectColumnValuesToBeUnique(column=ID), describe)
+
+
+def write_text_audit_set(
+    path: str | Path,
+    texts: Sequence[str],
+    labels: Tensor,
+    spurious: Sequence[Sequence[str]],
+    class_names: Sequence[str],
+) -> Path:
+    """Write a text audit-set CSV; return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([ID, TEXT, LABEL, SPURIOUS])
+        for i, (text, label, words) in enumerate(zip(texts, labels, spurious, strict=True)):
+            writer.writerow(
+                [f"review-{i:05d}", text, class_names[int(label)], SEPARATOR.join(words)]
+            )
+    return path
+
+
+@dataclass(frozen=True)
+class TextExample:
+    """One audited text with everything its review artifacts show."""
+
+    text_id: str
+    tokens: list[str]
+    attention: Tensor
+    """(L, H, T, T) attention of its real tokens."""
+    saliency: Tensor
+    """(T,) token saliency."""
+    spurious_tokens: Tensor
+    """(T,) bool: the tokens that belong to a spurious word."""
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TextAuditResult:
+    scores: pd.DataFrame
+    """One row per text, ``TEXT_SCORE_COLUMNS``."""
+    estimates: dict[str, Estimate]
+    summary: dict[str, float | int | str] = field(default_factory=dict)
+    worst: list[TextExample] = field(default_factory=list)
+    """The texts with the highest saliency mass, worst first."""
+
+    def metrics(self) -> dict[str, float]:
+        out = {"accuracy": float(self.summary["accuracy"])}
+        for name, estimate in self.estimates.items():
+            out |= estimate.as_dict(name)
+        out["saliency.flagged_fraction"] = float(self.summary["flagged_fraction"])
+        out["saliency.chance_mass"] = float(self.summary["chance_mass"])
+        return out
+
+
+def audit_texts(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Tensor | Sequence[int],
+    spurious: Sequence[Sequence[str]],
+    *,
+    text_ids: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    thresholds: Thresholds | None = None,
+    batch_size: int = 16,
+    keep_worst: int = 4,
+    progress: bool | None = None,
+) -> TextAuditResult:
+    """Score each text's reliance on its spurious words, for the predicted class.
+
+    Streams batches; keeps full attention tensors only for the ``keep_worst``
+    texts with the highest saliency mass, for the review artifacts.
+    """
+    thresholds = thresholds or Thresholds()
+    texts = list(texts)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    n = len(texts)
+    if labels.shape != (n,) or len(spurious) != n:
+        raise ValueError(
+            f"need one label and one spurious-word list per text ({n}), "
+            f"got {tuple(labels.shape)} labels and {len(spurious)} lists"
+        )
+    ids = list(text_ids) if text_ids is not None else [str(i) for i in range(n)]
+    rows: list[dict[str, Any]] = []
+    keep: list[tuple[float, TextExample]] = []
+    chance: list[float] = []
+    starts = range(0, n, batch_size)
+    for start in tqdm(starts, desc="text audit", unit="batch", disable=_no_bar(progress)):
+        batch = texts[start : start + batch_size]
+        maps = attention_maps(model, tokenizer, batch, batch_size=batch_size)
+        saliency = token_saliency(model, tokenizer, batch, batch_size=batch_size)
+        rolled = text_rollout(maps)
+        last_layer = maps.weights[:, -1].mean(dim=1)  # (B, T, T), heads averaged
+        for row_in_batch, i in enumerate(range(start, start + len(batch))):
+            words = saliency.words[row_in_batch]
+            word_ids = saliency.word_ids[row_in_batch]
+            is_spurious = torch.tensor([_normalise(w) in _targets(spurious[i]) for w in words])
+            token_spurious = torch.tensor(
+                [w is not None and bool(is_spurious[w]) for w in word_ids], dtype=torch.bool
+            )
+            length = len(word_ids)
+            query = _query_index(maps, row_in_batch, tokenizer)
+            scores = word_scores(saliency.scores[row_in_batch, :length], word_ids)
+            k = int(is_spurious.sum())
+            top = (
+                scores.topk(min(k, len(scores))).indices if k else torch.empty(0, dtype=torch.long)
+            )
+            prediction = int(saliency.predictions[row_in_batch])
+            row = {
+                "text_id": ids[i],
+                "label": _name(int(labels[i]), class_names),
+                "prediction": _name(prediction, class_names),
+                "spurious_mass": _share(scores, is_spurious),
+                "attention_mass": _word_share(
+                    last_layer[row_in_batch, query, :length], word_ids, is_spurious
+                ),
+                "rollout_mass": _word_share(
+                    rolled[row_in_batch, query, :length], word_ids, is_spurious
+                ),
+                "precision_at_k": float(is_spurious[top].float().mean()) if k else float("nan"),
+            }
+            row["flagged"] = bool(row["spurious_mass"] > thresholds.flag_mass)
+            rows.append(row)
+            chance.append(float(is_spurious.float().mean()) if len(words) else float("nan"))
+            example = TextExample(
+                text_id=ids[i],
+                tokens=maps.tokens[row_in_batch],
+                attention=maps.weights[row_in_batch, :, :, :length, :length].clone(),
+                saliency=saliency.scores[row_in_batch, :length].clone(),
+                spurious_tokens=token_spurious,
+                row=row,
+            )
+            keep = sorted([*keep, (row["spurious_mass"], example)], key=lambda p: -_finite(p[0]))
+            keep = keep[:keep_worst]
+
+    scores = pd.DataFrame(rows, columns=list(TEXT_SCORE_COLUMNS))
+    predictions = [class_names.index(p) if class_names else p for p in scores["prediction"]]
+    estimates = {
+        "saliency.spurious_mass": bootstrap_ci(torch.tensor(scores["spurious_mass"].to_numpy())),
+        "saliency.precision_at_k": bootstrap_ci(torch.tensor(scores["precision_at_k"].to_numpy())),
+        "attention.cls_mass": bootstrap_ci(torch.tensor(scores["attention_mass"].to_numpy())),
+        "attention.rollout_mass": bootstrap_ci(torch.tensor(scores["rollout_mass"].to_numpy())),
+    }
+    summary: dict[str, float | int | str] = {
+        "n_images": n,
+        "accuracy": float((torch.tensor(predictions) == labels).float().mean()),
+        "method": "saliency",
+        "spurious_mass": estimates["saliency.spurious_mass"].mean,
+        "enrichment": estimates["saliency.spurious_mass"].mean / max(_mean(chance), 1e-12),
+        "flagged_fraction": float(scores["flagged"].mean()),
+        "chance_mass": _mean(chance),
+        "target_layer": "input embeddings",
+    }
+    return TextAuditResult(scores, estimates, summary, [example for _, example in keep])
+
+
+def _query_index(maps: AttentionMaps, row: int, tokenizer) -> int:
+    """The token whose attention row the classifier reads: CLS for encoders, else the last."""
+    tokens = maps.tokens[row]
+    cls = getattr(tokenizer, "cls_token", None)
+    return 0 if cls is not None and tokens and tokens[0] == cls else len(tokens) - 1
+
+
+def _word_share(row: Tensor, word_ids: Sequence[int | None], is_spurious: Tensor) -> float:
+    """Share of a token row's mass on spurious words, among word tokens (specials left out)."""
+    return _share(word_scores(row, word_ids), is_spurious)
+
+
+def _share(scores: Tensor, inside: Tensor) -> float:
+    total = float(scores.clamp_min(0).sum())
+    if total <= 0 or not inside.any():
+        return float("nan")
+    return float(scores.clamp_min(0)[inside].sum()) / total
+
+
+def _split(words: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in words.split(SEPARATOR) if w.strip())
+
+
+def _normalise(word: str) -> str:
+    return re.sub(r"^[\W_]+|[\W_]+$", "", word).lower()
+
+
+def _targets(words: Sequence[str]) -> set[str]:
+    """Spurious entries split into words: 'reviewed by sam' marks all three words."""
+    return {_normalise(part) for entry in words for part in entry.split()}
+
+
+def _occurs(word: str, text: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, flags=re.IGNORECASE) is not None
+
+
+def _name(index: int, class_names: Sequence[str] | None) -> str | int:
+    if class_names is None:
+        return index
+    return class_names[index] if 0 <= index < len(class_names) else str(index)
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v == v]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def _finite(value: float) -> float:
+    return value if value == value else -1.0
+
+
+def _no_bar(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress
