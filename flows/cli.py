@@ -47,6 +47,9 @@ def gate(
     target_layer: str | None = typer.Option(
         None, help="Layer(s) to explain, comma-separated and averaged (default: auto)."
     ),
+    modality: str = typer.Option(
+        "auto", help="image, text, or auto (text when the CSV has a 'text' column)."
+    ),
     counterfactual: bool = typer.Option(True, help="Run artifact removal and insertion."),
     sanity: bool = typer.Option(True, help="Run the model-randomisation sanity check."),
     tracking_uri: str | None = typer.Option(
@@ -75,12 +78,80 @@ def gate(
         counterfactual=counterfactual,
         sanity=sanity,
         tracking_uri=tracking_uri,
+        modality=modality,
     )
     code = exit_code(outcome)
     typer.echo(outcome.message, err=code == 2)
     if outcome.promoted:
         typer.echo(f"alias {alias!r} -> {model} v{version}")
     raise typer.Exit(code)
+
+
+@app.command()
+def attention(
+    sentence: str = typer.Argument(..., help="The text to look at."),
+    layer: int = typer.Option(-1, help="Layer, 0-based (negative counts from the last)."),
+    head: int | None = typer.Option(None, help="Head, 0-based; default: the average of all heads."),
+    out: Path = typer.Option(Path("attention.png"), help="Where to write the PNG map."),
+    model: Path | None = typer.Option(
+        None, help="A local Hugging Face model folder (default: the packaged MiniLM)."
+    ),
+    html: Path | None = typer.Option(None, help="Also write the interactive HTML view here."),
+    pronoun: str | None = typer.Option(
+        None, help="Run the pronoun probe for this word (needs --candidates)."
+    ),
+    candidates: str | None = typer.Option(
+        None, help="Comma-separated candidate nouns for the pronoun probe."
+    ),
+) -> None:
+    """Draw a Transformer's token x token attention map for one layer and head, offline."""
+    import matplotlib.pyplot as plt
+
+    from pipelines.attention_html import attention_html
+    from pipelines.attention_plots import attention_map
+    from xai_checks.attention import attention_maps, load_text_model, pronoun_probe
+    from xai_checks.errors import XAICheckError
+
+    try:
+        network, tokenizer = load_text_model(model)
+        maps = attention_maps(network, tokenizer, [sentence])
+        n_layers, n_heads = maps.weights.shape[1:3]
+        if not -n_layers <= layer < n_layers:
+            raise XAICheckError(f"--layer {layer} is out of range: the model has {n_layers} layers")
+        if head is not None and not 0 <= head < n_heads:
+            raise XAICheckError(f"--head {head} is out of range: the model has {n_heads} heads")
+        tokens = maps.tokens[0]
+        length = len(tokens)
+        weights = maps.weights[0, :, :, :length, :length]
+        matrix = weights[layer].mean(dim=0) if head is None else weights[layer, head]
+        which = f"layer {layer % n_layers}, " + (
+            "heads averaged" if head is None else f"head {head}"
+        )
+        figure = attention_map(tokens, matrix, title=f"{which}: {sentence}")
+        try:
+            figure.savefig(out, dpi=120, bbox_inches="tight")
+        finally:
+            plt.close(figure)
+        typer.echo(f"wrote {out} ({which}, {length} tokens)")
+        if html is not None:
+            html.write_text(attention_html(tokens, weights, title=sentence), encoding="utf-8")
+            typer.echo(f"wrote {html}")
+        if pronoun is not None:
+            if not candidates:
+                raise XAICheckError("--pronoun needs --candidates, e.g. --candidates ball,box")
+            probe = pronoun_probe(
+                network, tokenizer, sentence, pronoun, [c.strip() for c in candidates.split(",")]
+            )
+            for index, (winner, row) in enumerate(
+                zip(probe.winner_by_layer(), probe.head_average, strict=True)
+            ):
+                shares = ", ".join(
+                    f"{c} {float(w):.3f}" for c, w in zip(probe.candidates, row, strict=True)
+                )
+                typer.echo(f"layer {index}: '{pronoun}' -> {winner}  ({shares})")
+    except (XAICheckError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -109,14 +180,16 @@ def demo(
     rows = run_demo(config)
 
     table = Table(
-        title="xai-gate demo: lesion-classifier", caption="ρ: shortcut strength in training"
+        title="xai-gate demo",
+        caption="ρ: shortcut strength in training. Mass: Grad-CAM on the ruler (images), "
+        "gradient x input saliency on the signature (text)",
     )
     columns = (
         "model",
         "ver",
         "ρ",
         "acc",
-        "acc no-ruler",
+        "acc w/o shortcut",
         "spur. mass",
         "enrich.",
         "flip rate",
@@ -135,7 +208,7 @@ def demo(
             outcome.version,
             f"{row.shortcut_strength:g}",
             f"{row.accuracy:.3f}",
-            f"{row.accuracy_no_ruler:.3f}",
+            f"{row.accuracy_no_shortcut:.3f}",
             f"{summary['spurious_mass']:.3f}" if summary else "-",
             f"{summary['enrichment']:.2f}" if summary else "-",
             _fmt(summary.get("counterfactual.removal_flip_rate")),
@@ -149,16 +222,20 @@ def demo(
     console.print(table)
     for row in rows:
         console.print(f"  v{row.outcome.version}: {row.outcome.message}", highlight=False)
-    champion = champion_version(config.model_name)
-    console.print(f"\nalias 'champion' -> {config.model_name} v{champion}")
+    console.print("")
+    for name in (config.model_name, config.text_model_name):
+        console.print(f"alias 'champion' -> {name} v{champion_version(name)}")
     console.print(
         "Review the evidence (overlays, scores, GX results) in the MLflow UI:\n"
         f"  .venv/bin/mlflow ui --backend-store-uri {uri}\n"
-        "  then open experiment 'xai-gate' and the model 'lesion-classifier'.",
+        "  then open experiment 'xai-gate' and the models 'lesion-classifier' and "
+        "'review-classifier'.",
         highlight=False,
     )
     if not demo_succeeded(rows):
-        console.print("[red]demo did not reach the expected verdicts (v1 blocked, v2 passed)[/red]")
+        console.print(
+            "[red]demo did not reach the expected verdicts (each v1 blocked, each v2 passed)[/red]"
+        )
         raise typer.Exit(1)
 
 

@@ -1,10 +1,15 @@
 """The demo: train a shortcut model and a clean one, register both, gate both.
 
-Version 1 is trained where every malignant image has a ruler (ρ = 1), version
-2 where rulers are independent of the label (ρ = 0). Both are logged with
-``mlflow.pytorch`` and registered as ``lesion-classifier``; the audit set is a
-folder of PNGs with ruler masks; each version then goes through the gate flow.
-Expected: v1 blocked, v2 passed, alias ``champion`` on v2.
+Images: ``lesion-classifier`` version 1 is trained where every malignant image
+has a ruler (ρ = 1), version 2 where rulers are independent of the label
+(ρ = 0); the audit set is a folder of PNGs with ruler masks.
+
+Text: ``review-classifier`` (a tiny BERT) version 1 is trained where every
+positive review is signed "cheers" (ρ = 1), version 2 where the signature is
+independent of the label; the audit set is a CSV of signed reviews.
+
+All are logged with ``mlflow.pytorch`` and gated through the same flow.
+Expected: both v1 blocked, both v2 passed, alias ``champion`` on each v2.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ import torch
 from flows.run import run_gate
 from flows.xai_gate import GateOutcome
 from pipelines.audit_set import write_audit_set
+from pipelines.audit_texts import write_text_audit_set
 from pipelines.gate import DEFAULT_ALIAS, Verdict
 from pipelines.tracking import configure_tracking
 from xai_checks.synthetic import CLASS_NAMES, make_lesions
+from xai_checks.synthetic_text import REVIEW_CLASSES, make_reviews
 from xai_checks.toy_models import SmallCNN, accuracy, train_classifier
+from xai_checks.toy_text_models import text_accuracy, tiny_bert_classifier, train_text_classifier
 
 __all__ = ["DemoConfig", "DemoRow", "run_demo"]
 
@@ -29,6 +37,7 @@ __all__ = ["DemoConfig", "DemoRow", "run_demo"]
 class DemoConfig:
     workdir: Path = Path("demo_data")
     model_name: str = "lesion-classifier"
+    text_model_name: str = "review-classifier"
     n_train: int = 2000
     epochs: int = 8
     n_test: int = 600
@@ -41,7 +50,8 @@ class DemoConfig:
 class DemoRow:
     shortcut_strength: float
     accuracy: float
-    accuracy_no_ruler: float
+    accuracy_no_shortcut: float
+    """On inputs without the artifact (no ruler, no signature): chance for a shortcut model."""
     outcome: GateOutcome
 
 
@@ -87,29 +97,106 @@ def train_and_register(config: DemoConfig, shortcut_strength: float) -> tuple[st
     return str(info.registered_model_version), acc, acc_no_ruler
 
 
+def train_and_register_text(
+    config: DemoConfig, shortcut_strength: float, tokenizer_dir: Path
+) -> tuple[str, float, float]:
+    """Train one tiny BERT review classifier at ``shortcut_strength``; log, register it."""
+    import mlflow
+    import transformers
+
+    tokenizer = _tokenizer(tokenizer_dir)
+    seed = config.seed
+    train = make_reviews(config.n_train, shortcut_strength=shortcut_strength, seed=seed + 1)
+    test = make_reviews(config.n_test, shortcut_strength=shortcut_strength, seed=seed + 2)
+    unsigned = make_reviews(config.n_test, signature="never", seed=seed + 3)
+    model = tiny_bert_classifier(tokenizer.vocab_size, len(REVIEW_CLASSES), seed=seed)
+    report = train_text_classifier(model, tokenizer, train.texts, train.labels, seed=seed)
+    acc = text_accuracy(model, tokenizer, test.texts, test.labels)
+    acc_unsigned = text_accuracy(model, tokenizer, unsigned.texts, unsigned.labels)
+
+    mlflow.set_experiment("review-training")
+    with mlflow.start_run(run_name=f"tinybert-rho{shortcut_strength:g}"):
+        mlflow.log_params(
+            {"shortcut_strength": shortcut_strength, "n_train": config.n_train, "seed": seed}
+        )
+        mlflow.log_metrics(
+            {
+                "train_accuracy": report.train_accuracy,
+                "accuracy": acc,
+                "accuracy_unsigned": acc_unsigned,
+            }
+        )
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            registered_model_name=config.text_model_name,
+            serialization_format="pickle",
+            metadata={"class_names": list(REVIEW_CLASSES), "modality": "text"},
+            extra_files=[str(path) for path in sorted(tokenizer_dir.iterdir())],
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"transformers=={transformers.__version__}",
+            ],
+        )
+    return str(info.registered_model_version), acc, acc_unsigned
+
+
+def _tokenizer(folder: Path):
+    """The packaged MiniLM's WordPiece tokenizer, saved to ``folder`` to log beside models."""
+    from transformers import AutoTokenizer
+
+    if not (folder / "tokenizer_config.json").is_file():
+        from xai_checks.attention import default_text_model_path
+
+        AutoTokenizer.from_pretrained(str(default_text_model_path())).save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
 def run_demo(config: DemoConfig) -> list[DemoRow]:
-    """Train, register, write the audit set, gate both versions; return the table rows."""
+    """Train, register, write the audit sets, gate every version; return the table rows."""
     configure_tracking(config.tracking_uri)
     audit = make_lesions(config.n_audit, ruler="always", seed=config.seed + 100)
     manifest = write_audit_set(
         config.workdir / "audit", audit.images, audit.labels, audit.masks, CLASS_NAMES
     )
-    trained = [(rho, *train_and_register(config, rho)) for rho in (1.0, 0.0)]
+    reviews = make_reviews(config.n_audit, signature="always", seed=config.seed + 100)
+    text_manifest = write_text_audit_set(
+        config.workdir / "reviews" / "audit.csv",
+        reviews.texts,
+        reviews.labels,
+        reviews.spurious,
+        REVIEW_CLASSES,
+    )
+    tokenizer_dir = config.workdir / "tokenizer"
+    jobs = [
+        (config.model_name, manifest, rho, *train_and_register(config, rho)) for rho in (1.0, 0.0)
+    ] + [
+        (
+            config.text_model_name,
+            text_manifest,
+            rho,
+            *train_and_register_text(config, rho, tokenizer_dir),
+        )
+        for rho in (1.0, 0.0)
+    ]
     rows = []
-    for rho, version, acc, acc_no_ruler in trained:
-        outcome = run_gate(config.model_name, version, manifest, tracking_uri=config.tracking_uri)
-        rows.append(DemoRow(rho, acc, acc_no_ruler, outcome))
+    for name, audit_set, rho, version, acc, acc_no_shortcut in jobs:
+        outcome = run_gate(name, version, audit_set, tracking_uri=config.tracking_uri)
+        rows.append(DemoRow(rho, acc, acc_no_shortcut, outcome))
     return rows
 
 
 def demo_succeeded(rows: list[DemoRow]) -> bool:
-    """The story the demo tells: the shortcut model blocked on heatmap *and*
-    counterfactual evidence, the clean one promoted."""
-    verdicts = [row.outcome.verdict for row in rows]
-    if verdicts != [Verdict.BLOCKED, Verdict.PASSED] or not rows[1].outcome.promoted:
-        return False
-    reasons = " ".join(rows[0].outcome.reasons)
-    return "spurious_mass" in reasons and "removal flip rate" in reasons
+    """The story the demo tells, for images and for text: the shortcut model blocked on
+    explanation *and* counterfactual evidence, the clean one promoted."""
+    for pair in (rows[:2], rows[2:]):
+        verdicts = [row.outcome.verdict for row in pair]
+        if verdicts != [Verdict.BLOCKED, Verdict.PASSED] or not pair[1].outcome.promoted:
+            return False
+        reasons = " ".join(pair[0].outcome.reasons)
+        if "spurious_mass" not in reasons or "removal flip rate" not in reasons:
+            return False
+    return True
 
 
 def champion_version(model_name: str, alias: str = DEFAULT_ALIAS) -> str | None:

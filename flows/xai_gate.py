@@ -18,9 +18,15 @@ from pydantic import ValidationError
 from pipelines.audit import AuditResult, audit_images
 from pipelines.audit_set import AuditSet
 from pipelines.audit_set import load_audit_set as read_audit_set
-from pipelines.counterfactual import CounterfactualEvidence, counterfactual_audit
+from pipelines.audit_texts import TextAuditResult, TextAuditSet, audit_texts, is_text_manifest
+from pipelines.audit_texts import load_text_audit_set as read_text_audit_set
+from pipelines.counterfactual import (
+    CounterfactualEvidence,
+    counterfactual_audit,
+    text_counterfactual_audit,
+)
 from pipelines.errors import GateError
-from pipelines.evidence import GateEvidence, Validation
+from pipelines.evidence import GateEvidence, TextGateEvidence, Validation
 from pipelines.gate import DEFAULT_ALIAS, GateDecision, Verdict, decide, record_verdict
 from pipelines.policy import AuditPlan, Thresholds
 from pipelines.sanity import SanityEvidence, sanity_audit
@@ -55,14 +61,41 @@ class GateOutcome:
         return f"{self.model_name} v{self.version} {self.verdict.value}: {reason}"
 
 
-def _headline(evidence: GateEvidence) -> dict[str, float]:
-    """The counterfactual and sanity numbers a person reads first."""
+def _headline(evidence: GateEvidence | TextGateEvidence) -> dict[str, float]:
+    """The counterfactual and sanity numbers a person reads first, under one name per kind."""
     metrics = evidence.metrics()
-    keys = ("counterfactual.removal_flip_rate", "counterfactual.spurious_score")
-    out = {key: metrics[key] for key in keys if key in metrics}
+    out = {}
+    for prefix in ("counterfactual", "text_counterfactual"):
+        for name in ("removal_flip_rate", "spurious_score"):
+            if f"{prefix}.{name}" in metrics:
+                out[f"counterfactual.{name}"] = metrics[f"{prefix}.{name}"]
     if "sanity.final_spearman" in metrics:
         out["sanity.final_spearman"] = metrics["sanity.final_spearman"]
     return out
+
+
+def _is_text(modality: str, manifest: Path) -> bool:
+    if modality not in ("auto", "image", "text"):
+        raise GateError(f"modality must be 'auto', 'image' or 'text', got {modality!r}")
+    return modality == "text" or (modality == "auto" and is_text_manifest(manifest))
+
+
+def _text_evidence(
+    model: LoadedModel, manifest: Path, thresholds: Thresholds, plan: AuditPlan
+) -> TextGateEvidence:
+    if model.tokenizer is None:
+        raise GateError(
+            f"{model.uri} has no tokenizer, so it cannot be gated on a text audit set: log it "
+            "with metadata={'modality': 'text'} and its tokenizer files as extra_files"
+        )
+    data = load_text_audit_set(manifest, model.class_names)
+    return TextGateEvidence(
+        audit=text_audit(model, data, thresholds, plan),
+        counterfactual=text_counterfactual_stage(model, data, plan)
+        if plan.counterfactual
+        else None,
+        class_names=data.class_names,
+    )
 
 
 @task(name="load-model", cache_policy=NO_CACHE)
@@ -124,21 +157,58 @@ def validate_evidence(evidence: GateEvidence, thresholds: Thresholds) -> Validat
     return evidence.validate(thresholds)
 
 
+@task(name="load-text-audit-set", cache_policy=NO_CACHE)
+def load_text_audit_set(manifest: Path, class_names: tuple[str, ...] | None) -> TextAuditSet:
+    return read_text_audit_set(manifest, class_names=class_names)
+
+
+@task(name="text-audit", cache_policy=NO_CACHE)
+def text_audit(
+    model: LoadedModel, audit_set: TextAuditSet, thresholds: Thresholds, plan: AuditPlan
+) -> TextAuditResult:
+    return audit_texts(
+        model.module,
+        model.tokenizer,
+        audit_set.texts,
+        audit_set.labels,
+        audit_set.spurious,
+        text_ids=audit_set.text_ids,
+        class_names=audit_set.class_names,
+        thresholds=thresholds,
+        batch_size=plan.batch_size,
+    )
+
+
+@task(name="text-counterfactual-audit", cache_policy=NO_CACHE)
+def text_counterfactual_stage(
+    model: LoadedModel, audit_set: TextAuditSet, plan: AuditPlan
+) -> CounterfactualEvidence:
+    return text_counterfactual_audit(
+        model.module,
+        model.tokenizer,
+        audit_set.texts,
+        audit_set.labels,
+        audit_set.spurious,
+        class_names=audit_set.class_names,
+        batch_size=plan.batch_size,
+    )
+
+
 @task(name="log-evidence", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def log_evidence(
-    evidence: GateEvidence,
+    evidence: GateEvidence | TextGateEvidence,
     validation: Validation,
     model: LoadedModel,
-    audit_set: AuditSet,
     thresholds: Thresholds,
     plan: AuditPlan,
     manifest: Path,
 ) -> str:
-    summary = evidence.audit.summary
+    summary = evidence.summary
     params = {
         "model_uri": model.uri,
         "audit_set": manifest,
-        "n_images": summary["n_images"],
+        "modality": "text" if isinstance(evidence, TextGateEvidence) else "image",
+        "n_inputs": summary["n_images"],
         "target_layer": summary["target_layer"],
         **thresholds.model_dump(),
         **plan.model_dump(),
@@ -153,7 +223,8 @@ def log_evidence(
         series=evidence.series(),
         tables=evidence.tables(),
         documents=validation.documents(),
-        figures=evidence.figures(audit_set.images, audit_set.class_names, thresholds, title),
+        figures=evidence.figures(thresholds, title),
+        pages=evidence.pages(),
     )
 
 
@@ -187,12 +258,15 @@ def xai_gate(
     sanity_images: int = 16,
     batch_size: int = 32,
     tracking_uri: str | None = None,
+    modality: str = "auto",
 ) -> GateOutcome | State:
     """Audit ``models:/model_name/version`` on ``audit_set`` and gate its promotion.
 
-    Stages: CAM audit (every method in ``cam_methods``, the first gates),
-    counterfactual removal and insertion, the randomisation sanity check,
-    GX validation of the score tables, MLflow evidence, verdict and alias.
+    Images: CAM audit (every method in ``cam_methods``, the first gates),
+    counterfactual removal and insertion, the randomisation sanity check.
+    Texts (a CSV with a ``text`` column, or ``modality="text"``): gradient x
+    input saliency, attention and rollout masses, word removal and insertion.
+    Then GX validation of the score tables, MLflow evidence, verdict and alias.
     """
     logger = get_run_logger()
     version = str(version)
@@ -214,23 +288,26 @@ def xai_gate(
             batch_size=batch_size,
         )
         configure_tracking(tracking_uri)
+        text = _is_text(modality, Path(audit_set))
         model = load_model(model_name, version)
-        audit_data = load_audit_set(Path(audit_set), model.class_names)
-        evidence = GateEvidence(
-            audit=cam_audit(model, audit_data, thresholds, plan),
-            counterfactual=counterfactual_stage(model, audit_data, plan)
-            if counterfactual
-            else None,
-            sanity=sanity_stage(model, audit_data, plan) if sanity else None,
-        )
+        if text:
+            evidence = _text_evidence(model, Path(audit_set), thresholds, plan)
+        else:
+            audit_data = load_audit_set(Path(audit_set), model.class_names)
+            evidence = GateEvidence(
+                audit=cam_audit(model, audit_data, thresholds, plan),
+                counterfactual=counterfactual_stage(model, audit_data, plan)
+                if counterfactual
+                else None,
+                sanity=sanity_stage(model, audit_data, plan) if sanity else None,
+                images=audit_data.images,
+                class_names=audit_data.class_names,
+            )
         validation = validate_evidence(evidence, thresholds)
-        run_id = log_evidence(
-            evidence, validation, model, audit_data, thresholds, plan, Path(audit_set)
-        )
-        checks = (
-            *plan.cam_methods,
-            *(("counterfactual",) if counterfactual else ()),
-            *(("sanity",) if sanity else ()),
+        run_id = log_evidence(evidence, validation, model, thresholds, plan, Path(audit_set))
+        checks = (("saliency", "attention") if text else plan.cam_methods) + (
+            *(("counterfactual",) if plan.counterfactual else ()),
+            *(("sanity",) if plan.sanity and not text else ()),
         )
         decision, promoted = decide_and_promote(model, validation, run_id, alias, checks)
     except EXPECTED_ERRORS as exc:
@@ -246,7 +323,7 @@ def xai_gate(
         run_id=run_id,
         promoted=promoted,
         alias=alias,
-        summary=evidence.audit.summary | _headline(evidence),
+        summary=evidence.summary | _headline(evidence),
     )
     if decision.verdict is Verdict.PASSED:
         logger.info("%s; alias %r now points to v%s", outcome.message, alias, version)

@@ -21,7 +21,7 @@ from torch import Tensor
 from pipelines.attention_html import check_attention, check_tokens, check_values
 from xai_checks.errors import XAICheckError
 
-__all__ = ["attention_grid", "attention_map", "query_bars"]
+__all__ = ["attention_grid", "attention_map", "query_bars", "saliency_bars"]
 
 _CMAP = "viridis"  # perceptually uniform: equal steps of weight look like equal steps
 _TOP = 3
@@ -131,5 +131,33 @@ def query_bars(
     ax.set_ylabel("attention")
     ax.set_xlabel("key")
     heading = f"attention from {query!r} (top {len(top)} highlighted)"
+    ax.set_title(f"{title}\n{heading}" if title else heading, fontsize=10, parse_math=False)
+    return fig
+
+
+def saliency_bars(
+    tokens: Sequence[str], scores: Tensor, spurious: Sequence[bool], *, title: str = ""
+) -> Figure:
+    """Gradient x input saliency per token, the known spurious tokens in red.
+
+    The reader sees at once whether the tokens the model depends on most are
+    the ones it should not depend on at all.
+    """
+    tokens = check_tokens(tokens)
+    array = check_values(scores, "scores")
+    count = len(tokens)
+    if array.shape != (count,) or len(spurious) != count:
+        raise XAICheckError(
+            f"scores and spurious must hold one value per token ({count}), got "
+            f"{tuple(array.shape)} and {len(spurious)}"
+        )
+    colors = ["tab:red" if flag else "tab:gray" for flag in spurious]
+    width = float(np.clip(2.0 + 0.25 * count, 5.0, 12.0))
+    fig, ax = plt.subplots(figsize=(width, 3.6), layout="constrained")
+    ax.bar(range(count), array, color=colors)
+    _token_ticks(ax, "x", tokens, _font_size(count))
+    ax.set_ylim(0.0, _vmax(array) * 1.1)
+    ax.set_ylabel("|gradient x embedding|")
+    heading = "token saliency (red: known spurious tokens)"
     ax.set_title(f"{title}\n{heading}" if title else heading, fontsize=10, parse_math=False)
     return fig

@@ -17,10 +17,12 @@ from xai_checks.counterfactual import (
     removal_test,
 )
 from xai_checks.metrics import bootstrap_ci
+from xai_checks.text_counterfactual import text_insertion_test, text_removal_test
 
-__all__ = ["CounterfactualEvidence", "counterfactual_audit"]
+__all__ = ["CounterfactualEvidence", "counterfactual_audit", "text_counterfactual_audit"]
 
 PREFIX = "counterfactual"
+TEXT_PREFIX = "text_counterfactual"
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,36 @@ def counterfactual_audit(
     insertion = insertion_test(
         model, images, masks, labels, batch_size=batch_size, cleaned=removal.edited
     )
-    n = labels.shape[0]
+    return _tabulate(removal, insertion, class_names, PREFIX)
+
+
+def text_counterfactual_audit(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Tensor,
+    spurious: Sequence[Sequence[str]],
+    *,
+    class_names: Sequence[str] | None = None,
+    batch_size: int = 32,
+) -> CounterfactualEvidence:
+    """Delete every text's spurious words, add them to other classes' texts, tabulate per text."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    removal = text_removal_test(model, tokenizer, texts, labels, spurious, batch_size=batch_size)
+    insertion = text_insertion_test(
+        model, tokenizer, texts, labels, spurious, batch_size=batch_size
+    )
+    return _tabulate(removal, insertion, class_names, TEXT_PREFIX)
+
+
+def _tabulate(
+    removal: RemovalResult,
+    insertion: InsertionResult,
+    class_names: Sequence[str] | None,
+    prefix: str,
+) -> CounterfactualEvidence:
+    """Per-input columns, null where a check does not apply, in audit-set order."""
+    n = removal.labels.shape[0]
     probability = torch.full((n,), float("nan"), dtype=torch.float64)
     probability[insertion.target_index] = insertion.probability.double()
     flipped = pd.array(removal.flipped.tolist(), dtype="boolean")
@@ -84,7 +115,7 @@ def counterfactual_audit(
     )
     artifact = insertion.artifact_class
     artifact_name = names[artifact] if names and artifact < len(names) else str(artifact)
-    return CounterfactualEvidence(removal, insertion, columns, artifact_name)
+    return CounterfactualEvidence(removal, insertion, columns, artifact_name, prefix)
 
 
 def _names(indices: Tensor, names: list[str] | None) -> list[str] | list[int]:

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipelines.audit import AuditResult
+from pipelines.audit_texts import TextAuditResult
 from pipelines.counterfactual import CounterfactualEvidence
-from pipelines.policy import Thresholds, sanity_checks, score_checks
+from pipelines.policy import TEXT_SCORE_COLUMNS, Thresholds, sanity_checks, score_checks
 from pipelines.sanity import SanityEvidence
 from pipelines.validation import ValidationReport, run_checks
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import Tensor
 
-__all__ = ["GateEvidence", "Validation"]
+__all__ = ["GateEvidence", "TextGateEvidence", "Validation"]
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,24 @@ class Validation:
 
 @dataclass(frozen=True)
 class GateEvidence:
-    """The CAM audit, plus the counterfactual and sanity stages when they ran."""
+    """The CAM audit, plus the counterfactual and sanity stages when they ran.
+
+    ``images`` and ``class_names`` are the audit set's, for the review figures.
+    """
 
     audit: AuditResult
     counterfactual: CounterfactualEvidence | None = None
     sanity: SanityEvidence | None = None
+    images: Tensor | None = None
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def summary(self) -> dict[str, float | int | str]:
+        return self.audit.summary
+
+    def pages(self) -> dict[str, str]:
+        """HTML artifacts: none for images."""
+        return {}
 
     def score_table(self) -> pd.DataFrame:
         """One row per image: CAM scores, then counterfactual columns."""
@@ -80,15 +94,11 @@ class GateEvidence:
             tables["xai/sanity.csv"] = self.sanity.table
         return tables
 
-    def figures(
-        self,
-        images: Tensor,
-        class_names: tuple[str, ...] | None,
-        thresholds: Thresholds,
-        title: str,
-    ) -> dict[str, Callable[[], Figure]]:
+    def figures(self, thresholds: Thresholds, title: str) -> dict[str, Callable[[], Figure]]:
         """Figure builders by artifact path; drawn only when logged."""
         from pipelines import plots
+
+        class_names, images = self.class_names, self.images
 
         def name(index: Any) -> str:
             i = int(index)
@@ -104,7 +114,7 @@ class GateEvidence:
                     figures[f"xai/{method}_{kind}.png"] = lambda c=cases, m=method, s=subtitle: (
                         plots.overlay_grid(c, title=f"{title}: {m} ({s})")
                     )
-        if self.counterfactual is not None:
+        if self.counterfactual is not None and images is not None:
             cf = self.counterfactual
             figures["xai/counterfactual_removal.png"] = lambda: plots.removal_grid(
                 cf, images, name, title=title
@@ -118,3 +128,96 @@ class GateEvidence:
                 sanity, threshold=thresholds.max_sanity_correlation, title=title
             )
         return figures
+
+
+@dataclass(frozen=True)
+class TextGateEvidence:
+    """The text audit and its counterfactual stage, with the same interface as the images'."""
+
+    audit: TextAuditResult
+    counterfactual: CounterfactualEvidence | None = None
+    class_names: tuple[str, ...] | None = None
+    sanity: None = None  # the randomisation check is defined for image heatmaps only
+
+    @property
+    def summary(self) -> dict[str, float | int | str]:
+        return self.audit.summary
+
+    def score_table(self) -> pd.DataFrame:
+        if self.counterfactual is None:
+            return self.audit.scores
+        return pd.concat([self.audit.scores, self.counterfactual.columns], axis=1)
+
+    def validate(self, thresholds: Thresholds) -> Validation:
+        checks = score_checks(
+            thresholds,
+            counterfactual=self.counterfactual is not None,
+            required=TEXT_SCORE_COLUMNS,
+        )
+        return Validation(
+            run_checks(self.score_table(), checks, suite="xai-gate-text-scores"), None
+        )
+
+    def metrics(self) -> dict[str, float]:
+        out = self.audit.metrics()
+        if self.counterfactual is not None:
+            out |= self.counterfactual.metrics()
+        return out
+
+    def series(self) -> dict[str, list[float]]:
+        return {}
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        rows = []
+        for example in self.audit.worst:
+            cls_row = example.attention[-1].mean(dim=0)[0]
+            for position, token in enumerate(example.tokens):
+                rows.append(
+                    {
+                        "text_id": example.text_id,
+                        "position": position,
+                        "token": token,
+                        "saliency": float(example.saliency[position]),
+                        "attention_from_first_token": float(cls_row[position]),
+                        "spurious": bool(example.spurious_tokens[position]),
+                    }
+                )
+        return {"xai/scores.csv": self.score_table(), "xai/saliency.csv": pd.DataFrame(rows)}
+
+    def pages(self) -> dict[str, str]:
+        """The interactive attention view of the most spurious texts."""
+        from pipelines.attention_html import attention_html_multi
+
+        if not self.audit.worst:
+            return {}
+        texts = [(e.text_id, e.tokens, e.attention) for e in self.audit.worst]
+        return {
+            "xai/attention.html": attention_html_multi(texts, title="Attention of audited texts")
+        }
+
+    def figures(self, thresholds: Thresholds, title: str) -> dict[str, Callable[[], Figure]]:
+        from pipelines import attention_plots
+
+        if not self.audit.worst:
+            return {}
+        worst = self.audit.worst[0]
+        last = worst.attention[-1]
+        mean_last = last.mean(dim=0)
+        where = f"{title}: {worst.text_id}"
+        return {
+            "xai/attention_map.png": lambda: attention_plots.attention_map(
+                worst.tokens, mean_last, title=f"{where}, last layer, heads averaged"
+            ),
+            "xai/attention_grid.png": lambda: attention_plots.attention_grid(
+                worst.tokens, worst.attention, title=f"{where}, every layer and head"
+            ),
+            "xai/attention_from_cls.png": lambda: attention_plots.query_bars(
+                worst.tokens,
+                mean_last[0],
+                query=worst.tokens[0],
+                title=f"{where}, last layer, heads averaged",
+            ),
+            "xai/saliency.png": lambda: attention_plots.saliency_bars(
+                worst.tokens, worst.saliency, worst.spurious_tokens.tolist(), title=where
+            ),
+        }

@@ -202,7 +202,7 @@ def score_checks(
                 lambda r: (
                     f"removal flip rate {_num(r.get('unexpected_percent', float('nan')) / 100)} "
                     f"exceeds max_flip_rate {t.max_flip_rate:.3f}: predictions change when the "
-                    "artifact is filled in"
+                    "artifact is removed"
                 ),
             ),
             Check(
@@ -210,8 +210,8 @@ def score_checks(
                 low_spurious_score,
                 lambda r: (
                     f"spurious score {_num(r.get('observed_value'))} exceeds max_spurious_score "
-                    f"{t.max_spurious_score:.3f}: pasting the artifact moves predictions to its "
-                    "class"
+                    f"{t.max_spurious_score:.3f}: adding the artifact to other classes' inputs "
+                    "moves predictions to its class"
                 ),
             ),
         ]

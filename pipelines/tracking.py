@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "EXPERIMENT",
+    "TOKENIZER_FILES",
     "LoadedModel",
     "ModelLoadError",
     "configure_tracking",
@@ -49,6 +51,8 @@ class LoadedModel:
     uri: str
     class_names: tuple[str, ...] | None
     source_run_id: str | None
+    tokenizer: Any = None
+    """The text model's tokenizer, logged beside it; None for image models."""
 
 
 def configure_tracking(tracking_uri: str | None = None) -> str:
@@ -90,6 +94,7 @@ def load_model_version(name: str, version: str | int) -> LoadedModel:
         )
     metadata = info.metadata or {}
     names = metadata.get("class_names")
+    tokenizer = _load_tokenizer(uri) if metadata.get("modality") == "text" else None
     return LoadedModel(
         module=module,
         name=name,
@@ -97,7 +102,37 @@ def load_model_version(name: str, version: str | int) -> LoadedModel:
         uri=uri,
         class_names=tuple(str(n) for n in names) if names else None,
         source_run_id=model_version.run_id,
+        tokenizer=tokenizer,
     )
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+"""What a text model logs with ``extra_files`` so the gate can tokenise like training did."""
+
+
+def _load_tokenizer(uri: str) -> Any:
+    """The tokenizer saved in the model's ``extra_files`` (metadata ``modality: text``)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from transformers import AutoTokenizer
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/extra_files"))
+    except (MlflowException, OSError) as exc:
+        raise ModelLoadError(
+            f"{uri} is a text model but has no tokenizer: log it with "
+            f"mlflow.pytorch.log_model(..., extra_files=[<{', '.join(TOKENIZER_FILES)}>]) "
+            f"({exc})"
+        ) from None
+    try:
+        return AutoTokenizer.from_pretrained(str(local), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{uri}: cannot load its tokenizer from extra_files: {exc}") from None
 
 
 def log_gate_evidence(
@@ -110,13 +145,15 @@ def log_gate_evidence(
     tables: dict[str, pd.DataFrame],
     documents: dict[str, Any],
     figures: dict[str, Callable[[], Figure]],
+    pages: dict[str, str] | None = None,
 ) -> str:
     """Log one gate run's evidence to a new MLflow run; return its run id.
 
     The run is in the ``xai-gate`` experiment and tagged with the model
     version it audited. ``series`` are metrics with steps 1..k (a curve in the
     UI), ``tables`` CSV artifacts, ``documents`` JSON artifacts, ``figures``
-    PNG artifacts drawn only inside the run, each closed after logging.
+    PNG artifacts drawn only inside the run, each closed after logging, ``pages``
+    self-contained HTML views.
     """
     import matplotlib.pyplot as plt
     import mlflow
@@ -138,6 +175,8 @@ def log_gate_evidence(
             mlflow.log_text(table.to_csv(index=False), path)
         for path, document in documents.items():
             mlflow.log_text(json.dumps(document, indent=2, default=str), path)
+        for path, page in (pages or {}).items():
+            mlflow.log_text(page, path)
         for path, draw in figures.items():
             fig = draw()
             try:

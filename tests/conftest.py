@@ -52,3 +52,29 @@ def trained_pair() -> TrainedPair:
         train_classifier(model, data.images, data.labels, epochs=8)
         models.append(model)
     return TrainedPair(*models)
+
+
+@dataclass(frozen=True)
+class TrainedTextPair:
+    shortcut: torch.nn.Module
+    clean: torch.nn.Module
+    tokenizer: object
+
+
+@pytest.fixture(scope="session")
+def trained_text_pair() -> TrainedTextPair:
+    """Tiny BERT review classifiers at ρ = 1 (signature shortcut) and ρ = 0, once per session."""
+    from transformers import AutoTokenizer
+
+    from xai_checks.attention import default_text_model_path
+    from xai_checks.synthetic_text import make_reviews
+    from xai_checks.toy_text_models import tiny_bert_classifier, train_text_classifier
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_text_model_path()))
+    models = []
+    for rho in (1.0, 0.0):
+        data = make_reviews(2000, shortcut_strength=rho, seed=1)
+        model = tiny_bert_classifier(tokenizer.vocab_size)
+        train_text_classifier(model, tokenizer, data.texts, data.labels)
+        models.append(model)
+    return TrainedTextPair(*models, tokenizer)

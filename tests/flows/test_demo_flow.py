@@ -20,6 +20,7 @@ from pipelines.gate import Verdict
 
 pytestmark = pytest.mark.slow
 MODEL = "lesion-classifier"
+TEXT_MODEL = "review-classifier"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def demo(tmp_path_factory):
 
 def test_shortcut_version_blocked_clean_version_promoted(demo):
     _, _, rows = demo
-    v1, v2 = (row.outcome for row in rows)
+    v1, v2 = (row.outcome for row in rows[:2])
     assert (v1.version, v1.verdict, v1.promoted) == ("1", Verdict.BLOCKED, False)
     assert (v2.version, v2.verdict, v2.promoted) == ("2", Verdict.PASSED, True)
     assert "spurious_mass mean" in v1.message and "exceeds max_spurious_mass 0.300" in v1.message
@@ -48,8 +49,53 @@ def test_shortcut_version_blocked_clean_version_promoted(demo):
     assert v1.summary["sanity.final_spearman"] < 0.5 and v2.summary["sanity.final_spearman"] < 0.5
     assert champion_version(MODEL) == "2"
     # The story the table tells: v1 looks perfect in distribution and fails without rulers.
-    assert rows[0].accuracy > 0.98 and rows[0].accuracy_no_ruler < 0.6
-    assert rows[1].accuracy_no_ruler > 0.75
+    assert rows[0].accuracy > 0.98 and rows[0].accuracy_no_shortcut < 0.6
+    assert rows[1].accuracy_no_shortcut > 0.75
+
+
+def test_text_shortcut_version_blocked_clean_version_promoted(demo):
+    _, _, rows = demo
+    v1, v2 = (row.outcome for row in rows[2:])
+    assert (v1.model_name, v1.version, v1.verdict) == (TEXT_MODEL, "1", Verdict.BLOCKED)
+    assert (v2.version, v2.verdict, v2.promoted) == ("2", Verdict.PASSED, True)
+    for check in ("spurious_mass mean", "removal flip rate", "spurious score"):
+        assert check in v1.message
+    assert champion_version(TEXT_MODEL) == "2"
+    assert champion_version(MODEL) == "2"
+    # Signed reviews look perfect to v1; unsigned ones are a coin toss.
+    assert rows[2].accuracy > 0.98 and rows[2].accuracy_no_shortcut < 0.6
+    assert rows[3].accuracy_no_shortcut > 0.65
+
+
+def test_text_evidence_in_mlflow(demo):
+    client = MlflowClient()
+    tags = client.get_model_version(TEXT_MODEL, "1").tags
+    assert tags["xai_gate.verdict"] == "blocked"
+    assert tags["xai_gate.checks"] == "saliency,attention,counterfactual"
+    run = client.get_run(tags["xai_gate.run_id"])
+    metrics = run.data.metrics
+    assert metrics["saliency.spurious_mass"] > 0.5
+    assert metrics["saliency.precision_at_k"] > 0.87
+    assert metrics["attention.cls_mass"] > 0.3
+    assert metrics["text_counterfactual.removal_flip_rate"] > 0.8
+    assert run.data.params["modality"] == "text"
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "xai")}
+    assert names == {
+        "xai/attention.html",
+        "xai/attention_map.png",
+        "xai/attention_grid.png",
+        "xai/attention_from_cls.png",
+        "xai/saliency.png",
+        "xai/saliency.csv",
+        "xai/scores.csv",
+        "xai/validation.json",
+    }
+    local = Path(client.download_artifacts(run.info.run_id, "xai"))
+    saliency = pd.read_csv(local / "saliency.csv")
+    spurious = saliency[saliency["spurious"]]
+    assert set(spurious["token"]) == {"cheers"}
+    page = (local / "attention.html").read_text()
+    assert "<script" in page and "http" not in page
 
 
 def test_registry_tags_point_at_the_evidence_runs(demo):
@@ -136,6 +182,39 @@ def test_cli_exit_codes(demo):
     blocked = runner.invoke(app, [*args, "--version", "1"])
     assert blocked.exit_code == 1, blocked.output
     assert "lesion-classifier v1 blocked: spurious_mass mean" in blocked.output
+    text_manifest = str(workdir / "reviews" / "audit.csv")
+    text = runner.invoke(
+        app,
+        [
+            "gate",
+            "--model",
+            TEXT_MODEL,
+            "--version",
+            "1",
+            "--audit-set",
+            text_manifest,
+            "--tracking-uri",
+            uri,
+        ],
+    )
+    assert text.exit_code == 1, text.output
+    assert "review-classifier v1 blocked" in text.output
+    # An image model on a text audit set: the model has no tokenizer, a clear error.
+    wrong = runner.invoke(
+        app,
+        [
+            "gate",
+            "--model",
+            MODEL,
+            "--version",
+            "2",
+            "--audit-set",
+            text_manifest,
+            "--tracking-uri",
+            uri,
+        ],
+    )
+    assert wrong.exit_code == 2 and "has no tokenizer" in wrong.output
     passed = runner.invoke(app, [*args, "--version", "2"])
     assert passed.exit_code == 0, passed.output
     assert "alias 'champion' -> lesion-classifier v2" in passed.output

@@ -101,7 +101,7 @@ def test_removal_flip_rate_counts_only_images_with_an_artifact():
     report = run_checks(df, checks, suite="cf")
     assert report.failures == [
         "removal flip rate 0.333 exceeds max_flip_rate 0.300: predictions change when the "
-        "artifact is filled in"
+        "artifact is removed"
     ]
     assert run_checks(df, score_checks(Thresholds(max_flip_rate=0.34)), suite="cf").success
 
@@ -110,8 +110,8 @@ def test_spurious_score_is_the_mean_over_images_that_received_the_artifact():
     df = _with_counterfactuals([False] * 4, [0.9, float("nan"), 0.8, 0.7])
     report = run_checks(df, score_checks(Thresholds()), suite="cf")
     assert report.failures == [
-        "spurious score 0.800 exceeds max_spurious_score 0.500: pasting the artifact moves "
-        "predictions to its class"
+        "spurious score 0.800 exceeds max_spurious_score 0.500: adding the artifact to other "
+        "classes' inputs moves predictions to its class"
     ]
     decision = decide(report)
     assert decision.verdict is Verdict.BLOCKED and "spurious score 0.800" in decision.reason

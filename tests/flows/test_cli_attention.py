@@ -1,0 +1,50 @@
+"""`xai-gate attention`: the packaged MiniLM offline, any local model, clear errors."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+SENTENCE = "The ball didn't fit in the box because it was too big."
+
+
+def test_attention_map_pronoun_probe_and_html_offline(tmp_path):
+    out, page = tmp_path / "map.png", tmp_path / "view.html"
+    args = ["attention", SENTENCE, "--layer", "4", "--head", "3", "--out", str(out)]
+    result = CliRunner().invoke(
+        app, [*args, "--html", str(page), "--pronoun", "it", "--candidates", "ball,box"]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"\x89PNG") and out.stat().st_size > 10_000
+    assert "wrote" in result.output and "layer 4, head 3, 17 tokens" in result.output
+    # The upper layers resolve 'it' to 'ball' (head-averaged), as checked on this model.
+    for layer in (3, 4, 5):
+        assert f"layer {layer}: 'it' -> ball" in result.output
+    assert "[CLS]" in page.read_text()
+
+
+def test_any_local_model_path_and_clear_errors(tmp_path):
+    from xai_checks.attention import default_text_model_path
+
+    ok = CliRunner().invoke(
+        app,
+        [
+            "attention",
+            "hello world",
+            "--model",
+            str(default_text_model_path()),
+            "--out",
+            str(tmp_path / "a.png"),
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "layer 5, heads averaged" in ok.output  # default: last layer, heads averaged
+    missing = CliRunner().invoke(
+        app, ["attention", "hi", "--model", str(tmp_path / "nope"), "--out", "x.png"]
+    )
+    assert missing.exit_code == 2 and "nope" in missing.output
+    bad = CliRunner().invoke(app, ["attention", "hi", "--layer", "9", "--out", "x.png"])
+    assert bad.exit_code == 2 and "out of range: the model has 6 layers" in bad.output
+    probe = CliRunner().invoke(app, ["attention", "hi", "--pronoun", "it", "--out", "x.png"])
+    assert probe.exit_code == 2 and "--pronoun needs --candidates" in probe.output

@@ -1,0 +1,124 @@
+"""Text audit sets (GX-validated CSVs) and the text shortcut audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines.audit_set import AuditSetError
+from pipelines.audit_texts import (
+    audit_texts,
+    is_text_manifest,
+    load_text_audit_set,
+    write_text_audit_set,
+)
+from pipelines.policy import TEXT_SCORE_COLUMNS
+from xai_checks.synthetic_text import REVIEW_CLASSES, make_reviews
+
+
+def _csv(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "texts.csv"
+    path.write_text(body)
+    return path
+
+
+def test_round_trip_and_detection(tmp_path):
+    batch = make_reviews(6, signature="always", seed=2)
+    path = write_text_audit_set(
+        tmp_path / "a" / "audit.csv", batch.texts, batch.labels, batch.spurious, REVIEW_CLASSES
+    )
+    loaded = load_text_audit_set(path, class_names=REVIEW_CLASSES)
+    assert loaded.texts == batch.texts
+    assert loaded.labels.tolist() == batch.labels.tolist()
+    assert loaded.spurious == batch.spurious
+    assert loaded.text_ids[0] == "review-00000" and len(loaded) == 6
+    assert is_text_manifest(path)
+    assert not is_text_manifest(_csv(tmp_path, "image,label,spurious_mask\n"))
+
+
+def test_ids_default_to_the_csv_line_and_several_words_split_on_bars(tmp_path):
+    path = _csv(
+        tmp_path,
+        'text,label,spurious_tokens\n"great lamp, reviewed by sam",positive,reviewed by sam|sam\n',
+    )
+    loaded = load_text_audit_set(path, class_names=REVIEW_CLASSES)
+    assert loaded.text_ids == ["text-2"]
+    assert loaded.spurious == [("reviewed by sam", "sam")]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("text,label\nhi,positive\n", "required column 'spurious_tokens' is missing"),
+        (
+            "text,label,spurious_tokens\ngood lamp cheers,great,cheers\n",
+            r"texts.csv:2 'great' \(known: negative, positive\)",
+        ),
+        (
+            "text,label,spurious_tokens\ngood lamp,positive,cheers\n",
+            r"texts.csv:2 column 'spurious_tokens': spurious word\(s\) \['cheers'\] do not occur",
+        ),
+        (
+            'text,label,spurious_tokens\n" ",positive,cheers\n',
+            "texts.csv:2 column 'text': empty text",
+        ),
+        (
+            "text,label,spurious_tokens\ngood lamp cheers,positive,\n",
+            "texts.csv:2 column 'spurious_tokens': no spurious words given",
+        ),
+        (
+            "id,text,label,spurious_tokens\n"
+            "a,x cheers,positive,cheers\na,y cheers,negative,cheers\n",
+            "column 'id' repeats an id: texts.csv:2 'a', texts.csv:3 'a'",
+        ),
+    ],
+)
+def test_bad_text_audit_sets_name_file_line_and_column(tmp_path, body, message):
+    with pytest.raises(AuditSetError, match=message):
+        load_text_audit_set(_csv(tmp_path, body), class_names=REVIEW_CLASSES)
+
+
+@pytest.mark.slow
+def test_text_audit_separates_the_shortcut_model_from_the_clean_one(trained_text_pair):
+    audit = make_reviews(32, signature="always", seed=100)
+    args = (trained_text_pair.tokenizer, audit.texts, audit.labels, audit.spurious)
+    shortcut = audit_texts(trained_text_pair.shortcut, *args, class_names=REVIEW_CLASSES)
+    clean = audit_texts(trained_text_pair.clean, *args, class_names=REVIEW_CLASSES)
+    assert list(shortcut.scores.columns) == list(TEXT_SCORE_COLUMNS)
+    s, c = shortcut.metrics(), clean.metrics()
+    # Observed: saliency 0.83 vs 0.03, attention 0.82 vs 0.04, precision@k 1.0 vs 0.0.
+    assert s["saliency.spurious_mass"] > 0.5 > 0.1 > c["saliency.spurious_mass"]
+    assert s["saliency.precision_at_k"] > 0.87 > c["saliency.precision_at_k"]
+    assert s["attention.cls_mass"] > c["attention.cls_mass"] + 0.3
+    assert s["attention.rollout_mass"] > c["attention.rollout_mass"] + 0.3
+    assert s["saliency.spurious_mass_ci_low"] > c["saliency.spurious_mass_ci_high"]
+    # Chance: one spurious word among the review's words.
+    assert 0.1 < s["saliency.chance_mass"] < 0.2
+    assert shortcut.worst and shortcut.worst[0].attention.shape[:2] == (2, 4)
+    spurious_tokens = [
+        t
+        for t, f in zip(shortcut.worst[0].tokens, shortcut.worst[0].spurious_tokens, strict=True)
+        if f
+    ]
+    assert spurious_tokens == ["cheers"]
+
+
+@pytest.mark.slow
+def test_masses_follow_the_definition_on_one_text(trained_text_pair):
+    from xai_checks.attention import attention_maps
+    from xai_checks.saliency import token_saliency
+
+    text, model, tok = (
+        "the lamp was plain . cheers",
+        trained_text_pair.shortcut,
+        trained_text_pair.tokenizer,
+    )
+    row = audit_texts(model, tok, [text], [1], [("cheers",)]).scores.iloc[0]
+    saliency = token_saliency(model, tok, [text]).scores[0]
+    words = saliency[1:-1]  # drop [CLS] and [SEP]; every word is one token here
+    assert row["spurious_mass"] == pytest.approx(float(words[-1] / words.sum()), rel=1e-5)
+    cls_row = attention_maps(model, tok, [text]).weights[0, -1].mean(dim=0)[0, 1:-1]
+    assert row["attention_mass"] == pytest.approx(float(cls_row[-1] / cls_row.sum()), rel=1e-5)
+    assert row["precision_at_k"] == float(torch.argmax(words) == len(words) - 1)
