@@ -112,8 +112,10 @@ def test_figures_draw_for_every_method_and_stage(trained_pair, audit_batch):
         ),
         counterfactual=_evidence(trained_pair.shortcut, audit_batch).counterfactual,
         sanity=_evidence(trained_pair.shortcut, audit_batch).sanity,
+        images=audit_batch.images,
+        class_names=CLASS_NAMES,
     )
-    figures = evidence.figures(audit_batch.images, CLASS_NAMES, Thresholds(), "v1")
+    figures = evidence.figures(Thresholds(), "v1")
     assert set(figures) == {
         "xai/gradcam_overlays.png",
         "xai/gradcam_samples.png",
