@@ -25,9 +25,14 @@ app = typer.Typer(
 
 @app.command()
 def gate(
-    model: str = typer.Option(..., "--model", help="Registered model name."),
     version: str = typer.Option(..., "--version", help="Model version to gate."),
-    audit_set: Path = typer.Option(..., "--audit-set", help="Audit-set manifest CSV."),
+    policy: Path | None = typer.Option(
+        None, "--policy", help="Gate policy YAML: every rule below comes from it."
+    ),
+    model: str | None = typer.Option(None, "--model", help="Registered model name."),
+    audit_set: Path | None = typer.Option(
+        None, "--audit-set", help="Audit-set manifest (images) or CSV (text)."
+    ),
     max_spurious_mass: float = typer.Option(0.30, help="Max mean spurious mass."),
     max_flagged_fraction: float = typer.Option(0.10, help="Max share of flagged images."),
     flag_mass: float = typer.Option(0.50, help="Spurious mass above which an image is flagged."),
@@ -58,14 +63,28 @@ def gate(
 ) -> None:
     """Audit one model version and promote it only if it passes.
 
+    Give --policy FILE, or --model and --audit-set with the options below.
     Exit 0 passed, 1 blocked, 2 error, 3 inconclusive (explanations failed their sanity check).
     """
     from flows.run import exit_code, run_gate
 
+    if policy is None and (model is None or audit_set is None):
+        typer.echo("error: give --policy FILE, or both --model and --audit-set", err=True)
+        raise typer.Exit(2)
+    if policy is not None:
+        from pipelines.gate_policy import PolicyError, load_policy
+
+        try:
+            loaded = load_policy(policy)
+        except PolicyError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        model, alias = model or loaded.model, loaded.alias
     outcome = run_gate(
         model,
         version,
         audit_set,
+        policy_file=str(policy) if policy is not None else None,
         max_spurious_mass=max_spurious_mass,
         max_flagged_fraction=max_flagged_fraction,
         flag_mass=flag_mass,
@@ -85,6 +104,71 @@ def gate(
     if outcome.promoted:
         typer.echo(f"alias {alias!r} -> {model} v{version}")
     raise typer.Exit(code)
+
+
+policy_app = typer.Typer(help="Write and check gate policy files.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("init")
+def policy_init(
+    path: Path = typer.Argument(Path("xai-gate-policy.yaml"), help="Where to write it."),
+    force: bool = typer.Option(False, help="Overwrite an existing file."),
+) -> None:
+    """Write a commented example policy to edit."""
+    from pipelines.gate_policy import EXAMPLE_POLICY
+
+    if path.exists() and not force:
+        typer.echo(f"error: {path} exists (use --force to overwrite)", err=True)
+        raise typer.Exit(2)
+    path.write_text(EXAMPLE_POLICY, encoding="utf-8")
+    typer.echo(f"wrote {path}; check it with: xai-gate policy check {path}")
+
+
+@policy_app.command("check")
+def policy_check(path: Path = typer.Argument(..., help="The policy YAML.")) -> None:
+    """Validate a policy; name the bad key and its line. Exit 0 valid, 2 invalid."""
+    from pipelines.gate_policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    missing = "" if policy.audit_set.exists() else " (audit set not found yet)"
+    typer.echo(
+        f"{path}: valid; model {policy.model}, protected {', '.join(policy.protected_aliases)}, "
+        f"audit set {policy.audit_set}{missing}, policy hash {policy.digest()[:12]}"
+    )
+
+
+@app.command()
+def sweep(
+    policy: Path = typer.Option(..., "--policy", help="Gate policy YAML."),
+    tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI."),
+) -> None:
+    """Gate every version of the policy's model that has no verdict yet, once."""
+    from flows.sweep import run_sweep
+
+    outcomes = run_sweep(policy, tracking_uri=tracking_uri)
+    for outcome in outcomes:
+        typer.echo(outcome.message)
+    if not outcomes:
+        typer.echo("no ungated versions")
+
+
+@app.command()
+def serve(
+    policy: Path = typer.Option(..., "--policy", help="Gate policy YAML."),
+    cron: str = typer.Option("0 * * * *", help="When to sweep for new versions (cron)."),
+    tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI."),
+) -> None:
+    """Serve the sweeper on a schedule (Prefect ``serve``): new versions get gated."""
+    from prefect import serve as prefect_serve
+
+    from flows.sweep import sweep_deployment
+
+    prefect_serve(sweep_deployment(policy, cron=cron, tracking_uri=tracking_uri))
 
 
 @app.command()

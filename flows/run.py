@@ -14,10 +14,16 @@ __all__ = ["EXIT_CODES", "exit_code", "run_gate"]
 EXIT_CODES = {Verdict.PASSED: 0, Verdict.BLOCKED: 1, Verdict.ERROR: 2, Verdict.INCONCLUSIVE: 3}
 
 
-def run_gate(model_name: str, version: str, audit_set: Path, **options: Any) -> GateOutcome:
-    """Run ``xai_gate`` and return its outcome; an unexpected crash becomes ``error``."""
+def run_gate(
+    model_name: str, version: str, audit_set: Path | None = None, **options: Any
+) -> GateOutcome:
+    """Run ``xai_gate`` and return its outcome; an unexpected crash becomes ``error``.
+
+    ``options`` are the flow's keyword arguments, ``policy_file`` among them.
+    """
     hide_expected_tracebacks(EXPECTED_ERRORS)
-    state = xai_gate(model_name, str(version), Path(audit_set), return_state=True, **options)
+    manifest = Path(audit_set) if audit_set is not None else None
+    state = xai_gate(model_name, str(version), manifest, return_state=True, **options)
     try:
         result = state.result(raise_on_failure=False)
     except Exception as exc:  # the state carries no result: a crash

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 from pydantic import ValidationError
 
+from flows._reporting import ask_for_approval, publish_summary, record_error_verdict
 from pipelines.audit import AuditResult, audit_images
 from pipelines.audit_set import AuditSet
 from pipelines.audit_set import load_audit_set as read_audit_set
@@ -28,6 +29,14 @@ from pipelines.counterfactual import (
 from pipelines.errors import GateError
 from pipelines.evidence import GateEvidence, TextGateEvidence, Validation
 from pipelines.gate import DEFAULT_ALIAS, GateDecision, Verdict, decide, record_verdict
+from pipelines.gate_policy import (
+    Checks,
+    CounterfactualChecks,
+    GatePolicy,
+    HeatmapChecks,
+    SanityRule,
+    load_policy,
+)
 from pipelines.policy import AuditPlan, Thresholds
 from pipelines.sanity import SanityEvidence, sanity_audit
 from pipelines.tracking import (
@@ -202,6 +211,7 @@ def log_evidence(
     thresholds: Thresholds,
     plan: AuditPlan,
     manifest: Path,
+    decision: GateDecision,
 ) -> str:
     summary = evidence.summary
     params = {
@@ -213,8 +223,7 @@ def log_evidence(
         **thresholds.model_dump(),
         **plan.model_dump(),
     }
-    verdict = decide(validation.scores, validation.sanity).verdict.value
-    title = f"{model.name} v{model.version}: {verdict}"
+    title = f"{model.name} v{model.version}: {decision.verdict.value}"
     return log_gate_evidence(
         model_name=model.name,
         model_version=model.version,
@@ -228,22 +237,37 @@ def log_evidence(
     )
 
 
-@task(name="decide-and-promote", cache_policy=NO_CACHE)
-def decide_and_promote(
-    model: LoadedModel, validation: Validation, run_id: str, alias: str, checks: tuple[str, ...]
-) -> tuple[GateDecision, bool]:
-    decision = decide(validation.scores, validation.sanity)
-    promoted = record_verdict(
-        model.name, model.version, decision, run_id=run_id, alias=alias, checks=checks
+@task(name="promote", cache_policy=NO_CACHE)
+def promote(
+    model: LoadedModel,
+    decision: GateDecision,
+    run_id: str,
+    alias: str,
+    checks: tuple[str, ...],
+    policy_hash: str,
+) -> bool:
+    """Write the signed verdict; move the alias only on a pass."""
+    return record_verdict(
+        model.name,
+        model.version,
+        decision,
+        run_id=run_id,
+        alias=alias,
+        checks=checks,
+        policy_hash=policy_hash,
     )
-    return decision, promoted
 
 
-@flow(name="xai-gate", log_prints=True)
+@flow(
+    name="xai-gate",
+    log_prints=True,
+    on_failure=[record_error_verdict],
+    on_crashed=[record_error_verdict],
+)
 def xai_gate(
     model_name: str,
     version: str,
-    audit_set: Path,
+    audit_set: Path | None = None,
     max_spurious_mass: float = 0.30,
     max_flagged_fraction: float = 0.10,
     flag_mass: float = 0.50,
@@ -259,61 +283,90 @@ def xai_gate(
     batch_size: int = 32,
     tracking_uri: str | None = None,
     modality: str = "auto",
+    policy_file: str | None = None,
 ) -> GateOutcome | State:
     """Audit ``models:/model_name/version`` on ``audit_set`` and gate its promotion.
 
+    With ``policy_file`` every rule comes from that policy (and ``model_name``
+    must match it); otherwise the keyword arguments form an equivalent policy.
     Images: CAM audit (every method in ``cam_methods``, the first gates),
     counterfactual removal and insertion, the randomisation sanity check.
     Texts (a CSV with a ``text`` column, or ``modality="text"``): gradient x
     input saliency, attention and rollout masses, word removal and insertion.
-    Then GX validation of the score tables, MLflow evidence, verdict and alias.
+    Then GX validation of the score tables, MLflow evidence, the signed
+    verdict, the alias, and Prefect artifacts summarising the run.
     """
     logger = get_run_logger()
     version = str(version)
     try:
-        thresholds = Thresholds(
-            max_spurious_mass=max_spurious_mass,
-            max_flagged_fraction=max_flagged_fraction,
-            flag_mass=flag_mass,
-            max_flip_rate=max_flip_rate,
-            max_spurious_score=max_spurious_score,
-            max_sanity_correlation=max_sanity_correlation,
-        )
-        plan = AuditPlan(
-            **({"cam_methods": tuple(cam_methods)} if cam_methods else {}),
-            target_layers=tuple(target_layer.split(",")) if target_layer else (),
-            counterfactual=counterfactual,
-            sanity=sanity,
-            sanity_images=sanity_images,
-            batch_size=batch_size,
-        )
+        if policy_file:
+            policy = load_policy(policy_file)
+            if model_name and model_name != policy.model:
+                raise GateError(
+                    f"model {model_name!r} does not match the policy's model {policy.model!r} "
+                    f"({policy_file})"
+                )
+        else:
+            if audit_set is None:
+                raise GateError("an audit set or a policy file is required")
+            policy = GatePolicy(
+                model=model_name,
+                protected_aliases=(alias,),
+                audit_set=Path(audit_set),
+                modality=modality,
+                checks=Checks(
+                    heatmaps=HeatmapChecks(
+                        **({"methods": tuple(cam_methods)} if cam_methods else {}),
+                        target_layers=tuple(target_layer.split(",")) if target_layer else (),
+                        max_spurious_mass=max_spurious_mass,
+                        max_flagged_fraction=max_flagged_fraction,
+                        flag_mass=flag_mass,
+                    ),
+                    counterfactual=CounterfactualChecks(
+                        enabled=counterfactual,
+                        max_flip_rate=max_flip_rate,
+                        max_spurious_score=max_spurious_score,
+                    ),
+                ),
+                sanity=SanityRule(
+                    enabled=sanity, images=sanity_images, max_correlation=max_sanity_correlation
+                ),
+                batch_size=batch_size,
+            )
+        model_name, alias = policy.model, policy.alias
+        thresholds, plan = policy.thresholds(), policy.plan()
+        manifest = policy.audit_set
         configure_tracking(tracking_uri)
-        text = _is_text(modality, Path(audit_set))
+        text = _is_text(policy.modality, manifest)
         model = load_model(model_name, version)
         if text:
-            evidence = _text_evidence(model, Path(audit_set), thresholds, plan)
+            evidence = _text_evidence(model, manifest, thresholds, plan)
         else:
-            audit_data = load_audit_set(Path(audit_set), model.class_names)
+            audit_data = load_audit_set(manifest, model.class_names)
             evidence = GateEvidence(
                 audit=cam_audit(model, audit_data, thresholds, plan),
                 counterfactual=counterfactual_stage(model, audit_data, plan)
-                if counterfactual
+                if plan.counterfactual
                 else None,
-                sanity=sanity_stage(model, audit_data, plan) if sanity else None,
+                sanity=sanity_stage(model, audit_data, plan) if plan.sanity else None,
                 images=audit_data.images,
                 class_names=audit_data.class_names,
             )
         validation = validate_evidence(evidence, thresholds)
-        run_id = log_evidence(evidence, validation, model, thresholds, plan, Path(audit_set))
+        decision = decide(validation.scores, validation.sanity, inconclusive=policy.inconclusive)
+        run_id = log_evidence(evidence, validation, model, thresholds, plan, manifest, decision)
+        if decision.verdict is Verdict.PASSED and policy.approval:
+            decision = ask_for_approval(decision, model_name, version, run_id)
         checks = (("saliency", "attention") if text else plan.cam_methods) + (
             *(("counterfactual",) if plan.counterfactual else ()),
             *(("sanity",) if plan.sanity and not text else ()),
         )
-        decision, promoted = decide_and_promote(model, validation, run_id, alias, checks)
+        promoted = promote(model, decision, run_id, alias, checks, policy.digest())
+        publish_summary(model_name, version, decision, run_id, evidence.metrics(), promoted, alias)
     except EXPECTED_ERRORS as exc:
         outcome = GateOutcome(model_name, version, Verdict.ERROR, [str(exc)], alias=alias)
         logger.error(outcome.message)
-        return Failed(message=outcome.message, data=outcome)
+        return Failed(message=outcome.message, data=outcome)  # on_failure records 'error'
 
     outcome = GateOutcome(
         model_name,

@@ -51,6 +51,7 @@ from pipelines.audit_set import (
 from pipelines.policy import TEXT_SCORE_COLUMNS, Thresholds
 from pipelines.validation import Check, run_checks
 from xai_checks.attention import AttentionMaps, attention_maps, text_rollout
+from xai_checks.errors import XAICheckError
 from xai_checks.metrics import Estimate, bootstrap_ci
 from xai_checks.saliency import token_saliency, word_scores
 
@@ -174,6 +175,8 @@ class TextExample:
     """One audited text with everything its review artifacts show."""
 
     text_id: str
+    query: int
+    """Position of the token whose attention row the classifier reads ([CLS], or the last)."""
     tokens: list[str]
     attention: Tensor
     """(L, H, T, T) attention of its real tokens."""
@@ -242,9 +245,21 @@ def audit_texts(
         rolled = text_rollout(maps)
         last_layer = maps.weights[:, -1].mean(dim=1)  # (B, T, T), heads averaged
         for row_in_batch, i in enumerate(range(start, start + len(batch))):
+            if maps.tokens[row_in_batch] != saliency.tokens[row_in_batch]:
+                raise XAICheckError(
+                    f"text {ids[i]!r}: attention and saliency saw different tokens; the "
+                    "tokenizer is not deterministic"
+                )
             words = saliency.words[row_in_batch]
             word_ids = saliency.word_ids[row_in_batch]
-            is_spurious = torch.tensor([_normalise(w) in _targets(spurious[i]) for w in words])
+            phrases = _phrase_spans(texts[i], spurious[i])
+            is_spurious = torch.tensor(
+                [
+                    any(start < end_p and start_p < end for start_p, end_p in phrases)
+                    for start, end in saliency.word_spans[row_in_batch]
+                ],
+                dtype=torch.bool,
+            )
             token_spurious = torch.tensor(
                 [w is not None and bool(is_spurious[w]) for w in word_ids], dtype=torch.bool
             )
@@ -274,6 +289,7 @@ def audit_texts(
             chance.append(float(is_spurious.float().mean()) if len(words) else float("nan"))
             example = TextExample(
                 text_id=ids[i],
+                query=query,
                 tokens=maps.tokens[row_in_batch],
                 attention=maps.weights[row_in_batch, :, :, :length, :length].clone(),
                 saliency=saliency.scores[row_in_batch, :length].clone(),
@@ -292,7 +308,7 @@ def audit_texts(
         "attention.rollout_mass": bootstrap_ci(torch.tensor(scores["rollout_mass"].to_numpy())),
     }
     summary: dict[str, float | int | str] = {
-        "n_images": n,
+        "n_images": n,  # the key every summary shares: inputs audited
         "accuracy": float((torch.tensor(predictions) == labels).float().mean()),
         "method": "saliency",
         "spurious_mass": estimates["saliency.spurious_mass"].mean,
@@ -327,13 +343,17 @@ def _split(words: str) -> tuple[str, ...]:
     return tuple(w.strip() for w in words.split(SEPARATOR) if w.strip())
 
 
-def _normalise(word: str) -> str:
-    return re.sub(r"^[\W_]+|[\W_]+$", "", word).lower()
+def _phrase_spans(text: str, phrases: Sequence[str]) -> list[tuple[int, int]]:
+    """Character spans of every whole-word occurrence of each spurious entry (any case).
 
-
-def _targets(words: Sequence[str]) -> set[str]:
-    """Spurious entries split into words: 'reviewed by sam' marks all three words."""
-    return {_normalise(part) for entry in words for part in entry.split()}
+    A word counts as spurious when its span overlaps one: 'reviewed by sam'
+    marks those three words where they occur together, not every 'by'.
+    """
+    return [
+        match.span()
+        for phrase in phrases
+        for match in re.finditer(rf"(?<!\w){re.escape(phrase)}(?!\w)", text, flags=re.IGNORECASE)
+    ]
 
 
 def _occurs(word: str, text: str) -> bool:

@@ -170,7 +170,7 @@ class TextGateEvidence:
     def tables(self) -> dict[str, pd.DataFrame]:
         rows = []
         for example in self.audit.worst:
-            cls_row = example.attention[-1].mean(dim=0)[0]
+            cls_row = example.attention[-1].mean(dim=0)[example.query]
             for position, token in enumerate(example.tokens):
                 rows.append(
                     {
@@ -178,7 +178,7 @@ class TextGateEvidence:
                         "position": position,
                         "token": token,
                         "saliency": float(example.saliency[position]),
-                        "attention_from_first_token": float(cls_row[position]),
+                        "attention_from_classifier_token": float(cls_row[position]),
                         "spurious": bool(example.spurious_tokens[position]),
                     }
                 )
@@ -213,8 +213,8 @@ class TextGateEvidence:
             ),
             "xai/attention_from_cls.png": lambda: attention_plots.query_bars(
                 worst.tokens,
-                mean_last[0],
-                query=worst.tokens[0],
+                mean_last[worst.query],
+                query=worst.tokens[worst.query],
                 title=f"{where}, last layer, heads averaged",
             ),
             "xai/saliency.png": lambda: attention_plots.saliency_bars(

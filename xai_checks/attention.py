@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from xai_checks._hf import restore_output_capture
 from xai_checks._model_state import explanation_mode
+from xai_checks._text import token_limit
 from xai_checks.errors import XAICheckError
 from xai_checks.rollout import rollout
 
@@ -170,7 +171,7 @@ def attention_maps(
     encoded = tokenizer(
         texts,
         truncation=True,
-        max_length=max_length,
+        max_length=token_limit(model, max_length),
         return_offsets_mapping=True,
         return_attention_mask=False,
         return_token_type_ids=False,

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from xai_checks._inputs import Targets, as_logits, check_target_shape, resolve_targets
 from xai_checks._model_state import explanation_mode
+from xai_checks._text import encode_texts
 from xai_checks.errors import NonFiniteError, XAICheckError
 
 __all__ = ["TokenSaliency", "token_saliency", "word_scores"]
@@ -34,6 +35,8 @@ class TokenSaliency:
     tokens: list[list[str]]
     word_ids: list[list[int | None]]
     words: list[list[str]]
+    word_spans: list[list[tuple[int, int]]]
+    """Each word's character span in its text, to match phrases against."""
     attention_mask: Tensor
     targets: Tensor
     logits: Tensor
@@ -69,17 +72,12 @@ def token_saliency(
         raise XAICheckError(f"{type(model).__name__} has no input embedding layer to explain")
 
     chunks: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
-    tokens, word_ids, words = [], [], []
+    tokens, word_ids, words, spans = [], [], [], []
     with torch.inference_mode(False), explanation_mode(model):
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
-            encoded = tokenizer(
-                batch,
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-                return_offsets_mapping=True,
+            encoded = encode_texts(
+                tokenizer, batch, model=model, max_length=max_length, offsets=True
             )
             offsets = encoded.pop("offset_mapping")
             part = None if requested is None else requested[start : start + len(batch)]
@@ -91,7 +89,9 @@ def token_saliency(
                 ids = encoded.word_ids(row)[:n]
                 tokens.append(tokenizer.convert_ids_to_tokens(encoded["input_ids"][row][:n]))
                 word_ids.append(ids)
-                words.append(_words(text, ids, offsets[row][:n]))
+                text_spans = _word_spans(ids, offsets[row][:n])
+                spans.append(text_spans)
+                words.append([text[start:end] for start, end in text_spans])
     width = max(chunk[0].shape[1] for chunk in chunks)
     pad = [(torch.nn.functional.pad(s, (0, width - s.shape[1])), m) for s, m, _, _ in chunks]
     return TokenSaliency(
@@ -99,6 +99,7 @@ def token_saliency(
         tokens=tokens,
         word_ids=word_ids,
         words=words,
+        word_spans=spans,
         attention_mask=torch.cat(
             [torch.nn.functional.pad(m, (0, width - m.shape[1])) for _, m in pad]
         ),
@@ -145,8 +146,8 @@ def word_scores(scores: Tensor, word_ids: Sequence[int | None]) -> Tensor:
     return out
 
 
-def _words(text: str, word_ids: Sequence[int | None], offsets: Tensor) -> list[str]:
-    """Each word's original spelling, from the character offsets of its pieces."""
+def _word_spans(word_ids: Sequence[int | None], offsets: Tensor) -> list[tuple[int, int]]:
+    """Each word's character span, from the offsets of its pieces."""
     spans: dict[int, list[int]] = {}
     for token, word in enumerate(word_ids):
         if word is None:
@@ -154,4 +155,4 @@ def _words(text: str, word_ids: Sequence[int | None], offsets: Tensor) -> list[s
         start, end = (int(x) for x in offsets[token])
         span = spans.setdefault(word, [start, end])
         span[0], span[1] = min(span[0], start), max(span[1], end)
-    return [text[spans[w][0] : spans[w][1]] for w in sorted(spans)]
+    return [(spans[w][0], spans[w][1]) for w in sorted(spans)]

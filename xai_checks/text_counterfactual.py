@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from xai_checks._inputs import as_logits
 from xai_checks._model_state import explanation_mode
+from xai_checks._text import encode_texts
 from xai_checks.counterfactual import InsertionResult, RemovalResult
 from xai_checks.errors import NonFiniteError, XAICheckError
 
@@ -56,12 +57,8 @@ def predict_text_proba(
     with torch.inference_mode(False), explanation_mode(model), torch.no_grad():
         device = next(model.parameters()).device
         for start in range(0, len(texts), batch_size):
-            encoded = tokenizer(
-                texts[start : start + batch_size],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
+            encoded = encode_texts(
+                tokenizer, texts[start : start + batch_size], model=model, max_length=max_length
             )
             logits = as_logits(model(**{k: v.to(device) for k, v in encoded.items()}))
             chunks.append(logits.float().softmax(dim=1).cpu())

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from xai_checks._text import encode_texts
 from xai_checks.toy_models import TrainReport
 
 __all__ = [
@@ -44,15 +45,7 @@ def tiny_bert_classifier(vocab_size: int, num_labels: int = 2, *, seed: int = 0)
 
 def encode(tokenizer, texts: Sequence[str], max_length: int = 64) -> dict[str, Tensor]:
     """Padded, truncated input ids and attention masks, as the model takes them."""
-    return dict(
-        tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-    )
+    return dict(encode_texts(tokenizer, texts, max_length=max_length))
 
 
 def train_text_classifier(

@@ -266,4 +266,5 @@ def test_bad_manifest_exits_2_with_a_clear_message_and_no_traceback(demo):
     assert "bad.csv:3 column 'image': file not found: images/missing.png" in proc.stderr
     assert "Traceback" not in output
     assert champion_version(MODEL) == "2"
-    assert MlflowClient().get_model_version(MODEL, "1").tags["xai_gate.verdict"] == "blocked"
+    # The failed run leaves the verdict "error" on the version (on_failure hook): never promoted.
+    assert MlflowClient().get_model_version(MODEL, "1").tags["xai_gate.verdict"] == "error"

@@ -1,0 +1,92 @@
+"""The sweeper: gate every version of a model that has no verdict yet, one verdict each.
+
+Run it by hand (``xai-gate sweep``) or on a schedule (``xai-gate serve``).
+Each version is gated under a Prefect global concurrency limit named after
+it (limit 1), and its verdict is re-read once the slot is held, so two
+sweepers that race for the same version produce one verdict, not two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.concurrency.sync import concurrency
+
+from flows.run import run_gate
+from flows.xai_gate import GateOutcome
+from pipelines.gate_policy import load_policy
+from pipelines.signing import TAG_VERDICT
+from pipelines.tracking import configure_tracking
+
+__all__ = ["run_sweep", "sweep_deployment", "ungated_versions", "version_lock", "xai_gate_sweep"]
+
+
+def ungated_versions(model: str) -> list[str]:
+    """Versions of ``model`` without an xai-gate verdict, oldest first."""
+    from mlflow import MlflowClient
+
+    versions = MlflowClient().search_model_versions(f"name = '{model}'")
+    return sorted((str(v.version) for v in versions if TAG_VERDICT not in v.tags), key=int)
+
+
+def _has_verdict(model: str, version: str) -> bool:
+    from mlflow import MlflowClient
+
+    return TAG_VERDICT in MlflowClient().get_model_version(model, version).tags
+
+
+@contextmanager
+def version_lock(model: str, version: str, timeout_seconds: float = 3600) -> Iterator[None]:
+    """Hold the one slot of this version's global concurrency limit (created on first use)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    name = f"xai-gate-{model}-v{version}"
+    # Another sweeper may have created it first: then it is the same lock.
+    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    with concurrency(name, occupy=1, strict=True, timeout_seconds=timeout_seconds):
+        yield
+
+
+@flow(name="xai-gate-sweep", log_prints=True)
+def xai_gate_sweep(policy_file: str, tracking_uri: str | None = None) -> list[GateOutcome]:
+    """Gate each ungated version of the policy's model; return the outcomes of this sweep."""
+    logger = get_run_logger()
+    policy = load_policy(policy_file)
+    configure_tracking(tracking_uri)
+    outcomes = []
+    for version in ungated_versions(policy.model):
+        with version_lock(policy.model, version):
+            if _has_verdict(policy.model, version):  # another sweeper got there first
+                logger.info("%s v%s was gated meanwhile; skipped", policy.model, version)
+                continue
+            outcome = run_gate(
+                policy.model, version, policy_file=str(policy_file), tracking_uri=tracking_uri
+            )
+            logger.info(outcome.message)
+            outcomes.append(outcome)
+    return outcomes
+
+
+def run_sweep(policy_file: str | Path, tracking_uri: str | None = None) -> list[GateOutcome]:
+    return xai_gate_sweep(str(Path(policy_file).absolute()), tracking_uri)
+
+
+def sweep_deployment(policy_file: str | Path, *, cron: str, tracking_uri: str | None) -> Any:
+    """The sweeper as a deployment on ``cron``, for ``prefect.serve``."""
+    policy = load_policy(policy_file)
+    return xai_gate_sweep.to_deployment(
+        name=f"xai-gate-{policy.model}",
+        cron=cron,
+        parameters={
+            "policy_file": str(Path(policy_file).absolute()),
+            "tracking_uri": tracking_uri,
+        },
+        description=f"Gate new versions of {policy.model} against {Path(policy_file).name}",
+    )

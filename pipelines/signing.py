@@ -1,0 +1,77 @@
+"""Signed verdicts: HMAC-SHA256 over what a verdict claims, keyed by ``XAI_GATE_SECRET``.
+
+A verdict tag anyone could type is no gate. The signature covers the model,
+the version, the verdict, the evidence run and the policy hash, so a
+``passed`` tag set by hand, a signature copied from another version, or one
+made with another secret does not verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Mapping
+
+__all__ = [
+    "SECRET_ENV",
+    "TAG_POLICY_HASH",
+    "TAG_RUN_ID",
+    "TAG_SIGNATURE",
+    "TAG_VERDICT",
+    "secret_from_env",
+    "sign_verdict",
+    "verify_passed",
+]
+
+SECRET_ENV = "XAI_GATE_SECRET"
+TAG_VERDICT = "xai_gate.verdict"
+TAG_RUN_ID = "xai_gate.run_id"
+TAG_POLICY_HASH = "xai_gate.policy_hash"
+TAG_SIGNATURE = "xai_gate.signature"
+
+
+def secret_from_env() -> bytes | None:
+    value = os.environ.get(SECRET_ENV, "")
+    return value.encode() if value else None
+
+
+def sign_verdict(
+    secret: bytes, *, model: str, version: str, verdict: str, run_id: str, policy_hash: str
+) -> str:
+    """Hex HMAC-SHA256 of the verdict's fields, separated so no two claims collide."""
+    message = "\x1f".join(
+        ["xai-gate-verdict-v1", model, str(version), verdict, run_id, policy_hash]
+    )
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_passed(
+    secret: bytes | None, *, model: str, version: str, tags: Mapping[str, str]
+) -> str | None:
+    """None when ``tags`` carry a correctly signed ``passed`` verdict for this version;
+    otherwise the reason, for the refusal message."""
+    if not secret:
+        return f"the guard has no {SECRET_ENV}, so no verdict can be verified"
+    verdict = tags.get(TAG_VERDICT)
+    if verdict != "passed":
+        return (
+            f"its xai-gate verdict is {verdict!r}" if verdict else "it has no xai-gate verdict"
+        ) + "; only a version that passed the gate may hold this alias"
+    signature = tags.get(TAG_SIGNATURE)
+    if not signature:
+        return "its 'passed' verdict is unsigned (set by hand, or gated without XAI_GATE_SECRET)"
+    expected = sign_verdict(
+        secret,
+        model=model,
+        version=version,
+        verdict=verdict,
+        run_id=tags.get(TAG_RUN_ID, ""),
+        policy_hash=tags.get(TAG_POLICY_HASH, ""),
+    )
+    if not hmac.compare_digest(signature, expected):
+        return (
+            "its verdict signature does not verify (tags edited by hand, copied from another "
+            "version, or signed with another secret)"
+        )
+    return None

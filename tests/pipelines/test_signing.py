@@ -1,0 +1,50 @@
+"""Signed verdicts: only an untouched 'passed' verdict for this very version verifies."""
+
+from __future__ import annotations
+
+from pipelines.signing import sign_verdict, verify_passed
+
+SECRET = b"s3cret"
+
+
+def _tags(version: str = "3", verdict: str = "passed", secret: bytes = SECRET) -> dict[str, str]:
+    fields = {
+        "model": "m",
+        "version": version,
+        "verdict": verdict,
+        "run_id": "r1",
+        "policy_hash": "p" * 64,
+    }
+    return {
+        "xai_gate.verdict": verdict,
+        "xai_gate.run_id": "r1",
+        "xai_gate.policy_hash": "p" * 64,
+        "xai_gate.signature": sign_verdict(secret, **fields),
+    }
+
+
+def test_a_signed_pass_verifies():
+    assert verify_passed(SECRET, model="m", version="3", tags=_tags()) is None
+
+
+def test_hand_set_copied_forged_or_other_verdicts_are_refused():
+    unsigned = _tags() | {"xai_gate.signature": ""}
+    assert "unsigned" in verify_passed(SECRET, model="m", version="3", tags=unsigned)
+    copied = _tags(version="2")  # a real signature, but for version 2
+    assert "does not verify" in verify_passed(SECRET, model="m", version="3", tags=copied)
+    other_secret = _tags(secret=b"another")
+    assert "does not verify" in verify_passed(SECRET, model="m", version="3", tags=other_secret)
+    promoted_by_hand = _tags(verdict="blocked") | {"xai_gate.verdict": "passed"}
+    assert "does not verify" in verify_passed(SECRET, model="m", version="3", tags=promoted_by_hand)
+    swapped_run = _tags() | {"xai_gate.run_id": "r2"}
+    assert "does not verify" in verify_passed(SECRET, model="m", version="3", tags=swapped_run)
+    blocked = _tags(verdict="blocked")
+    assert "verdict is 'blocked'" in verify_passed(SECRET, model="m", version="3", tags=blocked)
+    assert "no xai-gate verdict" in verify_passed(SECRET, model="m", version="3", tags={})
+    assert "no XAI_GATE_SECRET" in verify_passed(None, model="m", version="3", tags=_tags())
+
+
+def test_fields_cannot_be_shifted_between_each_other():
+    a = sign_verdict(SECRET, model="m1", version="2", verdict="passed", run_id="r", policy_hash="h")
+    b = sign_verdict(SECRET, model="m", version="12", verdict="passed", run_id="r", policy_hash="h")
+    assert a != b
