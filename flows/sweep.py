@@ -44,12 +44,18 @@ def version_lock(model: str, version: str, timeout_seconds: float = 3600) -> Ite
     """Hold the one slot of this version's global concurrency limit (created on first use)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     name = f"xai-gate-{model}-v{version}"
-    # Another sweeper may have created it first: then it is the same lock.
-    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            # Another sweeper may create it at the same moment: then it is the same lock.
+            with suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
     with concurrency(name, occupy=1, strict=True, timeout_seconds=timeout_seconds):
         yield
 
