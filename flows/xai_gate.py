@@ -38,6 +38,7 @@ from pipelines.gate_policy import (
     load_policy,
 )
 from pipelines.policy import AuditPlan, Thresholds
+from pipelines.report import render_report
 from pipelines.sanity import SanityEvidence, sanity_audit
 from pipelines.tracking import (
     LoadedModel,
@@ -212,6 +213,7 @@ def log_evidence(
     plan: AuditPlan,
     manifest: Path,
     decision: GateDecision,
+    bounds: dict[str, float],
 ) -> str:
     summary = evidence.summary
     params = {
@@ -224,16 +226,30 @@ def log_evidence(
         **plan.model_dump(),
     }
     title = f"{model.name} v{model.version}: {decision.verdict.value}"
+    metrics = evidence.metrics()
+
+    def report(images: dict[str, bytes]) -> str:
+        return render_report(
+            title=f"xai-gate: {model.name} v{model.version}",
+            verdict=decision.verdict.value,
+            reasons=decision.reasons,
+            metrics=metrics,
+            bounds=bounds,
+            images=images,
+            notes=[f"Model {model.uri}; audit set {manifest}."],
+        )
+
     return log_gate_evidence(
         model_name=model.name,
         model_version=model.version,
         params=params,
-        metrics=evidence.metrics(),
+        metrics=metrics,
         series=evidence.series(),
         tables=evidence.tables(),
         documents=validation.documents(),
         figures=evidence.figures(thresholds, title),
         pages=evidence.pages(),
+        report=report,
     )
 
 
@@ -354,7 +370,10 @@ def xai_gate(
             )
         validation = validate_evidence(evidence, thresholds)
         decision = decide(validation.scores, validation.sanity, inconclusive=policy.inconclusive)
-        run_id = log_evidence(evidence, validation, model, thresholds, plan, manifest, decision)
+        bounds = policy.bounds(text=text)
+        run_id = log_evidence(
+            evidence, validation, model, thresholds, plan, manifest, decision, bounds
+        )
         if decision.verdict is Verdict.PASSED and policy.approval:
             decision = ask_for_approval(decision, model_name, version, run_id)
         checks = (("saliency", "attention") if text else plan.cam_methods) + (

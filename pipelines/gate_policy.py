@@ -134,6 +134,13 @@ class GatePolicy(_Strict):
         """
         from mlflow.models import MetricThreshold
 
+        return {
+            name: MetricThreshold(threshold=bound, greater_is_better=False)
+            for name, bound in self.bounds(text=text).items()
+        }
+
+    def bounds(self, *, text: bool = False) -> dict[str, float]:
+        """Upper bound per gated MLflow metric (what the report and MetricThresholds show)."""
         heat, cf = self.checks.heatmaps, self.checks.counterfactual
         mass = "saliency" if text else heat.methods[0]
         bounds = {
@@ -146,10 +153,7 @@ class GatePolicy(_Strict):
             bounds[f"{prefix}.spurious_score"] = cf.max_spurious_score
         if self.sanity.enabled and not text:
             bounds["sanity.final_spearman"] = self.sanity.max_correlation
-        return {
-            name: MetricThreshold(threshold=bound, greater_is_better=False)
-            for name, bound in bounds.items()
-        }
+        return bounds
 
     def digest(self) -> str:
         """SHA-256 of the canonical policy: a verdict names the exact rules that judged it."""

@@ -8,6 +8,7 @@ MLflow resolves (``MLFLOW_TRACKING_URI`` first), defaulting to
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -146,6 +147,7 @@ def log_gate_evidence(
     documents: dict[str, Any],
     figures: dict[str, Callable[[], Figure]],
     pages: dict[str, str] | None = None,
+    report: Callable[[dict[str, bytes]], str] | None = None,
 ) -> str:
     """Log one gate run's evidence to a new MLflow run; return its run id.
 
@@ -153,7 +155,8 @@ def log_gate_evidence(
     version it audited. ``series`` are metrics with steps 1..k (a curve in the
     UI), ``tables`` CSV artifacts, ``documents`` JSON artifacts, ``figures``
     PNG artifacts drawn only inside the run, each closed after logging, ``pages``
-    self-contained HTML views.
+    self-contained HTML views. ``report`` turns the drawn PNGs into
+    ``xai/report.html`` (figures inline, so MLflow's sandboxed viewer shows it).
     """
     import matplotlib.pyplot as plt
     import mlflow
@@ -177,12 +180,18 @@ def log_gate_evidence(
             mlflow.log_text(json.dumps(document, indent=2, default=str), path)
         for path, page in (pages or {}).items():
             mlflow.log_text(page, path)
+        images: dict[str, bytes] = {}
         for path, draw in figures.items():
             fig = draw()
             try:
+                buffer = io.BytesIO()
+                fig.savefig(buffer, format="png", dpi=100)
+                images[path] = buffer.getvalue()
                 mlflow.log_figure(fig, path)
             finally:
                 plt.close(fig)
+        if report is not None:
+            mlflow.log_text(report(images), "xai/report.html")
         return run.info.run_id
 
 

@@ -89,6 +89,7 @@ def test_text_evidence_in_mlflow(demo):
         "xai/saliency.csv",
         "xai/scores.csv",
         "xai/validation.json",
+        "xai/report.html",
     }
     local = Path(client.download_artifacts(run.info.run_id, "xai"))
     saliency = pd.read_csv(local / "saliency.csv")
@@ -149,6 +150,7 @@ def test_artifacts_exist_and_hold_the_scores(demo):
         "xai/sanity.csv",
         "xai/validation.json",
         "xai/validation_sanity.json",
+        "xai/report.html",
     }
     local = Path(client.download_artifacts(run_id, "xai"))
     scores = pd.read_csv(local / "scores.csv")
@@ -159,6 +161,11 @@ def test_artifacts_exist_and_hold_the_scores(demo):
     assert '"success": false' in validation
     png = (local / "gradcam_overlays.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    report = (local / "report.html").read_text()
+    assert "<span class='verdict blocked'>blocked</span>" in report
+    assert report.count("data:image/png;base64,") == 7  # every figure inline
+    assert "gradcam.spurious_mass</td><td class=num>0.5" in report
+    assert "src='http" not in report and "<link" not in report
 
 
 def test_flow_state_is_failed_for_blocked_and_a_rerun_changes_nothing(demo):
