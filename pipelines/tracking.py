@@ -32,6 +32,7 @@ __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "configure_tracking",
+    "load_model_uri",
     "load_model_version",
     "log_gate_evidence",
 ]
@@ -77,10 +78,28 @@ def load_model_version(name: str, version: str | int) -> LoadedModel:
     from mlflow.exceptions import MlflowException
 
     version = str(version)
-    uri = f"models:/{name}/{version}"
-    client = mlflow.MlflowClient()
     try:
-        model_version = client.get_model_version(name, version)
+        model_version = mlflow.MlflowClient().get_model_version(name, version)
+    except MlflowException as exc:
+        raise ModelLoadError(f"cannot load models:/{name}/{version}: {exc.message}") from None
+    loaded = load_model_uri(f"models:/{name}/{version}")
+    return LoadedModel(
+        module=loaded.module,
+        name=name,
+        version=version,
+        uri=loaded.uri,
+        class_names=loaded.class_names,
+        source_run_id=model_version.run_id,
+        tokenizer=loaded.tokenizer,
+    )
+
+
+def load_model_uri(uri: str) -> LoadedModel:
+    """Load any ``mlflow.pytorch`` model URI (a version, ``models:/<model_id>``, a run path)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
         info = mlflow.models.get_model_info(uri)
         module = mlflow.pytorch.load_model(uri, map_location="cpu")
     except MlflowException as exc:
@@ -98,11 +117,11 @@ def load_model_version(name: str, version: str | int) -> LoadedModel:
     tokenizer = _load_tokenizer(uri) if metadata.get("modality") == "text" else None
     return LoadedModel(
         module=module,
-        name=name,
-        version=version,
+        name=uri,
+        version="",
         uri=uri,
         class_names=tuple(str(n) for n in names) if names else None,
-        source_run_id=model_version.run_id,
+        source_run_id=info.run_id,
         tokenizer=tokenizer,
     )
 

@@ -28,9 +28,13 @@ def two_versions(tracking_uri) -> str:
     return name
 
 
-def test_passed_sets_alias_and_tags(two_versions):
+def test_passed_sets_alias_and_tags(two_versions, monkeypatch):
+    from pipelines.signing import sign_verdict
+
+    monkeypatch.setenv("XAI_GATE_SECRET", "k")
     client = MlflowClient()
-    moved = record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="run-1")
+    decision = GateDecision(Verdict.PASSED)
+    moved = record_verdict(two_versions, "1", decision, run_id="run-1", policy_hash="h")
     assert moved
     assert str(client.get_model_version_by_alias(two_versions, "champion").version) == "1"
     tags = client.get_model_version(two_versions, "1").tags
@@ -38,7 +42,22 @@ def test_passed_sets_alias_and_tags(two_versions):
         "xai_gate.verdict": "passed",
         "xai_gate.run_id": "run-1",
         "xai_gate.reason": "all expectations met",
+        "xai_gate.policy_hash": "h",
+        "xai_gate.signature": sign_verdict(
+            b"k",
+            model=two_versions,
+            version="1",
+            verdict="passed",
+            run_id="run-1",
+            policy_hash="h",
+        ),
     }
+
+
+def test_without_a_secret_the_verdict_is_recorded_unsigned(two_versions, monkeypatch):
+    monkeypatch.delenv("XAI_GATE_SECRET", raising=False)
+    record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r")
+    assert MlflowClient().get_model_version(two_versions, "1").tags["xai_gate.signature"] == ""
 
 
 NOT_PASSED = [v for v in Verdict if v is not Verdict.PASSED]
