@@ -10,9 +10,10 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean example browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +30,16 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.stamp-runtime
 	$(BIN)/xai-gate demo
 
+# The browser test drives Debian's Chromium; install it when we may (root), else say so.
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -qq chromium >/dev/null || \
+	    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	  else echo "the browser test needs Debian's chromium: sudo apt-get install chromium"; fi; }
+
 # pytest exits 5 when it collected nothing: that must fail, never pass silently.
-test: $(VENV)/.stamp-test
+test: $(VENV)/.stamp-test browser
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run"; exit 1; fi; \
 	exit $$rc
@@ -41,6 +50,10 @@ lint: $(VENV)/.stamp-test
 format: $(VENV)/.stamp-test
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The committed example store: the demo at reduced size, through a local MLflow server.
+example: $(VENV)/.stamp-runtime
+	$(BIN)/xai-gate example --dest mlruns_example
 
 clean:
 	rm -rf mlflow.db mlruns mlartifacts demo_data .pytest_cache

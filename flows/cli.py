@@ -197,12 +197,14 @@ def attention(
     from xai_checks.errors import XAICheckError
 
     try:
+        if pronoun is not None and not candidates:
+            raise XAICheckError("--pronoun needs --candidates, e.g. --candidates ball,box")
         network, tokenizer = load_text_model(model)
         maps = attention_maps(network, tokenizer, [sentence])
         n_layers, n_heads = maps.weights.shape[1:3]
         if not -n_layers <= layer < n_layers:
             raise XAICheckError(f"--layer {layer} is out of range: the model has {n_layers} layers")
-        if head is not None and not 0 <= head < n_heads:
+        if head is not None and not -n_heads <= head < n_heads:
             raise XAICheckError(f"--head {head} is out of range: the model has {n_heads} heads")
         tokens = maps.tokens[0]
         length = len(tokens)
@@ -220,9 +222,7 @@ def attention(
         if html is not None:
             html.write_text(attention_html(tokens, weights, title=sentence), encoding="utf-8")
             typer.echo(f"wrote {html}")
-        if pronoun is not None:
-            if not candidates:
-                raise XAICheckError("--pronoun needs --candidates, e.g. --candidates ball,box")
+        if pronoun is not None and candidates:
             probe = pronoun_probe(
                 network, tokenizer, sentence, pronoun, [c.strip() for c in candidates.split(",")]
             )
@@ -233,7 +233,7 @@ def attention(
                     f"{c} {float(w):.3f}" for c, w in zip(probe.candidates, row, strict=True)
                 )
                 typer.echo(f"layer {index}: '{pronoun}' -> {winner}  ({shares})")
-    except (XAICheckError, OSError) as exc:
+    except (XAICheckError, OSError, ValueError) as exc:  # transformers: ValueError/OSError
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
@@ -325,6 +325,18 @@ def demo(
 
 def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "-"
+
+
+@app.command(hidden=True)
+def example(
+    dest: Path = typer.Option(Path("mlruns_example"), help="Where the store goes."),
+) -> None:
+    """Write the small committed MLflow store of the demo (``make example``)."""
+    from flows.example import make_example
+
+    store = make_example(dest)
+    size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    typer.echo(f"wrote {store} ({size / 1e6:.1f} MB)")
 
 
 def main() -> None:

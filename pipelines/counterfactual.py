@@ -51,6 +51,7 @@ class CounterfactualEvidence:
         out: dict[str, float] = {}
         for name, values in rates.items():
             out |= bootstrap_ci(values.float()).as_dict(f"{self.prefix}.{name}")
+        out[f"{self.prefix}.accuracy_change"] = removal.accuracy_without - removal.accuracy_with
         out[f"{self.prefix}.artifact_class"] = float(insertion.artifact_class)
         return out
 

@@ -40,11 +40,34 @@ def test_any_local_model_path_and_clear_errors(tmp_path):
     )
     assert ok.exit_code == 0, ok.output
     assert "layer 5, heads averaged" in ok.output  # default: last layer, heads averaged
+    out = str(tmp_path / "x.png")
     missing = CliRunner().invoke(
-        app, ["attention", "hi", "--model", str(tmp_path / "nope"), "--out", "x.png"]
+        app, ["attention", "hi", "--model", str(tmp_path / "nope"), "--out", out]
     )
     assert missing.exit_code == 2 and "nope" in missing.output
-    bad = CliRunner().invoke(app, ["attention", "hi", "--layer", "9", "--out", "x.png"])
+    bad = CliRunner().invoke(app, ["attention", "hi", "--layer", "9", "--out", out])
     assert bad.exit_code == 2 and "out of range: the model has 6 layers" in bad.output
-    probe = CliRunner().invoke(app, ["attention", "hi", "--pronoun", "it", "--out", "x.png"])
+    probe = CliRunner().invoke(app, ["attention", "hi", "--pronoun", "it", "--out", out])
     assert probe.exit_code == 2 and "--pronoun needs --candidates" in probe.output
+    assert not (tmp_path / "x.png").exists()  # nothing written on an error
+
+
+def test_another_local_model_folder_works(tmp_path):
+    """A tiny BERT saved to disk with its tokenizer: any local HF folder, not just MiniLM."""
+    from transformers import AutoTokenizer
+
+    from xai_checks.attention import default_text_model_path
+    from xai_checks.toy_text_models import tiny_bert_classifier
+
+    folder = tmp_path / "tiny"
+    tokenizer = AutoTokenizer.from_pretrained(str(default_text_model_path()))
+    tiny_bert_classifier(tokenizer.vocab_size).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    out = tmp_path / "tiny.png"
+    result = CliRunner().invoke(
+        app,
+        ["attention", "a lovely lamp", "--model", str(folder), "--head", "-1", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "layer 1, head 3, 5 tokens" in result.output  # 2 layers x 4 heads; -1 is the last
+    assert out.read_bytes().startswith(b"\x89PNG")

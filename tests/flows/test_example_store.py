@@ -1,0 +1,80 @@
+"""The committed example store opens in a real MLflow UI, in real headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.example import mlflow_server
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).parents[2] / "mlruns_example"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _gated_run(client: MlflowClient, model: str, version: str) -> tuple[str, str]:
+    experiment = client.get_experiment_by_name("xai-gate")
+    (run,) = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`xai_gate.model_name` = '{model}' "
+            f"and tags.`xai_gate.model_version` = '{version}'"
+        ),
+    )
+    return experiment.experiment_id, run.info.run_id
+
+
+def test_example_store_is_small_and_holds_the_demo_verdicts(tmp_path):
+    size = sum(p.stat().st_size for p in EXAMPLE.rglob("*") if p.is_file())
+    assert size < 5_500_000
+    store = tmp_path / "store"
+    shutil.copytree(EXAMPLE, store)
+    with mlflow_server(store) as uri:
+        client = MlflowClient(uri, registry_uri=uri)
+        for model in ("lesion-classifier", "review-classifier"):
+            tags = {v: client.get_model_version(model, v).tags["xai_gate.verdict"] for v in "12"}
+            assert tags == {"1": "blocked", "2": "passed"}
+            assert str(client.get_model_version_by_alias(model, "champion").version) == "2"
+
+
+def test_heatmap_and_report_render_in_the_mlflow_ui(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "install Debian's chromium (.ci/run and `make test` do)"
+    store = tmp_path / "store"
+    shutil.copytree(EXAMPLE, store)
+    with mlflow_server(store) as uri:
+        experiment_id, run_id = _gated_run(MlflowClient(uri), "lesion-classifier", "1")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(
+                    f"{uri}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/"
+                    "xai/gradcam_overlays.png"
+                )
+                image = page.locator("img[src*='gradcam_overlays.png']").first
+                image.wait_for(state="visible", timeout=60_000)
+                page.wait_for_function(
+                    "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+                )
+                assert image.evaluate("img => img.naturalWidth") > 500
+                assert page.get_by_text("report.html").first.is_visible()
+                page.screenshot(path=str(tmp_path / "mlflow-run.png"))
+            finally:
+                browser.close()
+    assert (tmp_path / "mlflow-run.png").stat().st_size > 10_000
