@@ -3,8 +3,9 @@
 The demo runs at reduced size against a local ``mlflow server`` that serves
 artifacts, so every run's artifact URI is ``mlflow-artifacts:/...`` and the
 store works from any checkout (a plain sqlite store would record absolute
-paths). Model weights are removed afterwards: the example is for reviewing
-evidence, and the text models alone would take 16 MB.
+paths). Model weights and tokenizers are removed afterwards and the figures
+stored with a palette: the example is for reviewing evidence, and the text
+models alone would take 16 MB.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipelines.report import compact_png
+
 __all__ = ["make_example", "mlflow_server"]
 
-WEIGHTS = ("model.pth", "pickle_module_info.txt")
+WEIGHTS = ("model.pth", "pickle_module_info.txt", "extra_files")
 
 
 def _free_port() -> int:
@@ -79,8 +82,11 @@ def make_example(dest: Path, *, n_train: int = 1200, n_audit: int = 24) -> Path:
             DemoConfig(workdir=work, n_train=n_train, n_audit=n_audit, n_test=300, tracking_uri=uri)
         )
     shutil.rmtree(work)
-    for weights in (p for name in WEIGHTS for p in (dest / "mlartifacts").rglob(name)):
-        weights.unlink()
+    artifacts = dest / "mlartifacts"
+    for weights in [p for name in WEIGHTS for p in artifacts.rglob(name)]:
+        shutil.rmtree(weights) if weights.is_dir() else weights.unlink()
+    for png in artifacts.rglob("*.png"):  # review figures: a palette keeps them readable
+        png.write_bytes(compact_png(png.read_bytes()))
     if not demo_succeeded(rows):
         raise RuntimeError("the reduced demo did not reach its verdicts; the example is wrong")
     return dest

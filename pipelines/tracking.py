@@ -180,6 +180,8 @@ def log_gate_evidence(
     import matplotlib.pyplot as plt
     import mlflow
 
+    from pipelines.report import compact_png
+
     mlflow.set_experiment(EXPERIMENT)
     run_name = f"gate-{model_name}-v{model_version}"
     tags = {"xai_gate.model_name": model_name, "xai_gate.model_version": model_version}
@@ -205,7 +207,7 @@ def log_gate_evidence(
             try:
                 buffer = io.BytesIO()
                 fig.savefig(buffer, format="png", dpi=100)
-                images[path] = buffer.getvalue()
+                images[path] = compact_png(buffer.getvalue())
                 mlflow.log_figure(fig, path)
             finally:
                 plt.close(fig)

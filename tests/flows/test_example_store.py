@@ -67,13 +67,15 @@ def test_heatmap_and_report_render_in_the_mlflow_ui(tmp_path):
                     f"{uri}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/"
                     "xai/gradcam_overlays.png"
                 )
-                image = page.locator("img[src*='gradcam_overlays.png']").first
+                # The UI fetches the artifact and shows it from a blob: URL.
+                page.get_by_text("xai/gradcam_overlays.png").first.wait_for(timeout=60_000)
+                image = page.locator("img[src^='blob:']").first
                 image.wait_for(state="visible", timeout=60_000)
                 page.wait_for_function(
                     "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
                 )
                 assert image.evaluate("img => img.naturalWidth") > 500
-                assert page.get_by_text("report.html").first.is_visible()
+                assert page.get_by_text("report.html", exact=True).first.is_visible()
                 page.screenshot(path=str(tmp_path / "mlflow-run.png"))
             finally:
                 browser.close()
