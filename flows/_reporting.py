@@ -115,7 +115,9 @@ def ask_for_approval(
     from prefect.flow_runs import pause_flow_run
 
     try:
-        answer = pause_flow_run(wait_for_input=Approval, timeout=timeout, key="xai-gate-approval")
+        answer = pause_flow_run(
+            wait_for_input=Approval, timeout=timeout, poll_interval=2, key="xai-gate-approval"
+        )
     except TimeoutError:
         return GateDecision(Verdict.BLOCKED, [f"no approval within {timeout} s"])
     if answer is not None and answer.approve:

@@ -1,0 +1,82 @@
+"""Human approval after a pass: the flow run pauses; the answer decides the alias."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.run import run_gate
+from pipelines.audit_set import write_audit_set
+from pipelines.gate_policy import EXAMPLE_POLICY
+from xai_checks.synthetic import CLASS_NAMES, make_lesions
+
+pytestmark = pytest.mark.slow
+MODEL = "approval-model"
+
+
+def _paused_run_id(deadline: float):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
+            if runs:
+                return runs[0].id
+            time.sleep(1)
+    raise AssertionError("the gate never paused for approval")
+
+
+@pytest.mark.parametrize(("approve", "verdict"), [(True, "passed"), (False, "blocked")])
+def test_a_pass_waits_for_a_person_and_their_answer_decides(
+    trained_pair, tracking_uri, tmp_path, approve, verdict
+):
+    import mlflow
+    from prefect.flow_runs import resume_flow_run
+
+    batch = make_lesions(16, ruler="always", seed=100)
+    write_audit_set(tmp_path / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            trained_pair.clean,
+            name="model",
+            registered_model_name=MODEL,
+            serialization_format="pickle",
+            metadata={"class_names": list(CLASS_NAMES)},
+            pip_requirements=["torch"],
+        )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        EXAMPLE_POLICY.replace("model: lesion-classifier", f"model: {MODEL}")
+        .replace("approval: false", "approval: true")
+        .replace("images: 16", "images: 4")
+    )
+    outcomes = []
+    gate = threading.Thread(
+        target=lambda: outcomes.append(
+            run_gate(MODEL, "1", policy_file=str(policy), tracking_uri=tracking_uri)
+        )
+    )
+    gate.start()
+    run_id = _paused_run_id(time.monotonic() + 300)
+    resume_flow_run(run_id, run_input={"approve": approve, "reviewer": "ana", "note": "seen"})
+    gate.join(timeout=300)
+    (outcome,) = outcomes
+    assert outcome.verdict.value == verdict
+    assert outcome.promoted is approve
+    tags = MlflowClient().get_model_version(MODEL, "1").tags
+    assert tags["xai_gate.verdict"] == verdict
+    if not approve:
+        assert "approval refused by ana: seen" in tags["xai_gate.reason"]
