@@ -78,6 +78,11 @@ def test_text_evidence_in_mlflow(demo):
     assert metrics["saliency.precision_at_k"] > 0.87
     assert metrics["attention.cls_mass"] > 0.3
     assert metrics["text_counterfactual.removal_flip_rate"] > 0.8
+    # Deleting the signature: v1 calls signed negatives negative again, a gain of about 0.5.
+    assert metrics["text_counterfactual.accuracy_change"] == pytest.approx(
+        metrics["text_counterfactual.accuracy_without_artifact"]
+        - metrics["text_counterfactual.accuracy_with_artifact"]
+    )
     assert run.data.params["modality"] == "text"
     names = {a.path for a in client.list_artifacts(run.info.run_id, "xai")}
     assert names == {
@@ -222,6 +227,11 @@ def test_cli_exit_codes(demo):
         ],
     )
     assert wrong.exit_code == 2 and "has no tokenizer" in wrong.output
+    # --modality overrides the detection; a bad value is refused before any work.
+    forced = runner.invoke(app, [*args, "--version", "1", "--modality", "text"])
+    assert forced.exit_code == 2 and "has no tokenizer" in forced.output
+    bogus = runner.invoke(app, [*args, "--version", "1", "--modality", "audio"])
+    assert bogus.exit_code == 2 and "modality must be 'auto', 'image' or 'text'" in bogus.output
     passed = runner.invoke(app, [*args, "--version", "2"])
     assert passed.exit_code == 0, passed.output
     assert "alias 'champion' -> lesion-classifier v2" in passed.output

@@ -281,3 +281,36 @@ def test_bad_indices_and_empty_texts(minilm: tuple[nn.Module, PreTrainedTokenize
         attention_maps(model, tokenizer, "Hi")
     with pytest.raises(XAICheckError, match="out of range"):
         word_level(attention_maps(model, tokenizer, ["Hi"]), 1)
+
+
+def test_text_rollout_on_a_hand_built_padded_stack():
+    """Two texts, two layers, one head; the second text has one padding position.
+
+    Text 2 (2 tokens): A1 = [[.5, .5], [0, 1]] -> 0.5 A + 0.5 I = [[.75, .25], [0, 1]];
+    A2 = [[1, 0], [.5, .5]] -> [[1, 0], [.25, .75]]; R = Â2 Â1 =
+    [[.75, .25], [.25 * .75, .25 * .25 + .75]] = [[.75, .25], [.1875, .8125]].
+    Text 1 (3 tokens, uniform attention U): Â = 0.5 U + 0.5 I; Â Â = 0.25 U + 0.5 U + 0.25 I
+    (U U = U), so R = 0.75 U + 0.25 I: 1/3 * .75 + .25 = .5 on the diagonal, .25 elsewhere.
+    """
+    from xai_checks.attention import AttentionMaps, text_rollout
+
+    weights = torch.zeros(2, 2, 1, 3, 3)
+    weights[0, :, 0] = torch.full((3, 3), 1 / 3)
+    weights[1, 0, 0, :2, :2] = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
+    weights[1, 1, 0, :2, :2] = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    maps = AttentionMaps(
+        weights=weights,
+        tokens=[["[CLS]", "a", "[SEP]"], ["[CLS]", "[SEP]"]],
+        attention_mask=torch.tensor([[True, True, True], [True, True, False]]),
+        word_ids=[[None, 0, None], [None, None]],
+        words=[["a"], []],
+        layers=(0, 1),
+        heads=(0,),
+        num_layers=2,
+        num_heads=1,
+    )
+    result = text_rollout(maps)
+    torch.testing.assert_close(result[1, :2, :2], torch.tensor([[0.75, 0.25], [0.1875, 0.8125]]))
+    assert (result[1, 2] == 0).all() and (result[1, :, 2] == 0).all()  # padding stays empty
+    expected = torch.full((3, 3), 0.25) + torch.eye(3) * 0.25
+    torch.testing.assert_close(result[0], expected)
