@@ -24,7 +24,9 @@ def restore_output_capture(model: nn.Module) -> None:
     capturing = sys.modules.get("transformers.utils.output_capturing")
     if capturing is None:  # transformers never loaded: no Hugging Face model here
         return
-    registry = capturing._CAN_RECORD_REGISTRY
+    registry = getattr(capturing, "_CAN_RECORD_REGISTRY", None)
+    if registry is None:  # a transformers release without this mechanism: nothing to repair
+        return
     for module in model.modules():
         wanted = getattr(module, "_can_record_outputs", None)
         if wanted and not registry.get(module):
