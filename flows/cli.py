@@ -211,7 +211,7 @@ def attention(
         weights = maps.weights[0, :, :, :length, :length]
         matrix = weights[layer].mean(dim=0) if head is None else weights[layer, head]
         which = f"layer {layer % n_layers}, " + (
-            "heads averaged" if head is None else f"head {head}"
+            "heads averaged" if head is None else f"head {head % n_heads}"
         )
         figure = attention_map(tokens, matrix, title=f"{which}: {sentence}")
         try:
