@@ -352,7 +352,7 @@ def xai_gate(
         model_name, alias = policy.model, policy.alias
         thresholds, plan = policy.thresholds(), policy.plan()
         manifest = policy.audit_set
-        configure_tracking(tracking_uri)
+        configure_tracking(tracking_uri, check=True)
         text = _is_text(policy.modality, manifest)
         model = load_model(model_name, version)
         if text:

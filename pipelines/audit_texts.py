@@ -267,6 +267,12 @@ def audit_texts(
             query = _query_index(maps, row_in_batch, tokenizer)
             scores = word_scores(saliency.scores[row_in_batch, :length], word_ids)
             k = int(is_spurious.sum())
+            if k == 0:  # the CSV check found them in the text: truncation cut them off
+                raise XAICheckError(
+                    f"text {ids[i]!r}: its spurious words {list(spurious[i])} lie beyond the "
+                    f"model's token limit ({len(word_ids)} tokens kept), so they cannot be "
+                    "scored; shorten the text or put them earlier"
+                )
             top = (
                 scores.topk(min(k, len(scores))).indices if k else torch.empty(0, dtype=torch.long)
             )

@@ -31,6 +31,7 @@ __all__ = [
     "TOKENIZER_FILES",
     "LoadedModel",
     "ModelLoadError",
+    "TrackingUnreachable",
     "configure_tracking",
     "load_model_uri",
     "load_model_version",
@@ -57,12 +58,42 @@ class LoadedModel:
     """The text model's tokenizer, logged beside it; None for image models."""
 
 
-def configure_tracking(tracking_uri: str | None = None) -> str:
-    """Point MLflow at ``tracking_uri``, ``$MLFLOW_TRACKING_URI`` or the sqlite default."""
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+"""Bounded retries for a tracking server: MLflow's defaults wait minutes before failing."""
+
+
+class TrackingUnreachable(GateError, ConnectionError):
+    """The MLflow tracking server did not answer within the bounded retries."""
+
+
+def configure_tracking(tracking_uri: str | None = None, *, check: bool = False) -> str:
+    """Point MLflow at ``tracking_uri``, ``$MLFLOW_TRACKING_URI`` or the sqlite default.
+
+    For an HTTP server, retries are bounded (``HTTP_LIMITS``, unless the caller
+    set them) and ``check=True`` asks it once, so an unreachable server is a
+    clear error within about a minute instead of a hang or a deep traceback.
+    """
     import mlflow
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        for key, value in HTTP_LIMITS.items():
+            os.environ.setdefault(key, value)
+        if check:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                mlflow.MlflowClient(uri).search_experiments(max_results=1)
+            except (MlflowException, OSError) as exc:
+                raise TrackingUnreachable(
+                    f"cannot reach the MLflow tracking server at {uri}: "
+                    f"{str(exc).splitlines()[0][:300]}"
+                ) from None
     return uri
 
 

@@ -71,3 +71,32 @@ def test_another_local_model_folder_works(tmp_path):
     assert result.exit_code == 0, result.output
     assert "layer 1, head 3, 5 tokens" in result.output  # 2 layers x 4 heads; -1 is the last
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_unreachable_tracking_server_is_a_clear_error_in_bounded_time(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,label,spurious_mask\n")
+    start = time.monotonic()
+    result = CliRunner().invoke(
+        app,
+        [
+            "gate",
+            "--model",
+            "m",
+            "--version",
+            "1",
+            "--audit-set",
+            str(manifest),
+            "--tracking-uri",
+            f"http://127.0.0.1:{port}",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in result.output
+    assert time.monotonic() - start < 120

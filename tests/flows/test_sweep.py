@@ -34,8 +34,12 @@ def _register(count: int) -> None:
             )
 
 
+SECRET = "sweep-secret-value"
+
+
 @pytest.fixture
-def policy_file(tracking_uri, tmp_path: Path) -> Path:
+def policy_file(tracking_uri, tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
     batch = make_lesions(8, ruler="always", seed=5)
     write_audit_set(tmp_path / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
     text = (
@@ -86,6 +90,14 @@ def test_two_sweeps_racing_give_each_version_exactly_one_verdict(policy_file, tr
         assert len(tags["xai_gate.policy_hash"]) == 64
     assert ungated_versions(MODEL) == []
     assert xai_gate_sweep(str(policy_file), tracking_uri) == []  # nothing left to gate
+    # Verdicts are signed, and the secret itself is nowhere in what was logged.
+    import mlflow
+
+    for version in ("1", "2"):
+        tags = client.get_model_version(MODEL, version).tags
+        assert len(tags["xai_gate.signature"]) == 64 and SECRET not in str(tags)
+    runs = mlflow.search_runs(experiment_names=["xai-gate"])
+    assert SECRET not in runs.to_csv()
 
 
 def test_each_gate_run_publishes_a_summary_and_a_table_artifact(policy_file, tracking_uri):

@@ -122,3 +122,17 @@ def test_masses_follow_the_definition_on_one_text(trained_text_pair):
     cls_row = attention_maps(model, tok, [text]).weights[0, -1].mean(dim=0)[0, 1:-1]
     assert row["attention_mass"] == pytest.approx(float(cls_row[-1] / cls_row.sum()), rel=1e-5)
     assert row["precision_at_k"] == float(torch.argmax(words) == len(words) - 1)
+
+
+def test_spurious_words_cut_off_by_truncation_are_an_error_naming_the_text():
+    from transformers import AutoTokenizer
+
+    from xai_checks.attention import default_text_model_path
+    from xai_checks.errors import XAICheckError
+    from xai_checks.toy_text_models import tiny_bert_classifier
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_text_model_path()))
+    model = tiny_bert_classifier(tokenizer.vocab_size)  # 64 positions
+    long_text = "the lamp was fine . " * 20 + "cheers"
+    with pytest.raises(XAICheckError, match=r"text 'long': its spurious words \['cheers'\] lie "):
+        audit_texts(model, tokenizer, [long_text], [1], [("cheers",)], text_ids=["long"])
