@@ -84,6 +84,17 @@ def _headline(evidence: GateEvidence | TextGateEvidence) -> dict[str, float]:
     return out
 
 
+def _describe(error: BaseException) -> str:
+    """One line per problem: pydantic's multi-line report becomes 'field: message'."""
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'options'}: {e['msg']}"
+            for e in error.errors()
+        )
+        return f"invalid gate options: {problems}"
+    return str(error)
+
+
 def _is_text(modality: str, manifest: Path) -> bool:
     if modality not in ("auto", "image", "text"):
         raise GateError(f"modality must be 'auto', 'image' or 'text', got {modality!r}")
@@ -383,7 +394,7 @@ def xai_gate(
         promoted = promote(model, decision, run_id, alias, checks, policy.digest())
         publish_summary(model_name, version, decision, run_id, evidence.metrics(), promoted, alias)
     except EXPECTED_ERRORS as exc:
-        outcome = GateOutcome(model_name, version, Verdict.ERROR, [str(exc)], alias=alias)
+        outcome = GateOutcome(model_name, version, Verdict.ERROR, [_describe(exc)], alias=alias)
         logger.error(outcome.message)
         return Failed(message=outcome.message, data=outcome)  # on_failure records 'error'
 

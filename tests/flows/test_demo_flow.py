@@ -231,7 +231,11 @@ def test_cli_exit_codes(demo):
     forced = runner.invoke(app, [*args, "--version", "1", "--modality", "text"])
     assert forced.exit_code == 2 and "has no tokenizer" in forced.output
     bogus = runner.invoke(app, [*args, "--version", "1", "--modality", "audio"])
-    assert bogus.exit_code == 2 and "modality must be 'auto', 'image' or 'text'" in bogus.output
+    assert bogus.exit_code == 2
+    assert "invalid gate options: modality: Input should be 'auto', 'image' or 'text'" in (
+        bogus.output
+    )
+    assert "errors.pydantic.dev" not in bogus.output  # one readable line, no library noise
     passed = runner.invoke(app, [*args, "--version", "2"])
     assert passed.exit_code == 0, passed.output
     assert "alias 'champion' -> lesion-classifier v2" in passed.output
