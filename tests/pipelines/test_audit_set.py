@@ -158,3 +158,17 @@ def test_without_class_names_labels_must_be_indices(audit_dir):
         "image,label,spurious_mask\nimages/00000.png,1,masks/00000.png\n",
     )
     assert load_audit_set(manifest).labels.tolist() == [1]
+
+
+def test_a_manifest_that_is_not_utf8_is_a_clear_error(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_bytes(b"image,label,spurious_mask\n\xff\xfe\x00bad,benign,m.png\n")
+    with pytest.raises(AuditSetError, match=r"cannot read manifest .*utf-8"):
+        load_audit_set(manifest, class_names=CLASS_NAMES)
+
+
+def test_a_truncated_image_names_its_line(audit_dir):
+    image = audit_dir / "images" / "00001.png"
+    image.write_bytes(image.read_bytes()[:60])  # the header survives, the pixels do not
+    with pytest.raises(AuditSetError, match=r"manifest\.csv:3 column 'image': cannot decode"):
+        load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
