@@ -1,0 +1,36 @@
+"""`xai-gate policy init | check`: a commented example, and errors with key and line."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+
+def test_init_writes_an_example_that_check_accepts(tmp_path):
+    path = tmp_path / "p.yaml"
+    written = CliRunner().invoke(app, ["policy", "init", str(path)])
+    assert written.exit_code == 0 and path.read_text().startswith("# xai-gate policy")
+    again = CliRunner().invoke(app, ["policy", "init", str(path)])
+    assert again.exit_code == 2 and "exists" in again.output
+    checked = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert checked.exit_code == 0, checked.output
+    assert "valid; model lesion-classifier, protected champion" in checked.output
+    assert "(audit set not found yet)" in checked.output
+
+
+def test_check_names_the_bad_key_and_its_line(tmp_path):
+    path = tmp_path / "p.yaml"
+    CliRunner().invoke(app, ["policy", "init", str(path)])
+    path.write_text(path.read_text().replace("max_flip_rate: 0.20", "max_flip_rate: 2"))
+    result = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 2
+    assert "p.yaml:18 checks.counterfactual.max_flip_rate: Input should be less than or" in (
+        result.output
+    )
+
+
+def test_gate_needs_a_policy_or_a_model_and_an_audit_set():
+    result = CliRunner().invoke(app, ["gate", "--version", "1"])
+    assert result.exit_code == 2
+    assert "give --policy FILE, or both --model and --audit-set" in result.output
