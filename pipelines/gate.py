@@ -90,12 +90,6 @@ def record_verdict(
 
     client = MlflowClient()
     version = str(version)
-    client.set_model_version_tag(name, version, TAG_VERDICT, decision.verdict.value)
-    client.set_model_version_tag(name, version, TAG_RUN_ID, run_id or "")
-    client.set_model_version_tag(name, version, TAG_REASON, decision.reason[:4900])
-    client.set_model_version_tag(name, version, TAG_POLICY_HASH, policy_hash)
-    if checks:  # which lines of evidence the verdict rests on, e.g. heatmaps only
-        client.set_model_version_tag(name, version, TAG_CHECKS, ",".join(checks))
     secret = secret_from_env()
     signature = (
         sign_verdict(
@@ -109,8 +103,16 @@ def record_verdict(
         if secret
         else ""
     )
-    # Always written: an old signature must not outlive the verdict it signed.
+    # The verdict tag goes last: a run killed while writing leaves either no verdict (the
+    # sweeper gates the version again) or the old verdict beside a signature that no
+    # longer matches it (a guarded registry refuses to promote), never a fresh-looking pass.
+    client.set_model_version_tag(name, version, TAG_RUN_ID, run_id or "")
+    client.set_model_version_tag(name, version, TAG_REASON, decision.reason[:4900])
+    client.set_model_version_tag(name, version, TAG_POLICY_HASH, policy_hash)
+    if checks:  # which lines of evidence the verdict rests on, e.g. heatmaps only
+        client.set_model_version_tag(name, version, TAG_CHECKS, ",".join(checks))
     client.set_model_version_tag(name, version, TAG_SIGNATURE, signature)
+    client.set_model_version_tag(name, version, TAG_VERDICT, decision.verdict.value)
     if decision.verdict is not Verdict.PASSED:
         return False
     client.set_registered_model_alias(name, alias, version)

@@ -131,3 +131,18 @@ def test_serve_builds_a_scheduled_sweeper_deployment(policy_file, tracking_uri):
     assert deployment.parameters == {"policy_file": str(policy_file), "tracking_uri": tracking_uri}
     (schedule,) = deployment.schedules
     assert schedule.schedule.cron == "0 * * * *"
+
+
+def test_a_gate_killed_while_writing_leaves_no_verdict_so_the_sweeper_gates_again(
+    tracking_uri,
+):
+    """Every tag but the verdict written (the process died before the last one)."""
+    _register(1)
+    client = MlflowClient()
+    for key, value in {
+        "xai_gate.run_id": "r",
+        "xai_gate.reason": "x",
+        "xai_gate.signature": "ab" * 32,
+    }.items():
+        client.set_model_version_tag(MODEL, "1", key, value)
+    assert ungated_versions(MODEL) == ["1"]
