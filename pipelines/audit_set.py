@@ -198,16 +198,28 @@ def _manifest_checks(
 
 
 def read_manifest(manifest: Path) -> pd.DataFrame:
+    """The manifest as strings, one row per CSV line; ragged rows are refused, not dropped."""
     if not manifest.is_file():
         raise AuditSetError(f"audit-set manifest not found: {manifest}")
     try:
-        frame = pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        with manifest.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        frame = pd.read_csv(
+            manifest, dtype=str, keep_default_na=False, na_values=[""], index_col=False
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         raise AuditSetError(f"cannot read manifest {manifest}: {exc}") from None
+    header = rows[0] if rows else []
+    for number, row in enumerate(rows[1:], start=2):
+        if row and len(row) != len(header):
+            raise AuditSetError(
+                f"{manifest.name}:{number} has {len(row)} fields but the header has "
+                f"{len(header)}; quote values that contain commas"
+            )
     frame.columns = [str(c).strip() for c in frame.columns]
     if frame.empty:
         raise AuditSetError(f"manifest {manifest} has no rows: the audit set is empty")
-    return frame
+    return frame.reset_index(drop=True)
 
 
 def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = None) -> AuditSet:

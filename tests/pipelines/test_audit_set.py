@@ -172,3 +172,11 @@ def test_a_truncated_image_names_its_line(audit_dir):
     image.write_bytes(image.read_bytes()[:60])  # the header survives, the pixels do not
     with pytest.raises(AuditSetError, match=r"manifest\.csv:3 column 'image': cannot decode"):
         load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+
+
+def test_a_row_with_more_fields_than_the_header_is_refused_not_cut(tmp_path):
+    """Found by the fuzzer: pandas silently turned the extra field into the row index."""
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("image,label,spurious_mask\n,,,\n")
+    with pytest.raises(AuditSetError, match=r"manifest\.csv:2 has 4 fields but the header has 3"):
+        load_audit_set(manifest, class_names=CLASS_NAMES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -36,7 +37,10 @@ def csv_files(draw) -> bytes:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("XAI_GATE_FUZZ_EXAMPLES", "25")),
+    deadline=None,
+    derandomize="XAI_GATE_FUZZ_EXAMPLES" not in os.environ,  # CI: the same cases every run
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(csv_files())
 def test_any_csv_gives_a_loaded_set_or_an_audit_set_error(content):
