@@ -60,7 +60,7 @@ def version_lock(model: str, version: str, timeout_seconds: float = 3600) -> Ite
         yield
 
 
-@flow(name="xai-gate-sweep", log_prints=True)
+@flow(name="xai-gate-sweep")
 def xai_gate_sweep(policy_file: str, tracking_uri: str | None = None) -> list[GateOutcome]:
     """Gate each ungated version of the policy's model; return the outcomes of this sweep."""
     logger = get_run_logger()

@@ -40,6 +40,7 @@ from pipelines.gate_policy import (
 from pipelines.policy import AuditPlan, Thresholds
 from pipelines.report import render_report
 from pipelines.sanity import SanityEvidence, sanity_audit
+from pipelines.signing import SECRET_ENV, secret_from_env
 from pipelines.tracking import (
     LoadedModel,
     configure_tracking,
@@ -287,7 +288,6 @@ def promote(
 
 @flow(
     name="xai-gate",
-    log_prints=True,
     on_failure=[record_error_verdict],
     on_crashed=[record_error_verdict],
 )
@@ -361,6 +361,11 @@ def xai_gate(
                 batch_size=batch_size,
             )
         model_name, alias = policy.model, policy.alias
+        if policy.require_signature and secret_from_env() is None:
+            raise GateError(
+                "the policy requires signed verdicts (require_signature: true) but "
+                f"{SECRET_ENV} is not set"
+            )
         thresholds, plan = policy.thresholds(), policy.plan()
         manifest = policy.audit_set
         configure_tracking(tracking_uri, check=True)

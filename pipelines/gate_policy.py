@@ -97,6 +97,10 @@ class GatePolicy(_Strict):
         "'inconclusive' (exit 3), 'block' records 'blocked'. Neither promotes.",
     )
     approval: bool = Field(False, description="Wait for a person to approve a pass.")
+    require_signature: bool = Field(
+        False,
+        description="Refuse to gate without XAI_GATE_SECRET, so no verdict is ever unsigned.",
+    )
     batch_size: int = Field(32, ge=1)
 
     @property
@@ -240,5 +244,6 @@ sanity:                         # do the heatmaps depend on the weights at all?
 
 inconclusive: hold              # hold: verdict 'inconclusive' (exit 3) | block: verdict 'blocked'
 approval: false                 # true: a person approves each pass before the alias moves
+require_signature: false        # true: refuse to run without XAI_GATE_SECRET (guarded registries)
 batch_size: 32
 """

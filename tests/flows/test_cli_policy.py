@@ -34,3 +34,26 @@ def test_gate_needs_a_policy_or_a_model_and_an_audit_set():
     result = CliRunner().invoke(app, ["gate", "--version", "1"])
     assert result.exit_code == 2
     assert "give --policy FILE, or both --model and --audit-set" in result.output
+
+
+def test_a_policy_that_requires_signing_refuses_to_run_without_the_secret(tmp_path, monkeypatch):
+    monkeypatch.delenv("XAI_GATE_SECRET", raising=False)
+    path = tmp_path / "p.yaml"
+    CliRunner().invoke(app, ["policy", "init", str(path)])
+    path.write_text(path.read_text().replace("require_signature: false", "require_signature: true"))
+    result = CliRunner().invoke(
+        app,
+        [
+            "gate",
+            "--policy",
+            str(path),
+            "--version",
+            "1",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "requires signed verdicts (require_signature: true) but XAI_GATE_SECRET is not set" in (
+        result.output
+    )
