@@ -40,9 +40,10 @@ def overlay_grid(cases: Cases, *, columns: int = 4, title: str = "") -> Figure:
             f"{row['image_id']}\n{row['label']} → {row['prediction']}  "
             f"mass {row['spurious_mass']:.2f}",
             fontsize=7,
+            parse_math=False,  # image ids and labels are data: '$' must not start maths
         )
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, parse_math=False)
     fig.tight_layout()
     return fig
 
@@ -59,9 +60,9 @@ def _pairs(before, after, captions, title: str) -> Figure:
     for i, (top, bottom) in enumerate(captions):
         _image(axes[0, i], before[i])
         _image(axes[1, i], after[i])
-        axes[0, i].set_title(top, fontsize=7)
-        axes[1, i].set_title(bottom, fontsize=7)
-    fig.suptitle(title, fontsize=10)
+        axes[0, i].set_title(top, fontsize=7, parse_math=False)
+        axes[1, i].set_title(bottom, fontsize=7, parse_math=False)
+    fig.suptitle(title, fontsize=10, parse_math=False)
     fig.tight_layout()
     return fig
 
@@ -133,6 +134,10 @@ def sanity_figure(evidence: SanityEvidence, *, threshold: float, title: str = ""
             _image(ax, evidence.images[i])
             ax.imshow(maps[i].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
             ax.set_title(f"{label}  ρ={float(result.spearman[-1, i]):.2f}", fontsize=7)
-    fig.suptitle(f"{title} (sanity: {evidence.method}, cascading randomisation)", fontsize=10)
+    fig.suptitle(
+        f"{title} (sanity: {evidence.method}, cascading randomisation)",
+        fontsize=10,
+        parse_math=False,
+    )
     fig.tight_layout()
     return fig

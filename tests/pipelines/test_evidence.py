@@ -168,3 +168,24 @@ def test_an_explanation_that_ignores_the_weights_makes_the_gate_inconclusive(tra
         "(mean Spearman 1.000 after 8 layers exceeds max_sanity_correlation 0.500), so they "
         "do not explain this model"
     ]
+
+
+def test_overlay_titles_show_data_strings_literally():
+    """Image ids and labels are data: a '$' must not be read as maths (or crash the plot)."""
+    import matplotlib.pyplot as plt
+
+    from pipelines.audit import Cases
+    from pipelines.plots import overlay_grid
+
+    rows = pd.DataFrame(
+        {"image_id": ["a$x^{2$.png"], "label": ["$b"], "prediction": ["c"], "spurious_mass": [0.5]}
+    )
+    cases = Cases(
+        torch.rand(1, 3, 8, 8), torch.rand(1, 8, 8), torch.ones(1, 8, 8, dtype=bool), rows
+    )
+    fig = overlay_grid(cases, title="v1 $ok")
+    try:
+        fig.canvas.draw()  # mathtext would raise on the unbalanced '$'
+        assert fig.axes[0].get_title().startswith("a$x^{2$.png")
+    finally:
+        plt.close(fig)
