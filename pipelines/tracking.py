@@ -36,6 +36,7 @@ __all__ = [
     "load_model_uri",
     "load_model_version",
     "log_gate_evidence",
+    "weights_only_metadata",
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -126,15 +127,29 @@ def load_model_version(name: str, version: str | int) -> LoadedModel:
 
 
 def load_model_uri(uri: str) -> LoadedModel:
-    """Load any ``mlflow.pytorch`` model URI (a version, ``models:/<model_id>``, a run path)."""
+    """Load any ``mlflow.pytorch`` model URI (a version, ``models:/<model_id>``, a run path).
+
+    With metadata ``architecture`` (``"package.module:Factory"``) and a
+    ``state_dict.pt`` among its ``extra_files``, the module is built from that
+    installed code and its weights read with ``torch.load(weights_only=True)``:
+    nothing from the registry is unpickled. Otherwise MLflow's pytorch flavour
+    loads the pickled module, so gate only models from registries you trust.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
         info = mlflow.models.get_model_info(uri)
-        module = mlflow.pytorch.load_model(uri, map_location="cpu")
     except MlflowException as exc:
         raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
+    metadata = info.metadata or {}
+    if metadata.get("architecture"):
+        module = _load_weights_only(uri, metadata)
+    else:
+        try:
+            module = mlflow.pytorch.load_model(uri, map_location="cpu")
+        except MlflowException as exc:
+            raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{uri} is a {type(module).__name__}, not a torch.nn.Module")
     if _has_no_hookable_layers(module):
@@ -143,7 +158,6 @@ def load_model_uri(uri: str) -> LoadedModel:
             "into one graph, so no layer can be hooked for Grad-CAM. Log the model with "
             "mlflow.pytorch.log_model(..., serialization_format='pickle') to gate it."
         )
-    metadata = info.metadata or {}
     names = metadata.get("class_names")
     tokenizer = _load_tokenizer(uri) if metadata.get("modality") == "text" else None
     return LoadedModel(
@@ -155,6 +169,54 @@ def load_model_uri(uri: str) -> LoadedModel:
         source_run_id=info.run_id,
         tokenizer=tokenizer,
     )
+
+
+STATE_DICT_FILE = "state_dict.pt"
+
+
+def weights_only_metadata(architecture: str, **init_kwargs: Any) -> dict[str, Any]:
+    """Metadata for ``log_model`` so the gate rebuilds the model without unpickling it.
+
+    Log the weights beside it: ``torch.save(model.state_dict(), "state_dict.pt")``
+    and ``extra_files=["state_dict.pt"]``.
+    """
+    return {"architecture": architecture, "init_kwargs": init_kwargs}
+
+
+def _load_weights_only(uri: str, metadata: dict[str, Any]) -> nn.Module:
+    import importlib
+
+    import mlflow
+    import torch
+    from mlflow.exceptions import MlflowException
+
+    reference = str(metadata["architecture"])
+    module_name, _, attribute = reference.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError):
+        raise ModelLoadError(
+            f"{uri}: architecture {reference!r} is not importable here "
+            "(expected 'package.module:ClassOrFactory' of an installed package)"
+        ) from None
+    try:
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/extra_files")
+    except (MlflowException, OSError):
+        raise ModelLoadError(
+            f"{uri}: metadata names an architecture but extra_files has no {STATE_DICT_FILE}"
+        ) from None
+    weights = Path(folder) / STATE_DICT_FILE
+    if not weights.is_file():
+        raise ModelLoadError(f"{uri}: extra_files has no {STATE_DICT_FILE}")
+    module = factory(**dict(metadata.get("init_kwargs") or {}))
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{uri}: cannot load {STATE_DICT_FILE} into {reference}: {exc}"
+        ) from None
+    return module.eval()
 
 
 TOKENIZER_FILES = (

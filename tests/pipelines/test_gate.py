@@ -108,3 +108,77 @@ def test_pt2_versions_are_refused_with_the_fix(tracking_uri):
         )
     with pytest.raises(ModelLoadError, match=r"pt2 format.*serialization_format='pickle'"):
         load_model_version("pt2-model", 1)
+
+
+class _Tripwire:
+    """Unpickling this writes a file: proof that something unpickled the registry's blob."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_weights_only_models_are_rebuilt_without_unpickling_the_registry_blob(
+    tracking_uri, tmp_path
+):
+    import pickle
+
+    import mlflow
+    import torch
+
+    from pipelines.tracking import load_model_version, weights_only_metadata
+    from xai_checks.toy_models import SmallCNN
+
+    torch.manual_seed(3)
+    model = SmallCNN(num_classes=2, width=16)
+    weights = tmp_path / "state_dict.pt"
+    torch.save(model.state_dict(), weights)
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            registered_model_name="safe",
+            serialization_format="pickle",
+            metadata={
+                "class_names": ["a", "b"],
+                **weights_only_metadata("xai_checks.toy_models:SmallCNN", num_classes=2, width=16),
+            },
+            extra_files=[str(weights)],
+            pip_requirements=["torch"],
+        )
+    # Replace the stored pickled module with a tripwire: the gate must never open it.
+    (stored,) = [p for p in tmp_path.rglob("model.pth") if info.model_id in str(p)]
+    tripped = tmp_path / "unpickled"
+    stored.write_bytes(pickle.dumps(_Tripwire(str(tripped))))
+    loaded = load_model_version("safe", "1")
+    assert not tripped.exists()
+    assert loaded.class_names == ("a", "b")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[name], tensor), name
+
+
+def test_a_weights_only_model_with_a_bad_architecture_is_a_clear_error(tracking_uri, tmp_path):
+    import mlflow
+    import torch
+
+    from pipelines.tracking import ModelLoadError, load_model_version, weights_only_metadata
+    from xai_checks.toy_models import SmallCNN
+
+    weights = tmp_path / "state_dict.pt"
+    torch.save(SmallCNN().state_dict(), weights)
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            SmallCNN(),
+            name="model",
+            registered_model_name="bad-arch",
+            serialization_format="pickle",
+            extra_files=[str(weights)],
+            metadata=weights_only_metadata("xai_checks.toy_models:NoSuchNet"),
+            pip_requirements=["torch"],
+        )
+    with pytest.raises(
+        ModelLoadError, match=r"architecture 'xai_checks\.toy_models:NoSuchNet' is not"
+    ):
+        load_model_version("bad-arch", "1")
