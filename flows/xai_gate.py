@@ -16,16 +16,9 @@ from prefect.states import Failed, State
 from pydantic import ValidationError
 
 from flows._reporting import ask_for_approval, publish_summary, record_error_verdict
-from pipelines.audit import AuditResult, audit_images
+from pipelines import collect as stages
 from pipelines.audit_set import AuditSet
 from pipelines.audit_set import load_audit_set as read_audit_set
-from pipelines.audit_texts import TextAuditResult, TextAuditSet, audit_texts, is_text_manifest
-from pipelines.audit_texts import load_text_audit_set as read_text_audit_set
-from pipelines.counterfactual import (
-    CounterfactualEvidence,
-    counterfactual_audit,
-    text_counterfactual_audit,
-)
 from pipelines.errors import GateError
 from pipelines.evidence import GateEvidence, TextGateEvidence, Validation
 from pipelines.gate import DEFAULT_ALIAS, GateDecision, Verdict, decide, record_verdict
@@ -39,7 +32,6 @@ from pipelines.gate_policy import (
 )
 from pipelines.policy import AuditPlan, Thresholds
 from pipelines.report import render_report
-from pipelines.sanity import SanityEvidence, sanity_audit
 from pipelines.signing import SECRET_ENV, secret_from_env
 from pipelines.tracking import (
     LoadedModel,
@@ -96,30 +88,6 @@ def _describe(error: BaseException) -> str:
     return str(error)
 
 
-def _is_text(modality: str, manifest: Path) -> bool:
-    if modality not in ("auto", "image", "text"):
-        raise GateError(f"modality must be 'auto', 'image' or 'text', got {modality!r}")
-    return modality == "text" or (modality == "auto" and is_text_manifest(manifest))
-
-
-def _text_evidence(
-    model: LoadedModel, manifest: Path, thresholds: Thresholds, plan: AuditPlan
-) -> TextGateEvidence:
-    if model.tokenizer is None:
-        raise GateError(
-            f"{model.uri} has no tokenizer, so it cannot be gated on a text audit set: log it "
-            "with metadata={'modality': 'text'} and its tokenizer files as extra_files"
-        )
-    data = load_text_audit_set(manifest, model.class_names)
-    return TextGateEvidence(
-        audit=text_audit(model, data, thresholds, plan),
-        counterfactual=text_counterfactual_stage(model, data, plan)
-        if plan.counterfactual
-        else None,
-        class_names=data.class_names,
-    )
-
-
 @task(name="load-model", cache_policy=NO_CACHE)
 def load_model(model_name: str, version: str) -> LoadedModel:
     return load_model_version(model_name, version)
@@ -130,90 +98,24 @@ def load_audit_set(manifest: Path, class_names: tuple[str, ...] | None) -> Audit
     return read_audit_set(manifest, class_names=class_names)
 
 
-@task(name="cam-audit", cache_policy=NO_CACHE)
-def cam_audit(
-    model: LoadedModel, audit_set: AuditSet, thresholds: Thresholds, plan: AuditPlan
-) -> AuditResult:
-    return audit_images(
-        model.module,
-        audit_set.images,
-        audit_set.labels,
-        audit_set.masks,
-        image_ids=audit_set.image_ids,
-        class_names=audit_set.class_names,
-        thresholds=thresholds,
-        methods=plan.cam_methods,
-        target_layer=list(plan.target_layers) or None,
-        batch_size=plan.batch_size,
-    )
-
-
-@task(name="counterfactual-audit", cache_policy=NO_CACHE)
-def counterfactual_stage(
-    model: LoadedModel, audit_set: AuditSet, plan: AuditPlan
-) -> CounterfactualEvidence:
-    return counterfactual_audit(
-        model.module,
-        audit_set.images,
-        audit_set.labels,
-        audit_set.masks,
-        class_names=audit_set.class_names,
-        batch_size=plan.batch_size,
-    )
-
-
-@task(name="sanity-check", cache_policy=NO_CACHE)
-def sanity_stage(model: LoadedModel, audit_set: AuditSet, plan: AuditPlan) -> SanityEvidence:
-    return sanity_audit(
-        model.module,
-        audit_set.images,
-        image_ids=audit_set.image_ids,
-        method=plan.gating_method,
-        target_layers=plan.target_layers,
-        n_images=plan.sanity_images,
-    )
+# Each task is one stage of pipelines.collect, so Prefect shows and retries it on its own.
+cam_audit = task(name="cam-audit", cache_policy=NO_CACHE)(stages.cam_stage)
+counterfactual_audit = task(name="counterfactual-audit", cache_policy=NO_CACHE)(
+    stages.counterfactual_stage
+)
+sanity_check = task(name="sanity-check", cache_policy=NO_CACHE)(stages.sanity_stage)
+load_text_audit_set = task(name="load-text-audit-set", cache_policy=NO_CACHE)(
+    stages.load_text_audit_set
+)
+text_audit = task(name="text-audit", cache_policy=NO_CACHE)(stages.text_audit_stage)
+text_counterfactual_audit = task(name="text-counterfactual-audit", cache_policy=NO_CACHE)(
+    stages.text_counterfactual_stage
+)
 
 
 @task(name="validate-evidence", cache_policy=NO_CACHE)
 def validate_evidence(evidence: GateEvidence, thresholds: Thresholds) -> Validation:
     return evidence.validate(thresholds)
-
-
-@task(name="load-text-audit-set", cache_policy=NO_CACHE)
-def load_text_audit_set(manifest: Path, class_names: tuple[str, ...] | None) -> TextAuditSet:
-    return read_text_audit_set(manifest, class_names=class_names)
-
-
-@task(name="text-audit", cache_policy=NO_CACHE)
-def text_audit(
-    model: LoadedModel, audit_set: TextAuditSet, thresholds: Thresholds, plan: AuditPlan
-) -> TextAuditResult:
-    return audit_texts(
-        model.module,
-        model.tokenizer,
-        audit_set.texts,
-        audit_set.labels,
-        audit_set.spurious,
-        text_ids=audit_set.text_ids,
-        class_names=audit_set.class_names,
-        thresholds=thresholds,
-        batch_size=plan.batch_size,
-    )
-
-
-@task(name="text-counterfactual-audit", cache_policy=NO_CACHE)
-def text_counterfactual_stage(
-    model: LoadedModel, audit_set: TextAuditSet, plan: AuditPlan
-) -> CounterfactualEvidence:
-    return text_counterfactual_audit(
-        model.module,
-        model.tokenizer,
-        audit_set.texts,
-        audit_set.labels,
-        audit_set.spurious,
-        class_names=audit_set.class_names,
-        batch_size=plan.batch_size,
-    )
 
 
 @task(name="log-evidence", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -369,20 +271,27 @@ def xai_gate(
         thresholds, plan = policy.thresholds(), policy.plan()
         manifest = policy.audit_set
         configure_tracking(tracking_uri, check=True)
-        text = _is_text(policy.modality, manifest)
+        text = stages.is_text_policy(policy)
         model = load_model(model_name, version)
         if text:
-            evidence = _text_evidence(model, manifest, thresholds, plan)
-        else:
-            audit_data = load_audit_set(manifest, model.class_names)
-            evidence = GateEvidence(
-                audit=cam_audit(model, audit_data, thresholds, plan),
-                counterfactual=counterfactual_stage(model, audit_data, plan)
+            texts = load_text_audit_set(model, policy)
+            evidence = TextGateEvidence(
+                audit=text_audit(model, texts, thresholds, plan),
+                counterfactual=text_counterfactual_audit(model, texts, plan)
                 if plan.counterfactual
                 else None,
-                sanity=sanity_stage(model, audit_data, plan) if plan.sanity else None,
-                images=audit_data.images,
-                class_names=audit_data.class_names,
+                class_names=texts.class_names,
+            )
+        else:
+            images = load_audit_set(manifest, model.class_names)
+            evidence = GateEvidence(
+                audit=cam_audit(model, images, thresholds, plan),
+                counterfactual=counterfactual_audit(model, images, plan)
+                if plan.counterfactual
+                else None,
+                sanity=sanity_check(model, images, plan) if plan.sanity else None,
+                images=images.images,
+                class_names=images.class_names,
             )
         validation = validate_evidence(evidence, thresholds)
         decision = decide(validation.scores, validation.sanity, inconclusive=policy.inconclusive)

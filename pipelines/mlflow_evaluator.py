@@ -51,7 +51,7 @@ class XaiEvaluator(ModelEvaluator):
         import mlflow
 
         from pipelines.collect import collect_evidence
-        from pipelines.tracking import load_model_uri
+        from pipelines.tracking import TIGHT, load_model_uri
 
         policy = _policy(evaluator_config)
         # The logged model behind the pyfunc wrapper: reload it as a torch module.
@@ -68,7 +68,7 @@ class XaiEvaluator(ModelEvaluator):
         for path, draw in evidence.figures(policy.thresholds(), "xai evaluation").items():
             fig = draw()
             try:
-                client.log_figure(run_id, fig, path)
+                client.log_figure(run_id, fig, path, save_kwargs=TIGHT)
             finally:
                 plt.close(fig)
             local = client.download_artifacts(run_id, path)

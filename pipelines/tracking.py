@@ -172,6 +172,8 @@ def load_model_uri(uri: str) -> LoadedModel:
 
 
 STATE_DICT_FILE = "state_dict.pt"
+TIGHT = {"bbox_inches": "tight", "pad_inches": 0.1}
+"""How review figures are saved: to their drawn content, titles included."""
 
 
 def weights_only_metadata(architecture: str, **init_kwargs: Any) -> dict[str, Any]:
@@ -299,9 +301,10 @@ def log_gate_evidence(
             fig = draw()
             try:
                 buffer = io.BytesIO()
-                fig.savefig(buffer, format="png", dpi=100)
+                # Tight bounds: a long suptitle is never cut off at the figure's edge.
+                fig.savefig(buffer, format="png", dpi=100, **TIGHT)
                 images[path] = compact_png(buffer.getvalue())
-                mlflow.log_figure(fig, path)
+                mlflow.log_figure(fig, path, save_kwargs=TIGHT)
             finally:
                 plt.close(fig)
         if report is not None:
