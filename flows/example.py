@@ -73,9 +73,10 @@ def make_example(dest: Path, *, n_train: int = 1200, n_audit: int = 24) -> Path:
     from flows.demo import DemoConfig, demo_succeeded, run_demo
 
     dest = Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    # Replace the store, keep what else lives there (its README).
+    (dest / "mlflow.db").unlink(missing_ok=True)
+    shutil.rmtree(dest / "mlartifacts", ignore_errors=True)
     work = dest / "_work"
     with mlflow_server(dest) as uri:
         rows = run_demo(
