@@ -60,6 +60,11 @@ def gate(
     tracking_uri: str | None = typer.Option(
         None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Gate again even if the version has a verdict under this policy and audit set.",
+    ),
 ) -> None:
     """Audit one model version and promote it only if it passes.
 
@@ -98,6 +103,7 @@ def gate(
         sanity=sanity,
         tracking_uri=tracking_uri,
         modality=modality,
+        force=force,
     )
     code = exit_code(outcome)
     typer.echo(outcome.message, err=code == 2)

@@ -10,19 +10,25 @@ models alone would take 16 MB.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from pipelines.report import compact_png
 
-__all__ = ["make_example", "mlflow_server"]
+__all__ = ["MlflowServer", "make_example", "mlflow_server", "start_mlflow_server"]
 
+CLIENT_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 WEIGHTS = ("model.pth", "pickle_module_info.txt", "extra_files")
 
 
@@ -32,12 +38,31 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextmanager
-def mlflow_server(store: Path, timeout: float = 120) -> Iterator[str]:
-    """A local ``mlflow server`` on ``store/mlflow.db`` serving ``store/mlartifacts``."""
+@dataclass
+class MlflowServer:
+    """A running ``mlflow server`` in its own process group (it forks its web workers)."""
+
+    uri: str
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole group, so no worker keeps the port open."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def start_mlflow_server(
+    store: Path, *, port: int | None = None, timeout: float = 120
+) -> MlflowServer:
+    """Start ``mlflow server`` on ``store/mlflow.db`` serving ``store/mlartifacts``."""
     import mlflow
 
-    port = _free_port()
+    port = port or _free_port()
+    # A file, not a pipe: a chatty server would block on a full pipe. Closed by kill().
+    log = tempfile.TemporaryFile()  # noqa: SIM115
     process = subprocess.Popen(
         [
             sys.executable, "-m", "mlflow", "server",
@@ -47,25 +72,35 @@ def mlflow_server(store: Path, timeout: float = 120) -> Iterator[str]:
             "--serve-artifacts",
         ],
         cwd=store,
+        # The server's stores are its arguments, never a client's URI from this environment.
+        env={k: v for k, v in os.environ.items() if k not in CLIENT_URI_ENV},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
     )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
+    server = MlflowServer(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mlflow.MlflowClient(server.uri).search_experiments(max_results=1)
+            return server
+        except Exception:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                error = log.read().decode(errors="replace")[-2000:]
+                server.kill()
+                raise RuntimeError(f"mlflow server did not start: {error}") from None
+            time.sleep(0.5)
+
+
+@contextmanager
+def mlflow_server(store: Path, timeout: float = 120) -> Iterator[str]:
+    """A local ``mlflow server`` on ``store``, stopped (with its workers) on exit."""
+    server = start_mlflow_server(store, timeout=timeout)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                mlflow.MlflowClient(uri).search_experiments(max_results=1)
-                break
-            except Exception:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    error = process.stderr.read().decode()[-2000:] if process.stderr else ""
-                    raise RuntimeError(f"mlflow server did not start: {error}") from None
-                time.sleep(0.5)
-        yield uri
+        yield server.uri
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.kill(signal.SIGTERM)
 
 
 def make_example(dest: Path, *, n_train: int = 1200, n_audit: int = 24) -> Path:

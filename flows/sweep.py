@@ -1,20 +1,17 @@
 """The sweeper: gate every version of a model that has no verdict yet, one verdict each.
 
 Run it by hand (``xai-gate sweep``) or on a schedule (``xai-gate serve``).
-Each version is gated under a Prefect global concurrency limit named after
-it (limit 1), and its verdict is re-read once the slot is held, so two
-sweepers that race for the same version produce one verdict, not two.
+The gate flow holds a per-version lock (``flows.locking``) and reuses a
+verdict it finds once the lock is held, so two sweepers that race for the
+same version produce one verdict, not two.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.concurrency.sync import concurrency
 
 from flows.run import run_gate
 from flows.xai_gate import GateOutcome
@@ -22,7 +19,7 @@ from pipelines.gate_policy import load_policy
 from pipelines.signing import TAG_VERDICT
 from pipelines.tracking import configure_tracking
 
-__all__ = ["run_sweep", "sweep_deployment", "ungated_versions", "version_lock", "xai_gate_sweep"]
+__all__ = ["run_sweep", "sweep_deployment", "ungated_versions", "xai_gate_sweep"]
 
 
 def ungated_versions(model: str) -> list[str]:
@@ -33,33 +30,6 @@ def ungated_versions(model: str) -> list[str]:
     return sorted((str(v.version) for v in versions if TAG_VERDICT not in v.tags), key=int)
 
 
-def _has_verdict(model: str, version: str) -> bool:
-    from mlflow import MlflowClient
-
-    return TAG_VERDICT in MlflowClient().get_model_version(model, version).tags
-
-
-@contextmanager
-def version_lock(model: str, version: str, timeout_seconds: float = 3600) -> Iterator[None]:
-    """Hold the one slot of this version's global concurrency limit (created on first use)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    name = f"xai-gate-{model}-v{version}"
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            # Another sweeper may create it at the same moment: then it is the same lock.
-            with suppress(ObjectAlreadyExists):
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=1)
-                )
-    with concurrency(name, occupy=1, strict=True, timeout_seconds=timeout_seconds):
-        yield
-
-
 @flow(name="xai-gate-sweep")
 def xai_gate_sweep(policy_file: str, tracking_uri: str | None = None) -> list[GateOutcome]:
     """Gate each ungated version of the policy's model; return the outcomes of this sweep."""
@@ -68,15 +38,14 @@ def xai_gate_sweep(policy_file: str, tracking_uri: str | None = None) -> list[Ga
     configure_tracking(tracking_uri)
     outcomes = []
     for version in ungated_versions(policy.model):
-        with version_lock(policy.model, version):
-            if _has_verdict(policy.model, version):  # another sweeper got there first
-                logger.info("%s v%s was gated meanwhile; skipped", policy.model, version)
-                continue
-            outcome = run_gate(
-                policy.model, version, policy_file=str(policy_file), tracking_uri=tracking_uri
-            )
-            logger.info(outcome.message)
-            outcomes.append(outcome)
+        outcome = run_gate(
+            policy.model, version, policy_file=str(policy_file), tracking_uri=tracking_uri
+        )
+        if outcome.reused:  # another sweeper or gate got there first
+            logger.info("%s v%s was gated meanwhile; skipped", policy.model, version)
+            continue
+        logger.info(outcome.message)
+        outcomes.append(outcome)
     return outcomes
 
 

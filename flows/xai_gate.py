@@ -15,13 +15,22 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 from pydantic import ValidationError
 
-from flows._reporting import ask_for_approval, publish_summary, record_error_verdict
+from flows._reporting import ask_for_approval, publish_summary, record_error_verdict, tag_error
+from flows.locking import LockTimeout, version_lock
 from pipelines import collect as stages
 from pipelines.audit_set import AuditSet
 from pipelines.audit_set import load_audit_set as read_audit_set
 from pipelines.errors import GateError
 from pipelines.evidence import GateEvidence, TextGateEvidence, Validation
-from pipelines.gate import DEFAULT_ALIAS, GateDecision, Verdict, decide, record_verdict
+from pipelines.gate import (
+    DEFAULT_ALIAS,
+    GateDecision,
+    Verdict,
+    decide,
+    file_digest,
+    prior_verdict,
+    record_verdict,
+)
 from pipelines.gate_policy import (
     Checks,
     CounterfactualChecks,
@@ -35,7 +44,9 @@ from pipelines.report import render_report
 from pipelines.signing import SECRET_ENV, secret_from_env
 from pipelines.tracking import (
     LoadedModel,
+    close_orphaned_runs,
     configure_tracking,
+    evidence_logging,
     load_model_version,
     log_gate_evidence,
 )
@@ -57,11 +68,16 @@ class GateOutcome:
     promoted: bool = False
     alias: str = DEFAULT_ALIAS
     summary: dict[str, float | int | str] = field(default_factory=dict)
+    reused: bool = False
+    """The version already had this verdict under the same policy and audit set."""
+    recorded: bool = False
+    """The verdict is already on the version (so ``on_failure`` must not write it again)."""
 
     @property
     def message(self) -> str:
         reason = "; ".join(self.reasons) if self.reasons else "all checks passed"
-        return f"{self.model_name} v{self.version} {self.verdict.value}: {reason}"
+        again = " [reused: already gated under this policy and audit set]" if self.reused else ""
+        return f"{self.model_name} v{self.version} {self.verdict.value}: {reason}{again}"
 
 
 def _headline(evidence: GateEvidence | TextGateEvidence) -> dict[str, float]:
@@ -85,7 +101,9 @@ def _describe(error: BaseException) -> str:
             for e in error.errors()
         )
         return f"invalid gate options: {problems}"
-    return str(error)
+    if isinstance(error, EXPECTED_ERRORS):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 @task(name="load-model", cache_policy=NO_CACHE)
@@ -129,6 +147,8 @@ def log_evidence(
     decision: GateDecision,
     bounds: dict[str, float],
 ) -> str:
+    with evidence_logging():  # runs a dead gate left: this gate holds the lock, none is live
+        close_orphaned_runs(model.name, model.version)
     summary = evidence.summary
     params = {
         "model_uri": model.uri,
@@ -175,6 +195,7 @@ def promote(
     alias: str,
     checks: tuple[str, ...],
     policy_hash: str,
+    audit_set_hash: str,
 ) -> bool:
     """Write the signed verdict; move the alias only on a pass."""
     return record_verdict(
@@ -185,7 +206,89 @@ def promote(
         alias=alias,
         checks=checks,
         policy_hash=policy_hash,
+        audit_set_hash=audit_set_hash,
     )
+
+
+def _policy_from_options(
+    model_name: str,
+    audit_set: Path | None,
+    policy_file: str | None,
+    *,
+    alias: str,
+    modality: str,
+    cam_methods: list[str] | None,
+    target_layer: str | None,
+    counterfactual: bool,
+    sanity: bool,
+    sanity_images: int,
+    batch_size: int,
+    **thresholds: float,
+) -> GatePolicy:
+    """The policy file, or the flow's keyword arguments as the equivalent policy."""
+    if policy_file:
+        policy = load_policy(policy_file)
+        if model_name and model_name != policy.model:
+            raise GateError(
+                f"model {model_name!r} does not match the policy's model {policy.model!r} "
+                f"({policy_file})"
+            )
+    else:
+        if audit_set is None:
+            raise GateError("an audit set or a policy file is required")
+        policy = GatePolicy(
+            model=model_name,
+            protected_aliases=(alias,),
+            audit_set=Path(audit_set),
+            modality=modality,
+            checks=Checks(
+                heatmaps=HeatmapChecks(
+                    **({"methods": tuple(cam_methods)} if cam_methods else {}),
+                    target_layers=tuple(target_layer.split(",")) if target_layer else (),
+                    max_spurious_mass=thresholds["max_spurious_mass"],
+                    max_flagged_fraction=thresholds["max_flagged_fraction"],
+                    flag_mass=thresholds["flag_mass"],
+                ),
+                counterfactual=CounterfactualChecks(
+                    enabled=counterfactual,
+                    max_flip_rate=thresholds["max_flip_rate"],
+                    max_spurious_score=thresholds["max_spurious_score"],
+                ),
+            ),
+            sanity=SanityRule(
+                enabled=sanity,
+                images=sanity_images,
+                max_correlation=thresholds["max_sanity_correlation"],
+            ),
+            batch_size=batch_size,
+        )
+    if policy.require_signature and secret_from_env() is None:
+        raise GateError(
+            "the policy requires signed verdicts (require_signature: true) but "
+            f"{SECRET_ENV} is not set"
+        )
+    return policy
+
+
+def _error(
+    model_name: str, version: str, alias: str, error: BaseException, *, recorded: bool
+) -> State:
+    outcome = GateOutcome(
+        model_name, version, Verdict.ERROR, [_describe(error)], alias=alias, recorded=recorded
+    )
+    get_run_logger().error(outcome.message)
+    return Failed(message=outcome.message, data=outcome)
+
+
+def _final(outcome: GateOutcome) -> GateOutcome | State:
+    """Completed with the outcome on a pass; Failed (the outcome as its data) otherwise."""
+    logger = get_run_logger()
+    if outcome.verdict is Verdict.PASSED:
+        moved = f"; alias {outcome.alias!r} now points to v{outcome.version}"
+        logger.info("%s%s", outcome.message, moved if outcome.promoted else "")
+        return outcome
+    logger.warning(outcome.message)
+    return Failed(message=outcome.message, data=outcome)
 
 
 @flow(
@@ -213,6 +316,7 @@ def xai_gate(
     tracking_uri: str | None = None,
     modality: str = "auto",
     policy_file: str | None = None,
+    force: bool = False,
 ) -> GateOutcome | State:
     """Audit ``models:/model_name/version`` on ``audit_set`` and gate its promotion.
 
@@ -224,95 +328,113 @@ def xai_gate(
     input saliency, attention and rollout masses, word removal and insertion.
     Then GX validation of the score tables, MLflow evidence, the signed
     verdict, the alias, and Prefect artifacts summarising the run.
+
+    One gate per version runs at a time (``flows.locking``). A version that
+    already has a verdict under this policy and audit-set manifest keeps it
+    and nothing is re-run or moved, unless ``force``; an ``error`` is always
+    gated again.
     """
-    logger = get_run_logger()
     version = str(version)
     try:
-        if policy_file:
-            policy = load_policy(policy_file)
-            if model_name and model_name != policy.model:
-                raise GateError(
-                    f"model {model_name!r} does not match the policy's model {policy.model!r} "
-                    f"({policy_file})"
-                )
-        else:
-            if audit_set is None:
-                raise GateError("an audit set or a policy file is required")
-            policy = GatePolicy(
-                model=model_name,
-                protected_aliases=(alias,),
-                audit_set=Path(audit_set),
-                modality=modality,
-                checks=Checks(
-                    heatmaps=HeatmapChecks(
-                        **({"methods": tuple(cam_methods)} if cam_methods else {}),
-                        target_layers=tuple(target_layer.split(",")) if target_layer else (),
-                        max_spurious_mass=max_spurious_mass,
-                        max_flagged_fraction=max_flagged_fraction,
-                        flag_mass=flag_mass,
-                    ),
-                    counterfactual=CounterfactualChecks(
-                        enabled=counterfactual,
-                        max_flip_rate=max_flip_rate,
-                        max_spurious_score=max_spurious_score,
-                    ),
-                ),
-                sanity=SanityRule(
-                    enabled=sanity, images=sanity_images, max_correlation=max_sanity_correlation
-                ),
-                batch_size=batch_size,
-            )
+        policy = _policy_from_options(
+            model_name,
+            audit_set,
+            policy_file,
+            alias=alias,
+            modality=modality,
+            cam_methods=cam_methods,
+            target_layer=target_layer,
+            counterfactual=counterfactual,
+            sanity=sanity,
+            sanity_images=sanity_images,
+            batch_size=batch_size,
+            max_spurious_mass=max_spurious_mass,
+            max_flagged_fraction=max_flagged_fraction,
+            flag_mass=flag_mass,
+            max_flip_rate=max_flip_rate,
+            max_spurious_score=max_spurious_score,
+            max_sanity_correlation=max_sanity_correlation,
+        )
         model_name, alias = policy.model, policy.alias
-        if policy.require_signature and secret_from_env() is None:
-            raise GateError(
-                "the policy requires signed verdicts (require_signature: true) but "
-                f"{SECRET_ENV} is not set"
-            )
-        thresholds, plan = policy.thresholds(), policy.plan()
-        manifest = policy.audit_set
-        configure_tracking(tracking_uri, check=True)
-        text = stages.is_text_policy(policy)
-        model = load_model(model_name, version)
-        if text:
-            texts = load_text_audit_set(model, policy)
-            evidence = TextGateEvidence(
-                audit=text_audit(model, texts, thresholds, plan),
-                counterfactual=text_counterfactual_audit(model, texts, plan)
-                if plan.counterfactual
-                else None,
-                class_names=texts.class_names,
-            )
-        else:
-            images = load_audit_set(manifest, model.class_names)
-            evidence = GateEvidence(
-                audit=cam_audit(model, images, thresholds, plan),
-                counterfactual=counterfactual_audit(model, images, plan)
-                if plan.counterfactual
-                else None,
-                sanity=sanity_check(model, images, plan) if plan.sanity else None,
-                images=images.images,
-                class_names=images.class_names,
-            )
-        validation = validate_evidence(evidence, thresholds)
-        decision = decide(validation.scores, validation.sanity, inconclusive=policy.inconclusive)
-        bounds = policy.bounds(text=text)
-        run_id = log_evidence(
-            evidence, validation, model, thresholds, plan, manifest, decision, bounds
-        )
-        if decision.verdict is Verdict.PASSED and policy.approval:
-            decision = ask_for_approval(decision, model_name, version, run_id)
-        checks = (("saliency", "attention") if text else plan.cam_methods) + (
-            *(("counterfactual",) if plan.counterfactual else ()),
-            *(("sanity",) if plan.sanity and not text else ()),
-        )
-        promoted = promote(model, decision, run_id, alias, checks, policy.digest())
-        publish_summary(model_name, version, decision, run_id, evidence.metrics(), promoted, alias)
+        scope = configure_tracking(tracking_uri, check=True)
     except EXPECTED_ERRORS as exc:
-        outcome = GateOutcome(model_name, version, Verdict.ERROR, [_describe(exc)], alias=alias)
-        logger.error(outcome.message)
-        return Failed(message=outcome.message, data=outcome)  # on_failure records 'error'
+        return _error(model_name, version, alias, exc, recorded=False)  # on_failure tags it
+    try:
+        with version_lock(model_name, version, scope=scope):
+            try:
+                return _final(_gate_version(policy, version, force=force))
+            except Exception as exc:  # every failure must end as a recorded error
+                if not isinstance(exc, EXPECTED_ERRORS):
+                    get_run_logger().exception("the gate of %s v%s failed", model_name, version)
+                recorded = tag_error(model_name, version, _describe(exc), tracking_uri)
+                return _error(model_name, version, alias, exc, recorded=recorded)
+    except LockTimeout as exc:  # the other gate is still at work: its verdict will stand
+        return _error(model_name, version, alias, exc, recorded=True)
 
-    outcome = GateOutcome(
+
+def _gate_version(policy: GatePolicy, version: str, *, force: bool) -> GateOutcome:
+    """Everything after the lock is held: reuse a finished verdict, or audit and decide."""
+    model_name, alias = policy.model, policy.alias
+    policy_hash, audit_set_hash = policy.digest(), file_digest(policy.audit_set)
+    prior = (
+        None
+        if force
+        else prior_verdict(
+            model_name, version, policy_hash=policy_hash, audit_set_hash=audit_set_hash
+        )
+    )
+    if prior is not None:
+        reasons = [prior.reason] if prior.verdict is not Verdict.PASSED else []
+        return GateOutcome(
+            model_name,
+            version,
+            prior.verdict,
+            reasons,
+            run_id=prior.run_id,
+            alias=alias,
+            reused=True,
+            recorded=True,
+        )
+    thresholds, plan = policy.thresholds(), policy.plan()
+    manifest = policy.audit_set
+    text = stages.is_text_policy(policy)
+    model = load_model(model_name, version)
+    if text:
+        texts = load_text_audit_set(model, policy)
+        evidence = TextGateEvidence(
+            audit=text_audit(model, texts, thresholds, plan),
+            counterfactual=text_counterfactual_audit(model, texts, plan)
+            if plan.counterfactual
+            else None,
+            class_names=texts.class_names,
+        )
+    else:
+        images = load_audit_set(manifest, model.class_names)
+        evidence = GateEvidence(
+            audit=cam_audit(model, images, thresholds, plan),
+            counterfactual=counterfactual_audit(model, images, plan)
+            if plan.counterfactual
+            else None,
+            sanity=sanity_check(model, images, plan) if plan.sanity else None,
+            images=images.images,
+            class_names=images.class_names,
+        )
+    validation = validate_evidence(evidence, thresholds)
+    decision = decide(validation.scores, validation.sanity, inconclusive=policy.inconclusive)
+    bounds = policy.bounds(text=text)
+    run_id = log_evidence(evidence, validation, model, thresholds, plan, manifest, decision, bounds)
+    if decision.verdict is Verdict.PASSED and policy.approval:
+        decision = ask_for_approval(decision, model_name, version, run_id)
+    checks = (("saliency", "attention") if text else plan.cam_methods) + (
+        *(("counterfactual",) if plan.counterfactual else ()),
+        *(("sanity",) if plan.sanity and not text else ()),
+    )
+    promoted = promote(model, decision, run_id, alias, checks, policy_hash, audit_set_hash)
+    try:  # the verdict is recorded: a failing summary must not turn it into 'error'
+        publish_summary(model_name, version, decision, run_id, evidence.metrics(), promoted, alias)
+    except Exception as exc:
+        get_run_logger().warning("could not publish the Prefect summary: %s", exc)
+    return GateOutcome(
         model_name,
         version,
         decision.verdict,
@@ -321,9 +443,5 @@ def xai_gate(
         promoted=promoted,
         alias=alias,
         summary=evidence.summary | _headline(evidence),
+        recorded=True,
     )
-    if decision.verdict is Verdict.PASSED:
-        logger.info("%s; alias %r now points to v%s", outcome.message, alias, version)
-        return outcome
-    logger.warning(outcome.message)
-    return Failed(message=outcome.message, data=outcome)

@@ -90,10 +90,17 @@ def _region_status(root: Path, row: pd.Series) -> tuple[str, str]:
     if isinstance(mask, str) and mask:
         return MASK, _inside(root, mask)[1]
     if isinstance(box, str) and box:
-        if _parse_box(box) is None:
+        parsed = _parse_box(box)
+        if parsed is None:
             return BOX, f"box {box!r} is not four integers x0,y0,x1,y1"
+        x0, y0, x1, y1 = parsed
+        if min(parsed) < 0:
+            return BOX, f"box {box!r} has a negative coordinate (pixels start at 0)"
+        if x0 >= x1 or y0 >= y1:
+            return BOX, f"box {box!r} is empty or inverted (needs x0 < x1 and y0 < y1)"
         return BOX, OK
-    return MASK, f"no {MASK} or {BOX} given"
+    # Name a column the file has: a manifest with only boxes has no mask column.
+    return (MASK if MASK in row.index else BOX), f"no {MASK} or {BOX} given"
 
 
 def status_check(manifest: Path, frame: pd.DataFrame, status_column: str, column_of: str) -> Check:

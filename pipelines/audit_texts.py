@@ -51,7 +51,7 @@ from pipelines.audit_set import (
 from pipelines.policy import TEXT_SCORE_COLUMNS, Thresholds
 from pipelines.validation import Check, run_checks
 from xai_checks.attention import AttentionMaps, attention_maps, text_rollout
-from xai_checks.errors import XAICheckError
+from xai_checks.errors import NonFiniteError, XAICheckError
 from xai_checks.metrics import Estimate, bootstrap_ci
 from xai_checks.saliency import token_saliency, word_scores
 
@@ -218,11 +218,18 @@ def audit_texts(
     batch_size: int = 16,
     keep_worst: int = 4,
     progress: bool | None = None,
+    manifest: str | Path | None = None,
 ) -> TextAuditResult:
     """Score each text's reliance on its spurious words, for the predicted class.
 
     Streams batches; keeps full attention tensors only for the ``keep_worst``
     texts with the highest saliency mass, for the review artifacts.
+
+    Texts longer than the model's token limit are truncated; a spurious word
+    with any occurrence cut off by that is an error, since its saliency would
+    silently be missing from the score. ``manifest`` is the audit-set CSV the
+    texts were loaded from, in its row order (``TextAuditSet.manifest``):
+    errors then name its file and line.
     """
     thresholds = thresholds or Thresholds()
     texts = list(texts)
@@ -241,7 +248,17 @@ def audit_texts(
     for start in tqdm(starts, desc="text audit", unit="batch", disable=_no_bar(progress)):
         batch = texts[start : start + batch_size]
         maps = attention_maps(model, tokenizer, batch, batch_size=batch_size)
-        saliency = token_saliency(model, tokenizer, batch, batch_size=batch_size)
+        try:
+            saliency = token_saliency(model, tokenizer, batch, batch_size=batch_size)
+        except NonFiniteError as exc:
+            if exc.index is None:
+                raise
+            i = start + exc.index
+            raise NonFiniteError(
+                f"{_where(manifest, i)}text {ids[i]!r}: the model's outputs contain NaN or Inf, "
+                "so its prediction and scores mean nothing",
+                index=i,
+            ) from None
         rolled = text_rollout(maps)
         last_layer = maps.weights[:, -1].mean(dim=1)  # (B, T, T), heads averaged
         for row_in_batch, i in enumerate(range(start, start + len(batch))):
@@ -266,16 +283,20 @@ def audit_texts(
             length = len(word_ids)
             query = _query_index(maps, row_in_batch, tokenizer)
             scores = word_scores(saliency.scores[row_in_batch, :length], word_ids)
-            k = int(is_spurious.sum())
-            if k == 0:  # the CSV check found them in the text: truncation cut them off
+            cut = _cut_off(texts[i], spurious[i], saliency.word_spans[row_in_batch])
+            if cut:  # the CSV check found them in the text: truncation cut them off
                 raise XAICheckError(
-                    f"text {ids[i]!r}: its spurious words {list(spurious[i])} lie beyond the "
-                    f"model's token limit ({len(word_ids)} tokens kept), so they cannot be "
-                    "scored; shorten the text or put them earlier"
+                    f"{_where(manifest, i)}text {ids[i]!r} column {SPURIOUS!r}: spurious "
+                    f"word(s) {cut} lie beyond the model's token limit ({len(word_ids)} tokens "
+                    "kept), so they cannot be scored; shorten the text or put them earlier"
                 )
-            top = (
-                scores.topk(min(k, len(scores))).indices if k else torch.empty(0, dtype=torch.long)
-            )
+            k = int(is_spurious.sum())
+            if k == 0:  # only reachable without the CSV check: nothing to score against
+                raise XAICheckError(
+                    f"text {ids[i]!r}: none of its spurious words {list(spurious[i])} occur in "
+                    "it as whole words, so its reliance on them cannot be scored"
+                )
+            top = scores.topk(min(k, len(scores))).indices
             prediction = int(saliency.predictions[row_in_batch])
             row = {
                 "text_id": ids[i],
@@ -288,7 +309,7 @@ def audit_texts(
                 "rollout_mass": _word_share(
                     rolled[row_in_batch, query, :length], word_ids, is_spurious
                 ),
-                "precision_at_k": float(is_spurious[top].float().mean()) if k else float("nan"),
+                "precision_at_k": float(is_spurious[top].float().mean()),
             }
             row["flagged"] = bool(row["spurious_mass"] > thresholds.flag_mass)
             rows.append(row)
@@ -326,6 +347,11 @@ def audit_texts(
     return TextAuditResult(scores, estimates, summary, [example for _, example in keep])
 
 
+def _where(manifest: str | Path | None, index: int) -> str:
+    """``'file.csv:LINE '`` of the text at ``index`` when its manifest is known, else ``''``."""
+    return f"{Path(manifest).name}:{line_of(index)} " if manifest is not None else ""
+
+
 def _query_index(maps: AttentionMaps, row: int, tokenizer) -> int:
     """The token whose attention row the classifier reads: CLS for encoders, else the last."""
     tokens = maps.tokens[row]
@@ -359,6 +385,24 @@ def _phrase_spans(text: str, phrases: Sequence[str]) -> list[tuple[int, int]]:
         match.span()
         for phrase in phrases
         for match in re.finditer(rf"(?<!\w){re.escape(phrase)}(?!\w)", text, flags=re.IGNORECASE)
+    ]
+
+
+def _cut_off(text: str, phrases: Sequence[str], kept: Sequence[tuple[int, int]]) -> list[str]:
+    """The spurious entries with an occurrence (or part of one) past the last kept word.
+
+    ``kept`` are the character spans of the words that survived truncation;
+    only non-space characters past their end count, so a phrase is not cut
+    off by the whitespace or end of text after it.
+    """
+    kept_end = max((end for _, end in kept), default=0)
+    return [
+        phrase
+        for phrase in phrases
+        if any(
+            re.search(r"\S", text[max(start, kept_end) : end])
+            for start, end in _phrase_spans(text, [phrase])
+        )
     ]
 
 

@@ -105,6 +105,7 @@ def text_audit_stage(
         text_ids=data.text_ids,
         class_names=data.class_names,
         thresholds=thresholds,
+        manifest=data.manifest,
         batch_size=plan.batch_size,
     )
 

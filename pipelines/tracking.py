@@ -12,7 +12,8 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,10 +30,13 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "EXPERIMENT",
     "TOKENIZER_FILES",
+    "EvidenceLoggingError",
     "LoadedModel",
     "ModelLoadError",
     "TrackingUnreachable",
+    "close_orphaned_runs",
     "configure_tracking",
+    "evidence_logging",
     "load_model_uri",
     "load_model_version",
     "log_gate_evidence",
@@ -41,6 +45,7 @@ __all__ = [
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "xai-gate"
+TAG_MODEL_NAME = "xai_gate.model_name"
 
 
 class ModelLoadError(GateError, RuntimeError):
@@ -69,6 +74,10 @@ HTTP_LIMITS = {
 
 class TrackingUnreachable(GateError, ConnectionError):
     """The MLflow tracking server did not answer within the bounded retries."""
+
+
+class EvidenceLoggingError(GateError, RuntimeError):
+    """MLflow failed while the evidence was being logged (a server that went away, a full disk)."""
 
 
 def configure_tracking(tracking_uri: str | None = None, *, check: bool = False) -> str:
@@ -272,6 +281,45 @@ def log_gate_evidence(
     self-contained HTML views. ``report`` turns the drawn PNGs into
     ``xai/report.html`` (figures inline, so MLflow's sandboxed viewer shows it).
     """
+    with evidence_logging():
+        return _log_evidence_run(
+            model_name, model_version, params, metrics, series, tables, documents, figures,
+            pages, report,
+        )  # fmt: skip
+
+
+@contextmanager
+def evidence_logging() -> Iterator[None]:
+    """MLflow failures while evidence is written become one ``EvidenceLoggingError`` line."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:  # requests' connection errors are OSErrors
+        raise EvidenceLoggingError(
+            f"could not log the evidence to MLflow at {mlflow.get_tracking_uri()}: "
+            f"{_first_line(exc)}"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
+
+
+def _log_evidence_run(
+    model_name: str,
+    model_version: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    series: dict[str, list[float]],
+    tables: dict[str, pd.DataFrame],
+    documents: dict[str, Any],
+    figures: dict[str, Callable[[], Figure]],
+    pages: dict[str, str] | None,
+    report: Callable[[dict[str, bytes]], str] | None,
+) -> str:
     import matplotlib.pyplot as plt
     import mlflow
 
@@ -279,7 +327,7 @@ def log_gate_evidence(
 
     mlflow.set_experiment(EXPERIMENT)
     run_name = f"gate-{model_name}-v{model_version}"
-    tags = {"xai_gate.model_name": model_name, "xai_gate.model_version": model_version}
+    tags = {TAG_MODEL_NAME: model_name, "xai_gate.model_version": model_version}
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         mlflow.log_params({k: str(v) for k, v in params.items()})
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
@@ -310,6 +358,32 @@ def log_gate_evidence(
         if report is not None:
             mlflow.log_text(report(images), "xai/report.html")
         return run.info.run_id
+
+
+def close_orphaned_runs(model_name: str, model_version: str) -> list[str]:
+    """Mark this version's evidence runs still ``RUNNING`` as ``FAILED``; return their ids.
+
+    Call it holding the version's gate lock: then no live gate owns such a run,
+    and it was left by a gate that died (killed, or its server went away).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`xai_gate.model_version` = '{int(model_version)}' "
+            "and attributes.status = 'RUNNING'"
+        ),
+    )
+    orphans = [r.info.run_id for r in runs if r.data.tags.get(TAG_MODEL_NAME) == model_name]
+    for run_id in orphans:
+        client.set_tag(run_id, "xai_gate.orphaned", "left unfinished by a gate that died")
+        client.set_terminated(run_id, status="FAILED")
+    return orphans
 
 
 def _has_no_hookable_layers(module: nn.Module) -> bool:

@@ -20,3 +20,8 @@ class TargetLayerError(XAICheckError):
 
 class NonFiniteError(XAICheckError):
     """Activations, gradients or heatmaps contain NaN or Inf: no score is trustworthy."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        """The first offending input, when known, so callers can name its file and line."""

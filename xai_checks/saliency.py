@@ -81,7 +81,7 @@ def token_saliency(
             )
             offsets = encoded.pop("offset_mapping")
             part = None if requested is None else requested[start : start + len(batch)]
-            scores, logits, chosen = _explain_batch(model, embedding, encoded, part)
+            scores, logits, chosen = _explain_batch(model, embedding, encoded, part, start)
             mask = encoded["attention_mask"].bool()
             chunks.append((scores * mask, mask, chosen, logits))
             for row, text in enumerate(batch):
@@ -109,9 +109,9 @@ def token_saliency(
 
 
 def _explain_batch(
-    model: nn.Module, embedding: nn.Module, encoded, requested: Tensor | None
+    model: nn.Module, embedding: nn.Module, encoded, requested: Tensor | None, first: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Saliency (B, T), logits and targets of one tokenised batch, on the CPU."""
+    """Saliency (B, T), logits and targets of one tokenised batch (texts ``first``...)."""
     captured: list[Tensor] = []
 
     def keep(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor:
@@ -128,6 +128,10 @@ def _explain_batch(
         handle.remove()
     if len(captured) != 1:
         raise XAICheckError(f"the input embedding ran {len(captured)} times in one forward pass")
+    finite = torch.isfinite(logits).all(dim=1)
+    if not finite.all():  # finite gradients can still hide NaN logits (a NaN bias, say)
+        index = first + int((~finite).nonzero()[0])
+        raise NonFiniteError(f"the model's logits for text {index} contain NaN or Inf", index=index)
     chosen = resolve_targets(requested, logits)
     (grad,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), captured[0])
     scores = (grad * captured[0]).norm(dim=-1).detach().float()

@@ -98,6 +98,35 @@ def test_grayscale_and_rgba_images_are_converted_to_rgb(audit_dir):
             r"lists an image more than once: manifest\.csv:2 'images/00000\.png'",
         ),
         ("image,label,spurious_mask\n", r"has no rows: the audit set is empty"),
+        (
+            "image,label,spurious_mask\nimages/00000.png,,masks/00000.png\n",
+            r"column 'label' is empty on manifest\.csv:2",
+        ),
+        (
+            "image,label,spurious_mask\nimages/00000.png,benign,masks/00000.png\n"
+            "images/00001.png,benign,\n",
+            r"manifest\.csv:3 column 'spurious_mask': no spurious_mask or spurious_box given",
+        ),
+        (  # only a box column: the error names it, not the absent mask column
+            "image,label,spurious_box\nimages/00000.png,benign,\n",
+            r"manifest\.csv:2 column 'spurious_box': no spurious_mask or spurious_box given",
+        ),
+        (
+            'image,label,spurious_box\nimages/00000.png,benign,"-2,0,5,5"\n',
+            r"manifest\.csv:2 column 'spurious_box': box '-2,0,5,5' has a negative coordinate",
+        ),
+        (
+            'image,label,spurious_box\nimages/00000.png,benign,"8,0,4,5"\n',
+            r"manifest\.csv:2 column 'spurious_box': box '8,0,4,5' is empty or inverted",
+        ),
+        (
+            'image,label,spurious_box\nimages/00000.png,benign,"5,0,5,5"\n',
+            r"manifest\.csv:2 column 'spurious_box': box '5,0,5,5' is empty or inverted",
+        ),
+        (
+            'image,label,spurious_box\nimages/00000.png,benign,"0,6,4,5"\n',
+            r"manifest\.csv:2 column 'spurious_box': box '0,6,4,5' is empty or inverted",
+        ),
     ],
 )
 def test_bad_manifests_name_file_line_and_column(audit_dir, manifest_text, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from pipelines.audit_texts import (
     write_text_audit_set,
 )
 from pipelines.policy import TEXT_SCORE_COLUMNS
+from xai_checks.errors import NonFiniteError, XAICheckError
 from xai_checks.synthetic_text import REVIEW_CLASSES, make_reviews
 
 
@@ -124,15 +126,121 @@ def test_masses_follow_the_definition_on_one_text(trained_text_pair):
     assert row["precision_at_k"] == float(torch.argmax(words) == len(words) - 1)
 
 
-def test_spurious_words_cut_off_by_truncation_are_an_error_naming_the_text():
+@pytest.fixture(scope="module")
+def tiny_text_model() -> tuple[Any, torch.nn.Module]:
+    """The packaged MiniLM tokenizer and an untrained tiny BERT with 64 positions.
+
+    Untrained is enough: truncation and the errors about it do not depend on
+    the weights, and building it takes well under a second.
+    """
     from transformers import AutoTokenizer
 
     from xai_checks.attention import default_text_model_path
-    from xai_checks.errors import XAICheckError
     from xai_checks.toy_text_models import tiny_bert_classifier
 
     tokenizer = AutoTokenizer.from_pretrained(str(default_text_model_path()))
-    model = tiny_bert_classifier(tokenizer.vocab_size)  # 64 positions
-    long_text = "the lamp was fine . " * 20 + "cheers"
-    with pytest.raises(XAICheckError, match=r"text 'long': its spurious words \['cheers'\] lie "):
+    return tokenizer, tiny_bert_classifier(tokenizer.vocab_size)
+
+
+# Far more than 64 tokens: each repeat is five word tokens.
+FILLER = "the lamp was fine . " * 20
+
+
+def test_spurious_words_cut_off_by_truncation_are_an_error_naming_the_text(tiny_text_model):
+    tokenizer, model = tiny_text_model
+    long_text = FILLER + "cheers"
+    with pytest.raises(
+        XAICheckError,
+        match=r"text 'long' column 'spurious_tokens': spurious word\(s\) \['cheers'\] lie "
+        r"beyond the model's token limit \(64 tokens kept\)",
+    ):
         audit_texts(model, tokenizer, [long_text], [1], [("cheers",)], text_ids=["long"])
+
+
+def test_one_spurious_word_cut_off_is_an_error_even_when_another_fits(tmp_path, tiny_text_model):
+    """Scoring only the surviving word would understate the reliance on the pair."""
+    tokenizer, model = tiny_text_model
+    path = _csv(
+        tmp_path,
+        "text,label,spurious_tokens\n"
+        "a fine lamp cheers,positive,cheers\n"
+        f"cheers . {FILLER}reviewed by sam,positive,cheers|reviewed by sam\n",
+    )
+    data = load_text_audit_set(path, class_names=REVIEW_CLASSES)
+    with pytest.raises(XAICheckError) as caught:
+        audit_texts(
+            model,
+            tokenizer,
+            data.texts,
+            data.labels,
+            data.spurious,
+            text_ids=data.text_ids,
+            class_names=REVIEW_CLASSES,
+            manifest=data.manifest,
+        )
+    message = str(caught.value)
+    assert message.startswith(
+        "texts.csv:3 text 'text-3' column 'spurious_tokens': spurious word(s) "
+        "['reviewed by sam'] lie beyond the model's token limit (64 tokens kept)"
+    ), message
+    assert "'cheers'" not in message  # the word that fits is not blamed
+
+
+def test_a_spurious_phrase_cut_in_half_by_truncation_is_an_error(tiny_text_model):
+    """Its first words survive and would be scored as if the whole phrase had been."""
+    tokenizer, model = tiny_text_model
+    ids = tokenizer(FILLER, add_special_tokens=False)["input_ids"]
+    head = tokenizer.decode(ids[:61])  # 61 words + [CLS] + 'reviewed' + [SEP] = 64 tokens
+    text = f"{head} reviewed by sam"
+    with pytest.raises(XAICheckError, match=r"\['reviewed by sam'\] lie beyond"):
+        audit_texts(model, tokenizer, [text], [1], [("reviewed by sam",)])
+
+
+def test_a_long_text_whose_spurious_words_all_fit_is_truncated_and_scored(tiny_text_model):
+    tokenizer, model = tiny_text_model
+    text = "reviewed by sam , cheers . " + FILLER
+    assert len(tokenizer(text)["input_ids"]) > 64  # it really is truncated
+    result = audit_texts(model, tokenizer, [text], [1], [("reviewed by sam", "cheers")])
+    row = result.scores.iloc[0]
+    example = result.worst[0]
+    assert len(example.tokens) == 64 and example.tokens[-1] == "[SEP]"
+    spurious = [t for t, f in zip(example.tokens, example.spurious_tokens, strict=True) if f]
+    assert spurious == ["reviewed", "by", "sam", "cheers"]
+    assert 0.0 < row["spurious_mass"] < 1.0 and 0.0 < row["attention_mass"] < 1.0
+    # k = 4 spurious words, so precision@k is a multiple of 1/4.
+    assert row["precision_at_k"] in {0.0, 0.25, 0.5, 0.75, 1.0}
+
+
+def test_a_text_csv_that_is_not_utf8_is_a_clear_error_naming_the_file(tmp_path):
+    path = tmp_path / "texts.csv"
+    path.write_bytes(b"text,label,spurious_tokens\ncaf\xe9 cheers,positive,cheers\n")
+    with pytest.raises(AuditSetError, match=r"cannot read manifest .*texts\.csv: 'utf-8' codec"):
+        load_text_audit_set(path, class_names=REVIEW_CLASSES)
+
+
+def test_nan_logits_are_an_error_even_when_the_saliency_is_finite(tmp_path, tiny_text_model):
+    """A NaN bias leaves every gradient finite, so only the logits themselves show it."""
+    from xai_checks.toy_text_models import tiny_bert_classifier
+
+    tokenizer, _ = tiny_text_model
+    model = tiny_bert_classifier(tokenizer.vocab_size)
+    with torch.no_grad():
+        model.classifier.bias.fill_(float("nan"))
+    path = _csv(
+        tmp_path,
+        "text,label,spurious_tokens\na fine lamp cheers,positive,cheers\n",
+    )
+    data = load_text_audit_set(path, class_names=REVIEW_CLASSES)
+    with pytest.raises(
+        NonFiniteError,
+        match=r"^texts\.csv:2 text 'text-2': the model's outputs contain NaN or Inf",
+    ):
+        audit_texts(
+            model,
+            tokenizer,
+            data.texts,
+            data.labels,
+            data.spurious,
+            text_ids=data.text_ids,
+            manifest=data.manifest,
+        )

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
+
 import mlflow
 import pytest
 import torch
 from mlflow import MlflowClient
 
-from pipelines.gate import GateDecision, Verdict, record_verdict
+from pipelines.gate import (
+    GateDecision,
+    PriorVerdict,
+    Verdict,
+    file_digest,
+    prior_verdict,
+    record_verdict,
+)
 from pipelines.tracking import ModelLoadError, load_model_version
 from xai_checks.toy_models import SmallCNN
 
@@ -34,15 +44,22 @@ def test_passed_sets_alias_and_tags(two_versions, monkeypatch):
     monkeypatch.setenv("XAI_GATE_SECRET", "k")
     client = MlflowClient()
     decision = GateDecision(Verdict.PASSED)
-    moved = record_verdict(two_versions, "1", decision, run_id="run-1", policy_hash="h")
+    before = int(time.time())
+    moved = record_verdict(
+        two_versions, "1", decision, run_id="run-1", policy_hash="h", audit_set_hash="a"
+    )
     assert moved
     assert str(client.get_model_version_by_alias(two_versions, "champion").version) == "1"
     tags = client.get_model_version(two_versions, "1").tags
+    signed_at = tags["xai_gate.signed_at"]
+    assert before <= int(signed_at) <= time.time()
     assert tags == {
         "xai_gate.verdict": "passed",
         "xai_gate.run_id": "run-1",
         "xai_gate.reason": "all expectations met",
         "xai_gate.policy_hash": "h",
+        "xai_gate.audit_set_sha256": "a",
+        "xai_gate.signed_at": signed_at,
         "xai_gate.signature": sign_verdict(
             b"k",
             model=two_versions,
@@ -50,6 +67,7 @@ def test_passed_sets_alias_and_tags(two_versions, monkeypatch):
             verdict="passed",
             run_id="run-1",
             policy_hash="h",
+            signed_at=signed_at,
         ),
     }
 
@@ -79,6 +97,65 @@ def test_anything_but_passed_leaves_the_alias_where_it_was(two_versions, verdict
 def test_anything_but_passed_gives_a_first_version_no_alias(two_versions, verdict):
     record_verdict(two_versions, "1", GateDecision(verdict, ["x"]), run_id="r")
     assert MlflowClient().get_registered_model(two_versions).aliases == {}
+
+
+@pytest.mark.parametrize("dies_at", ["xai_gate.signature", "xai_gate.policy_hash"])
+def test_a_verdict_cut_off_while_being_written_leaves_no_verdict(
+    two_versions, monkeypatch, dies_at
+):
+    """The verdict tag is written last: dying before it leaves the version ungated."""
+    original = MlflowClient.set_model_version_tag
+
+    def dies(client, name, version, key, value):
+        if key == dies_at:
+            raise KeyboardInterrupt  # the process is killed here
+        return original(client, name, version, key, value)
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", dies)
+    with pytest.raises(KeyboardInterrupt):
+        record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r")
+    assert "xai_gate.verdict" not in MlflowClient().get_model_version(two_versions, "1").tags
+    assert MlflowClient().get_registered_model(two_versions).aliases == {}
+
+
+def test_only_a_finished_verdict_under_the_same_policy_and_data_is_reused(
+    two_versions, monkeypatch
+):
+    monkeypatch.setenv("XAI_GATE_SECRET", "k")
+    same = {"policy_hash": "p", "audit_set_hash": "a"}
+    assert prior_verdict(two_versions, "1", **same) is None  # never gated
+    assert prior_verdict(two_versions, "9", **same) is None  # no such version
+    record_verdict(two_versions, "1", GateDecision(Verdict.BLOCKED, ["why"]), run_id="r1", **same)
+    assert prior_verdict(two_versions, "1", **same) == PriorVerdict(Verdict.BLOCKED, "why", "r1")
+    assert prior_verdict(two_versions, "1", policy_hash="q", audit_set_hash="a") is None
+    assert prior_verdict(two_versions, "1", policy_hash="p", audit_set_hash="b") is None
+    monkeypatch.setenv("XAI_GATE_SECRET", "another")
+    assert prior_verdict(two_versions, "1", **same) is None  # does not verify
+    record_verdict(two_versions, "1", GateDecision(Verdict.ERROR, ["boom"]), run_id=None, **same)
+    assert prior_verdict(two_versions, "1", **same) is None  # errors are gated again
+
+
+def test_file_digest_is_the_sha256_of_the_bytes(tmp_path):
+    path = tmp_path / "manifest.csv"
+    path.write_bytes(b"image,label\n")
+    assert file_digest(path) == hashlib.sha256(b"image,label\n").hexdigest()
+    assert file_digest(tmp_path / "missing.csv") == ""
+
+
+def test_a_rerun_does_not_move_an_alias_that_already_points_at_the_version(
+    two_versions, monkeypatch
+):
+    moves = []
+    original = MlflowClient.set_registered_model_alias
+
+    def counted(client, name, alias, version):
+        moves.append(str(version))
+        return original(client, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", counted)
+    assert record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r1")
+    assert record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r2")
+    assert moves == ["1"]
 
 
 def test_load_model_version_returns_module_and_class_names(two_versions):

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipelines.gate import GateDecision, Verdict, record_verdict
+from pipelines.signing import sign_verdict
 
 SECRET = "test-secret"
 
@@ -37,6 +38,8 @@ def guarded(tmp_path, monkeypatch) -> MlflowClient:
     monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{db}")
+    # set_registry_uri also exports MLFLOW_REGISTRY_URI: let monkeypatch undo that.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"xai-gate+sqlite:///{db}")
     mlflow.set_registry_uri(f"xai-gate+sqlite:///{db}")
     client = MlflowClient()
     _versions(client, "m", 3)
@@ -77,6 +80,85 @@ def test_a_gate_without_the_secret_cannot_promote_through_the_guard(guarded, mon
     with pytest.raises(MlflowException, match="no XAI_GATE_SECRET"):
         record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r1", policy_hash="h")
     assert guarded.get_model_version("m", "1").tags["xai_gate.signature"] == ""
+
+
+def _write_back(client: MlflowClient, version: str, tags: dict[str, str]) -> None:
+    """Write a verdict's tags in the gate's own order: the verdict last."""
+    keys = [k for k in tags if k.startswith("xai_gate.") and not k.startswith("xai_gate.guard.")]
+    for key in sorted(keys, key=lambda k: k == "xai_gate.verdict"):
+        client.set_model_version_tag("m", version, key, tags[key])
+
+
+def test_a_replayed_old_pass_is_refused_after_a_later_block(guarded):
+    """An old signed pass written back over a newer 'blocked' verifies, but is not fresh."""
+    client = guarded
+    an_hour_ago = str(int(time.time()) - 3600)
+    old_pass = {
+        "xai_gate.run_id": "r-old",
+        "xai_gate.policy_hash": "h",
+        "xai_gate.signed_at": an_hour_ago,
+        "xai_gate.signature": sign_verdict(
+            SECRET.encode(),
+            model="m",
+            version="2",
+            verdict="passed",
+            run_id="r-old",
+            policy_hash="h",
+            signed_at=an_hour_ago,
+        ),
+        "xai_gate.verdict": "passed",
+    }
+    record_verdict("m", "2", GateDecision(Verdict.BLOCKED, ["x"]), run_id="r-new", policy_hash="h")
+    _write_back(client, "2", old_pass)
+    tags = client.get_model_version("m", "2").tags
+    assert tags["xai_gate.verdict"] == "passed" and tags["xai_gate.guard.accepted_signature"] == ""
+    with pytest.raises(MlflowException, match="not fresh when it was written"):
+        client.set_registered_model_alias("m", "champion", "2")
+
+
+def test_a_fresh_pass_can_be_rolled_back_to_while_it_is_the_latest_verdict(guarded):
+    client = guarded
+    record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r1", policy_hash="h")
+    record_verdict("m", "2", GateDecision(Verdict.PASSED), run_id="r2", policy_hash="h")
+    assert str(client.get_model_version_by_alias("m", "champion").version) == "2"
+    client.set_registered_model_alias("m", "champion", "1")  # a rollback, by hand
+    assert str(client.get_model_version_by_alias("m", "champion").version) == "1"
+    # Re-stating the same pass later does not re-accept it once it is old.
+    record_verdict("m", "1", GateDecision(Verdict.BLOCKED, ["x"]), run_id="r3", policy_hash="h")
+    with pytest.raises(MlflowException, match="verdict is 'blocked'"):
+        client.set_registered_model_alias("m", "champion", "1")
+
+
+def test_clients_cannot_write_the_guards_own_tags(guarded):
+    client = guarded
+    record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r1", policy_hash="h")
+    accepted = client.get_model_version("m", "1").tags["xai_gate.guard.accepted_signature"]
+    with pytest.raises(MlflowException, match="written by the registry guard only"):
+        client.set_model_version_tag("m", "2", "xai_gate.guard.accepted_signature", accepted)
+    with pytest.raises(MlflowException, match="written by the registry guard only"):
+        client.delete_model_version_tag("m", "1", "xai_gate.guard.accepted_signature")
+    run = client.create_run(client.get_experiment_by_name("guard-m").experiment_id)
+    with pytest.raises(MlflowException, match="written by the registry guard only"):
+        client.create_model_version(
+            "m",
+            source=f"{run.info.artifact_uri}/model",
+            run_id=run.info.run_id,
+            tags={"xai_gate.guard.accepted_signature": accepted},
+        )
+
+
+def test_a_verdict_whose_tags_were_changed_after_it_was_written_is_refused(guarded):
+    client = guarded
+    record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r1", policy_hash="h")
+    record_verdict("m", "2", GateDecision(Verdict.PASSED), run_id="r2", policy_hash="h")
+    signed = client.get_model_version("m", "2").tags
+    # The tags of v2's old pass, copied back without rewriting the verdict tag itself.
+    record_verdict("m", "2", GateDecision(Verdict.PASSED), run_id="r9", policy_hash="h")
+    for key in ("xai_gate.run_id", "xai_gate.signed_at", "xai_gate.signature"):
+        client.set_model_version_tag("m", "2", key, signed[key])
+    client.set_registered_model_alias("m", "champion", "1")
+    with pytest.raises(MlflowException, match="not fresh when it was written"):
+        client.set_registered_model_alias("m", "champion", "2")
 
 
 def _free_port() -> int:
@@ -131,6 +213,7 @@ def test_a_real_mlflow_server_enforces_the_guard_over_http(tmp_path, monkeypatch
 
         monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
         mlflow.set_tracking_uri(uri)
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
         mlflow.set_registry_uri(uri)
         try:
             # A version gated properly gets champion through the server...

@@ -59,3 +59,22 @@ def test_every_run_string_is_escaped():
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>x</b>" not in page and "<img onerror" not in page
+
+
+def test_notes_metric_names_and_quotes_are_escaped():
+    hostile = "<script>alert(1)</script> \"q\" 'a' & b"
+    page = _page(
+        reasons=[f"class <img src=x onerror=alert(1)> {hostile}"],
+        metrics={hostile: 0.1, "<b>gated</b>": 0.2},
+        bounds={"<b>gated</b>": 0.5},
+        images={'xai/it\'s "quoted".png': PNG},
+        notes=[f"Model models:/x/1; audit set /path/{hostile}/manifest.csv"],
+    )
+    assert "<script" not in page and "<img src=x" not in page and "<b>gated" not in page
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &quot;q&quot; &#x27;a&#x27; &amp; b"
+    assert f"<p>Model models:/x/1; audit set /path/{escaped}/manifest.csv</p>" in page
+    assert f"<tr><td>{escaped}</td><td class=num>0.100</td></tr>" in page
+    assert "<tr><td>&lt;b&gt;gated&lt;/b&gt;</td><td class=num>0.200</td>" in page
+    assert f"<li>class &lt;img src=x onerror=alert(1)&gt; {escaped}</li>" in page
+    # the single-quoted alt attribute cannot be closed by a quote in the file name
+    assert "<img alt='xai/it&#x27;s &quot;quoted&quot;.png'" in page

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.signing import sign_verdict, verify_passed
+from pipelines.signing import sign_verdict, signature_age, verify_passed
 
 SECRET = b"s3cret"
 
@@ -14,11 +14,13 @@ def _tags(version: str = "3", verdict: str = "passed", secret: bytes = SECRET) -
         "verdict": verdict,
         "run_id": "r1",
         "policy_hash": "p" * 64,
+        "signed_at": "1700000000",
     }
     return {
         "xai_gate.verdict": verdict,
         "xai_gate.run_id": "r1",
         "xai_gate.policy_hash": "p" * 64,
+        "xai_gate.signed_at": "1700000000",
         "xai_gate.signature": sign_verdict(secret, **fields),
     }
 
@@ -38,6 +40,8 @@ def test_hand_set_copied_forged_or_other_verdicts_are_refused():
     assert "does not verify" in verify_passed(SECRET, model="m", version="3", tags=promoted_by_hand)
     swapped_run = _tags() | {"xai_gate.run_id": "r2"}
     assert "does not verify" in verify_passed(SECRET, model="m", version="3", tags=swapped_run)
+    redated = _tags() | {"xai_gate.signed_at": "1800000000"}  # an old verdict made to look new
+    assert "does not verify" in verify_passed(SECRET, model="m", version="3", tags=redated)
     blocked = _tags(verdict="blocked")
     assert "verdict is 'blocked'" in verify_passed(SECRET, model="m", version="3", tags=blocked)
     assert "no xai-gate verdict" in verify_passed(SECRET, model="m", version="3", tags={})
@@ -45,6 +49,13 @@ def test_hand_set_copied_forged_or_other_verdicts_are_refused():
 
 
 def test_fields_cannot_be_shifted_between_each_other():
-    a = sign_verdict(SECRET, model="m1", version="2", verdict="passed", run_id="r", policy_hash="h")
-    b = sign_verdict(SECRET, model="m", version="12", verdict="passed", run_id="r", policy_hash="h")
+    common = {"verdict": "passed", "run_id": "r", "policy_hash": "h", "signed_at": "1"}
+    a = sign_verdict(SECRET, model="m1", version="2", **common)
+    b = sign_verdict(SECRET, model="m", version="12", **common)
     assert a != b
+
+
+def test_signature_age_reads_the_signed_time():
+    assert signature_age({"xai_gate.signed_at": "100"}, now=160.0) == 60.0
+    assert signature_age({"xai_gate.signed_at": "soon"}) is None
+    assert signature_age({}) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -184,6 +186,68 @@ def test_non_finite_activations_are_an_error_not_a_map(resnet, images):
     poisoned[0, :, :50, :50] = float("nan")
     with pytest.raises(NonFiniteError, match="layer4"):
         GradCAM(resnet)(poisoned, targets=0)
+
+
+class _PoisonGradient(torch.autograd.Function):
+    """Identity forward; its backward replaces the gradient with a constant (NaN or Inf)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, value: float) -> torch.Tensor:
+        ctx.value = value
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return torch.full_like(grad, ctx.value), None
+
+
+class _TinyCNN(nn.Module):
+    """conv -> (optional gradient poison) -> ReLU -> pool -> linear: finite logits either way."""
+
+    def __init__(self, poison: float | None = None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+        self.poison = poison
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv(x)
+        if self.poison is not None:
+            a = _PoisonGradient.apply(a, self.poison)
+        return self.head(torch.relu(a).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_gradients_at_the_target_layer_are_an_error_not_a_map(value):
+    """Finite activations and logits, but a poisoned backward pass must not become a map."""
+    torch.manual_seed(0)
+    model = _TinyCNN(poison=value).eval()
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    logits = model(images)
+    assert torch.isfinite(logits).all()  # only the gradient is bad
+    with pytest.raises(
+        NonFiniteError, match=r"^gradients of target layer 'conv' contain NaN or Inf$"
+    ):
+        GradCAM(model, "conv")(images, targets=0)
+    assert _hooks(model) == 0  # hooks are gone after the error
+    model.poison = None  # the same weights without the poison give a map
+    assert GradCAM(model, "conv")(images, targets=0).shape == (2, 8, 8)
+
+
+def test_infinite_activations_are_an_error_naming_the_layer():
+    """+Inf (not NaN) activations: the check must catch Inf too, not only NaN."""
+    model = _TinyCNN().eval()
+    with torch.no_grad():
+        model.conv.weight.fill_(0.1)  # all positive: +inf inputs give +inf, never inf - inf
+        model.conv.bias.zero_()
+    images = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    images[0, :, :2, :2] = float("inf")
+    activations = model.conv(images)
+    assert torch.isposinf(activations).any() and not torch.isnan(activations).any()
+    with pytest.raises(
+        NonFiniteError, match=r"^activations of target layer 'conv' contain NaN or Inf$"
+    ):
+        GradCAM(model, "conv")(images, targets=0)
 
 
 def test_tuple_and_huggingface_style_outputs_are_unwrapped(resnet, images):

@@ -15,7 +15,7 @@ from xai_checks.counterfactual import (
     predict_proba,
     removal_test,
 )
-from xai_checks.errors import XAICheckError
+from xai_checks.errors import NonFiniteError, XAICheckError
 from xai_checks.synthetic import _RULER_COLOUR, make_lesions
 
 
@@ -126,6 +126,34 @@ def test_predict_proba_restores_the_model_and_batches_consistently():
     assert model.training  # restored
     torch.testing.assert_close(probabilities, predict_proba(model, images, batch_size=10))
     torch.testing.assert_close(probabilities.sum(1), torch.ones(10))
+
+
+class PoisonLastImage(RulerDetector):
+    """The ruler detector, but the last image of each batch gets NaN or Inf logits."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        poison = torch.zeros_like(logits)
+        poison[-1] = self.value
+        return logits + poison
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_model_outputs_are_an_error_not_a_flip(value):
+    """One poisoned image in a batch is enough: its argmax would be an arbitrary class."""
+    batch = make_lesions(4, ruler="always", seed=3)
+    model = PoisonLastImage(value)
+    message = r"^the model's outputs contain NaN or Inf$"
+    with pytest.raises(NonFiniteError, match=message):
+        removal_test(model, batch.images, batch.masks, batch.labels)
+    with pytest.raises(NonFiniteError, match=message):
+        predict_proba(model, batch.images, batch_size=3)  # the poison lands in the 2nd batch
+    # The same images through the unpoisoned detector are fine.
+    assert torch.isfinite(predict_proba(RulerDetector(), batch.images)).all()
 
 
 @pytest.mark.slow

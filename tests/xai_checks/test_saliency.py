@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xai_checks.errors import XAICheckError
+from xai_checks.errors import NonFiniteError, XAICheckError
 from xai_checks.saliency import token_saliency, word_scores
 from xai_checks.toy_text_models import tiny_bert_classifier
 
@@ -82,3 +82,47 @@ def test_state_is_restored_and_bad_input_is_refused(model, tokenizer):
         token_saliency(model, tokenizer, [])
     with pytest.raises(ValueError, match="out of range"):
         token_saliency(model, tokenizer, TEXTS[:1], targets=5)
+
+
+class _InfiniteGradient(torch.autograd.Function):
+    """Identity forward, Inf backward: finite logits over a poisoned gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(grad, float("inf"))
+
+
+def _assert_restored(model: torch.nn.Module) -> None:
+    assert model.training  # flags restored on the error path too
+    assert all(p.grad is None for p in model.parameters())
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_logits_are_an_error_naming_the_text(tokenizer, value):
+    """A NaN/Inf classifier head: no prediction, so no score may come out of it."""
+    poisoned = tiny_bert_classifier(tokenizer.vocab_size, seed=3)
+    with torch.no_grad():
+        poisoned.classifier.weight.fill_(value)
+    poisoned.train()
+    with pytest.raises(NonFiniteError, match=r"^the model's logits for text 0 contain NaN or Inf$"):
+        token_saliency(poisoned, tokenizer, TEXTS)
+    _assert_restored(poisoned)
+
+
+def test_non_finite_saliency_over_finite_logits_is_an_error(tokenizer):
+    model = tiny_bert_classifier(tokenizer.vocab_size, seed=3)
+    model.train()
+    handle = model.classifier.register_forward_pre_hook(
+        lambda _module, args: (_InfiniteGradient.apply(args[0]),)
+    )
+    try:
+        with pytest.raises(NonFiniteError, match=r"^token saliency contains NaN or Inf$"):
+            token_saliency(model, tokenizer, TEXTS)
+    finally:
+        handle.remove()
+    _assert_restored(model)

@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from xai_checks.errors import XAICheckError
+from xai_checks.errors import NonFiniteError, XAICheckError
 from xai_checks.synthetic_text import make_reviews
 from xai_checks.text_counterfactual import (
     insert_words,
+    predict_text_proba,
     remove_words,
     text_insertion_test,
     text_removal_test,
@@ -75,6 +76,22 @@ def test_bad_inputs_are_clear_errors(tokenizer):
         )
     with pytest.raises(XAICheckError, match="texts of another class"):
         text_insertion_test(model, tokenizer, batch.texts, one_class, [("a",)] * 4)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_model_outputs_are_an_error_not_a_flip(tokenizer, value):
+    """NaN or Inf logits make the softmax NaN: no flip rate may be read off them."""
+    batch = make_reviews(4, signature="always", seed=4)
+    model = WordDetector(tokenizer.convert_tokens_to_ids("cheers"))
+    with torch.no_grad():
+        model.scale.fill_(value)  # inf * (present - 0.5) is +-inf: softmax gives NaN
+    model.train()
+    message = r"^the model's outputs contain NaN or Inf$"
+    with pytest.raises(NonFiniteError, match=message):
+        text_removal_test(model, tokenizer, batch.texts, batch.labels, batch.spurious)
+    with pytest.raises(NonFiniteError, match=message):
+        predict_text_proba(model, tokenizer, batch.texts, batch_size=3)
+    assert model.training  # flags restored on the error path too
 
 
 @pytest.mark.slow

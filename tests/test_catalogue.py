@@ -1,0 +1,219 @@
+"""The fail-closed catalogue: every case names the tests that pin its handling down.
+
+Each entry is a case a promotion gate must survive (bad input, hostile input,
+faults) and the tests that fail if its handling is removed. This file checks
+that every named test exists, so the catalogue cannot silently rot when tests
+are renamed; the README's "What happens when…" table describes the outcomes.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+CATALOGUE: dict[str, list[str]] = {
+    # Audit set
+    "missing manifest": ["pipelines/test_audit_set.py::test_missing_manifest"],
+    "missing column, unknown label, path escaping the folder, missing image, "
+    "duplicate rows, empty audit set, box outside the image": [
+        "pipelines/test_audit_set.py::test_bad_manifests_name_file_line_and_column",
+    ],
+    "unknown label without class names": [
+        "pipelines/test_audit_set.py::test_without_class_names_labels_must_be_indices",
+    ],
+    "symlink out of the audit-set folder": [
+        "pipelines/test_audit_set.py::test_symlink_out_of_the_folder_is_refused",
+    ],
+    "corrupt or truncated image": [
+        "pipelines/test_audit_set.py::test_corrupt_image_names_its_line",
+        "pipelines/test_audit_set.py::test_a_truncated_image_names_its_line",
+    ],
+    "grayscale or RGBA image converted to RGB": [
+        "pipelines/test_audit_set.py::test_grayscale_and_rgba_images_are_converted_to_rgb",
+    ],
+    "image of another size refused": [
+        "pipelines/test_audit_set.py::test_images_of_another_size_are_refused",
+    ],
+    "mask missing, empty or of another size": [
+        "pipelines/test_audit_set.py::test_bad_manifests_name_file_line_and_column",
+        "pipelines/test_audit_set.py::test_empty_or_wrongly_sized_masks_are_refused",
+    ],
+    "manifest not UTF-8, ragged rows, fuzzed manifests": [
+        "pipelines/test_audit_set.py::test_a_manifest_that_is_not_utf8_is_a_clear_error",
+        "pipelines/test_audit_set.py::test_a_row_with_more_fields_than_the_header_is_refused_not_cut",
+        "pipelines/test_manifest_properties.py::test_any_csv_gives_a_loaded_set_or_an_audit_set_error",
+    ],
+    # Text
+    "empty text, spurious words not in the text": [
+        "pipelines/test_audit_texts.py::test_bad_text_audit_sets_name_file_line_and_column",
+    ],
+    "text longer than the model's positions": [
+        "pipelines/test_audit_texts.py::test_spurious_words_cut_off_by_truncation_are_an_error_naming_the_text",
+        "pipelines/test_audit_texts.py::test_one_spurious_word_cut_off_is_an_error_even_when_another_fits",
+        "pipelines/test_audit_texts.py::test_a_long_text_whose_spurious_words_all_fit_is_truncated_and_scored",
+    ],
+    "text CSV not UTF-8": [
+        "pipelines/test_audit_texts.py::test_a_text_csv_that_is_not_utf8_is_a_clear_error_naming_the_file",
+    ],
+    # Model
+    "model version does not exist": [
+        "pipelines/test_gate.py::test_missing_model_version_is_a_clear_error",
+    ],
+    "pt2 model refused with the fix": [
+        "pipelines/test_gate.py::test_pt2_versions_are_refused_with_the_fix"
+    ],
+    "no spatial layer, wrong layer name": [
+        "xai_checks/test_cam.py::test_model_without_spatial_layer_is_a_clear_error",
+        "xai_checks/test_cam.py::test_unknown_layer_name_suggests_close_matches",
+        "xai_checks/test_cam.py::test_module_outside_the_model_is_rejected",
+    ],
+    "tuple or Hugging Face outputs": [
+        "xai_checks/test_cam.py::test_tuple_and_huggingface_style_outputs_are_unwrapped",
+    ],
+    "NaN or Inf in activations or gradients: error, never passed": [
+        "xai_checks/test_cam.py::test_non_finite_activations_are_an_error_not_a_map",
+        "xai_checks/test_cam.py::test_non_finite_gradients_at_the_target_layer_are_an_error_not_a_map",
+        "xai_checks/test_cam.py::test_infinite_activations_are_an_error_naming_the_layer",
+        "pipelines/test_audit_texts.py::test_nan_logits_are_an_error_even_when_the_saliency_is_finite",
+        "xai_checks/test_saliency.py::test_non_finite_logits_are_an_error_naming_the_text",
+        "xai_checks/test_saliency.py::test_non_finite_saliency_over_finite_logits_is_an_error",
+        "xai_checks/test_counterfactual.py::test_non_finite_model_outputs_are_an_error_not_a_flip",
+        "xai_checks/test_text_counterfactual.py::test_non_finite_model_outputs_are_an_error_not_a_flip",
+        "flows/test_xai_gate.py::test_a_model_that_produces_nan_ends_in_error_never_passed",
+    ],
+    "train mode restored, frozen backbone, half precision": [
+        "xai_checks/test_cam.py::test_restores_modes_and_requires_grad_and_leaves_grads_untouched",
+        "xai_checks/test_cam.py::test_hooks_removed_and_state_restored_when_forward_raises",
+        "xai_checks/test_cam.py::test_explains_in_eval_mode_even_when_the_model_is_training",
+        "xai_checks/test_cam.py::test_frozen_model_still_gets_gradients_at_the_target_layer",
+        "xai_checks/test_cam_robustness.py::test_half_precision_weights_give_the_float_maps",
+    ],
+    # Infrastructure
+    "tracking server unreachable at start": [
+        "flows/test_cli_attention.py::test_an_unreachable_tracking_server_is_a_clear_error_in_bounded_time",
+    ],
+    "tracking server dies mid-run": [
+        "flows/test_xai_gate.py::test_the_server_dying_while_evidence_is_logged_ends_in_error_and_no_alias",
+    ],
+    "process killed mid-flow": [
+        "flows/test_locking.py::test_a_gate_killed_mid_flow_leaves_no_verdict_and_the_next_gate_runs_at_once",
+        "flows/test_locking.py::test_without_a_prefect_server_the_lock_is_exclusive_and_dies_with_its_holder",
+        "pipelines/test_gate.py::test_a_verdict_cut_off_while_being_written_leaves_no_verdict",
+        "flows/test_sweep.py::test_a_gate_killed_while_writing_leaves_no_verdict_so_the_sweeper_gates_again",
+    ],
+    "rerun of a finished gate is idempotent": [
+        "flows/test_xai_gate.py::test_a_rerun_reuses_the_verdict_and_moves_no_alias",
+        "flows/test_xai_gate.py::test_a_verdict_that_does_not_verify_is_not_reused",
+        "pipelines/test_gate.py::test_only_a_finished_verdict_under_the_same_policy_and_data_is_reused",
+        "pipelines/test_gate.py::test_a_rerun_does_not_move_an_alias_that_already_points_at_the_version",
+    ],
+    "two gates at once on one version": [
+        "flows/test_xai_gate.py::test_two_gates_at_once_on_one_version_give_one_consistent_verdict",
+        "flows/test_sweep.py::test_two_sweeps_racing_give_each_version_exactly_one_verdict",
+        "flows/test_locking.py::test_with_a_prefect_server_the_lock_is_a_concurrency_slot",
+    ],
+    "any other failure inside the gate": [
+        "flows/test_xai_gate.py::test_an_unexpected_failure_is_recorded_as_error_and_never_promotes",
+    ],
+    # Policy
+    "unknown keys, thresholds out of range": [
+        "pipelines/test_gate_policy.py::test_errors_name_the_key_and_its_line",
+        "flows/test_cli_policy.py::test_check_names_the_bad_key_and_its_line",
+    ],
+    "missing secret when signing is on": [
+        "flows/test_cli_policy.py::test_a_policy_that_requires_signing_refuses_to_run_without_the_secret",
+    ],
+    # Security
+    "every data string escaped in HTML and markdown": [
+        "pipelines/test_report.py::test_every_run_string_is_escaped",
+        "pipelines/test_report.py::test_notes_metric_names_and_quotes_are_escaped",
+        "pipelines/test_attention_html.py::test_tokens_and_title_appear_only_escaped",
+        "flows/test_reporting.py::test_summary_escapes_a_hostile_reason_and_keeps_its_own_links",
+    ],
+    "weights-only load path never unpickles": [
+        "pipelines/test_gate.py::test_weights_only_models_are_rebuilt_without_unpickling_the_registry_blob",
+    ],
+    "the signing secret is never logged": [
+        "flows/test_xai_gate.py::test_the_signing_secret_appears_nowhere",
+    ],
+    "guard refuses forged, copied and replayed signatures": [
+        "pipelines/test_signing.py::test_hand_set_copied_forged_or_other_verdicts_are_refused",
+        "pipelines/test_registry_guard.py::test_only_a_signed_pass_gets_the_protected_alias",
+        "pipelines/test_registry_guard.py::test_a_replayed_old_pass_is_refused_after_a_later_block",
+        "pipelines/test_registry_guard.py::test_a_verdict_whose_tags_were_changed_after_it_was_written_is_refused",
+        "pipelines/test_registry_guard.py::test_clients_cannot_write_the_guards_own_tags",
+        "pipelines/test_registry_guard.py::test_a_real_mlflow_server_enforces_the_guard_over_http",
+    ],
+    # Robustness
+    "memory bounded over 1000 GradCAM calls": [
+        "xai_checks/test_cam_robustness.py::test_a_thousand_calls_leak_no_memory_hooks_or_graphs",
+    ],
+    "metric properties (hypothesis)": [
+        "xai_checks/test_metrics_properties.py::test_scores_stay_in_the_unit_interval_or_are_nan",
+        "xai_checks/test_metrics_properties.py::test_scores_do_not_depend_on_the_heatmap_scale",
+        "xai_checks/test_metrics_properties.py::test_a_uniform_heatmap_puts_the_masks_area_inside_it",
+    ],
+}
+
+
+@cache
+def _test_functions(path: Path) -> frozenset[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return frozenset(
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.startswith("test_")
+    )
+
+
+@pytest.mark.parametrize("case", sorted(CATALOGUE))
+def test_every_case_names_tests_that_exist(case: str) -> None:
+    assert CATALOGUE[case], f"{case!r} names no test"
+    for node_id in CATALOGUE[case]:
+        file, _, name = node_id.partition("::")
+        path = TESTS / file
+        assert path.is_file(), f"{case!r}: {file} does not exist"
+        assert name in _test_functions(path), f"{case!r}: {node_id} does not exist"
+
+
+def _alias_moves(path: Path) -> list[tuple[str, int]]:
+    """(enclosing function, line) of every call that sets a registry alias in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        for node in ast.walk(function):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "set_registered_model_alias"
+            ):
+                found.append((function.name, node.lineno))
+    return found
+
+
+def test_only_a_passed_verdict_can_move_an_alias():
+    """By construction: one call site, after the early return for anything but ``passed``."""
+    root = TESTS.parent
+    sites = {
+        f"{path.relative_to(root)}:{function}"
+        for package in ("flows", "pipelines", "xai_checks")
+        for path in (root / package).rglob("*.py")
+        for function, _ in _alias_moves(path)
+    }
+    # The guard's override only forwards a checked call to MLflow's store.
+    assert sites == {
+        "pipelines/gate.py:record_verdict",
+        "pipelines/registry_guard.py:set_registered_model_alias",
+    }
+    source = (root / "pipelines" / "gate.py").read_text(encoding="utf-8")
+    record = source[source.index("def record_verdict") :]
+    guard = record.index("if decision.verdict is not Verdict.PASSED:\n        return False")
+    assert guard < record.index("client.set_registered_model_alias")
