@@ -44,6 +44,11 @@ test: $(VENV)/.stamp-test browser
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run"; exit 1; fi; \
 	exit $$rc
 
+# Speed and memory against anchors measured in the same run (pytorch-grad-cam and Captum
+# come with the test extra). Run it on an idle machine; `make bench ARGS=--quick` smoke-tests.
+bench: $(VENV)/.stamp-test
+	$(BIN)/python -m benchmarks $(ARGS)
+
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check .
 

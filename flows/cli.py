@@ -65,6 +65,18 @@ def gate(
         "--force",
         help="Gate again even if the version has a verdict under this policy and audit set.",
     ),
+    task_runner: str = typer.Option(
+        "threads", help="threads (one process), or dask (prefect-dask: scale the stages out)."
+    ),
+    dask_address: str | None = typer.Option(
+        None, help="With --task-runner dask: join this scheduler (tcp://host:8786)."
+    ),
+    dask_workers: int = typer.Option(
+        2, help="With --task-runner dask and no address: workers of the local cluster."
+    ),
+    shards: int | None = typer.Option(
+        None, help="Split the image audit into this many tasks (default: 1, or the workers)."
+    ),
 ) -> None:
     """Audit one model version and promote it only if it passes.
 
@@ -104,6 +116,10 @@ def gate(
         tracking_uri=tracking_uri,
         modality=modality,
         force=force,
+        task_runner=task_runner,
+        dask_address=dask_address,
+        dask_workers=dask_workers,
+        **({"shards": shards} if shards else {}),
     )
     code = exit_code(outcome)
     typer.echo(outcome.message, err=code == 2)

@@ -18,8 +18,10 @@ from pydantic import ValidationError
 from flows._reporting import ask_for_approval, publish_summary, record_error_verdict, tag_error
 from flows.locking import LockTimeout, version_lock
 from pipelines import collect as stages
+from pipelines.audit import AuditResult, merge_audits, shard_bounds
 from pipelines.audit_set import AuditSet
 from pipelines.audit_set import load_audit_set as read_audit_set
+from pipelines.counterfactual import CounterfactualEvidence
 from pipelines.errors import GateError
 from pipelines.evidence import GateEvidence, TextGateEvidence, Validation
 from pipelines.gate import (
@@ -41,6 +43,7 @@ from pipelines.gate_policy import (
 )
 from pipelines.policy import AuditPlan, Thresholds
 from pipelines.report import render_report
+from pipelines.sanity import SanityEvidence
 from pipelines.signing import SECRET_ENV, secret_from_env
 from pipelines.tracking import (
     LoadedModel,
@@ -317,6 +320,7 @@ def xai_gate(
     modality: str = "auto",
     policy_file: str | None = None,
     force: bool = False,
+    shards: int = 1,
 ) -> GateOutcome | State:
     """Audit ``models:/model_name/version`` on ``audit_set`` and gate its promotion.
 
@@ -328,6 +332,11 @@ def xai_gate(
     input saliency, attention and rollout masses, word removal and insertion.
     Then GX validation of the score tables, MLflow evidence, the signed
     verdict, the alias, and Prefect artifacts summarising the run.
+
+    ``shards > 1`` splits the image CAM audit into that many tasks, submitted
+    with the counterfactual and sanity tasks to the flow's task runner (Dask
+    workers with ``flows.run.run_gate(task_runner="dask")``); the merged scores
+    equal an unsharded run's.
 
     One gate per version runs at a time (``flows.locking``). A version that
     already has a verdict under this policy and audit-set manifest keeps it
@@ -362,7 +371,7 @@ def xai_gate(
     try:
         with version_lock(model_name, version, scope=scope):
             try:
-                return _final(_gate_version(policy, version, force=force))
+                return _final(_gate_version(policy, version, force=force, shards=shards))
             except Exception as exc:  # every failure must end as a recorded error
                 if not isinstance(exc, EXPECTED_ERRORS):
                     get_run_logger().exception("the gate of %s v%s failed", model_name, version)
@@ -372,7 +381,29 @@ def xai_gate(
         return _error(model_name, version, alias, exc, recorded=True)
 
 
-def _gate_version(policy: GatePolicy, version: str, *, force: bool) -> GateOutcome:
+def _image_stages_sharded(
+    model: LoadedModel, images: AuditSet, thresholds: Thresholds, plan: AuditPlan, shards: int
+) -> tuple[AuditResult, CounterfactualEvidence | None, SanityEvidence | None]:
+    """The CAM audit as one task per shard, beside the counterfactual and sanity tasks.
+
+    With a Dask task runner every task may run on another worker at once. Shards
+    are cut on batch edges and merged in order, so the scores equal an unsharded run.
+    """
+    bounds = shard_bounds(len(images), shards, plan.batch_size)
+    parts = [cam_audit.submit(model, images.subset(a, b), thresholds, plan) for a, b in bounds]
+    counterfactual = (
+        counterfactual_audit.submit(model, images, plan) if plan.counterfactual else None
+    )
+    sanity = sanity_check.submit(model, images, plan) if plan.sanity else None
+    audit = merge_audits([part.result() for part in parts], thresholds)
+    return (
+        audit,
+        counterfactual.result() if counterfactual is not None else None,
+        sanity.result() if sanity is not None else None,
+    )
+
+
+def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int = 1) -> GateOutcome:
     """Everything after the lock is held: reuse a finished verdict, or audit and decide."""
     model_name, alias = policy.model, policy.alias
     policy_hash, audit_set_hash = policy.digest(), file_digest(policy.audit_set)
@@ -410,12 +441,19 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool) -> GateOutco
         )
     else:
         images = load_audit_set(manifest, model.class_names)
+        audit, counterfactual, sanity = (
+            _image_stages_sharded(model, images, thresholds, plan, shards)
+            if shards > 1
+            else (
+                cam_audit(model, images, thresholds, plan),
+                counterfactual_audit(model, images, plan) if plan.counterfactual else None,
+                sanity_check(model, images, plan) if plan.sanity else None,
+            )
+        )
         evidence = GateEvidence(
-            audit=cam_audit(model, images, thresholds, plan),
-            counterfactual=counterfactual_audit(model, images, plan)
-            if plan.counterfactual
-            else None,
-            sanity=sanity_check(model, images, plan) if plan.sanity else None,
+            audit=audit,
+            counterfactual=counterfactual,
+            sanity=sanity,
             images=images.images,
             class_names=images.class_names,
         )

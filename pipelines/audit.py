@@ -32,7 +32,16 @@ from xai_checks.metrics import (
 )
 from xai_checks.rollout import AttentionRollout
 
-__all__ = ["AUDIT_METHODS", "AuditResult", "Cases", "MethodAudit", "audit_images", "make_explainer"]
+__all__ = [
+    "AUDIT_METHODS",
+    "AuditResult",
+    "Cases",
+    "MethodAudit",
+    "audit_images",
+    "make_explainer",
+    "merge_audits",
+    "shard_bounds",
+]
 
 
 def make_explainer(
@@ -100,6 +109,10 @@ class AuditResult:
     for every other method."""
     methods: dict[str, MethodAudit]
     summary: dict[str, float | int | str] = field(default_factory=dict)
+    correct: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
+    """(N,) whether each prediction matched its label: shards merge into the same accuracy."""
+    chance: Tensor = field(default_factory=lambda: torch.empty(0))
+    """(N,) each mask's area fraction: the chance level of the spurious mass."""
 
     @property
     def gating(self) -> MethodAudit:
@@ -192,8 +205,7 @@ def audit_images(
                 chance.append(area_fraction(batch_masks).cpu())
 
     prediction = torch.cat(predictions)
-    label_names = _names(labels, class_names)
-    prediction_names = _names(prediction, class_names)
+    label_names, prediction_names = _names(labels, class_names), _names(prediction, class_names)
     audits = {
         method: _finish(
             trackers[method],
@@ -207,6 +219,28 @@ def audit_images(
         )
         for method in methods
     }
+    return _assemble(
+        audits,
+        ids,
+        label_names,
+        prediction_names,
+        prediction == labels,
+        torch.cat(chance),
+        thresholds,
+    )
+
+
+def _assemble(
+    audits: dict[str, MethodAudit],
+    ids: list[str],
+    label_names: list[str] | list[int],
+    prediction_names: list[str] | list[int],
+    correct: Tensor,
+    chance: Tensor,
+    thresholds: Thresholds,
+) -> AuditResult:
+    """The score table and summary from each method's audit: one path for whole and sharded."""
+    methods = list(audits)
     gating = audits[methods[0]]
     scores = pd.DataFrame(
         {
@@ -226,16 +260,98 @@ def audit_images(
             audits[method].per_image["spurious_mass"].double().numpy()
         )
     summary: dict[str, float | int | str] = {
-        "n_images": n,
-        "accuracy": float((prediction == labels).float().mean()),
+        "n_images": len(ids),
+        "accuracy": float(correct.float().mean()),
         "method": methods[0],
         "spurious_mass": gating.estimates["spurious_mass"].mean,
         "enrichment": gating.estimates["enrichment"].mean,
         "flagged_fraction": gating.flagged_fraction,
-        "chance_mass": float(torch.cat(chance).mean()),
+        "chance_mass": float(chance.mean()),
         "target_layer": ", ".join(gating.layers),
     }
-    return AuditResult(scores=scores, methods=audits, summary=summary)
+    return AuditResult(scores, audits, summary, correct=correct, chance=chance)
+
+
+def shard_bounds(n: int, shards: int, batch_size: int) -> list[tuple[int, int]]:
+    """``shards`` contiguous ``(start, stop)`` ranges over ``n`` images, cut on batch edges.
+
+    Cutting on batch edges gives every batch the same images as an unsharded
+    run, so the merged scores are identical, not merely close.
+    """
+    if n == 0:
+        return [(0, 0)]
+    batches = -(-n // batch_size)
+    step = -(-batches // max(1, min(shards, batches))) * batch_size
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def merge_audits(
+    parts: Sequence[AuditResult], thresholds: Thresholds | None = None, *, keep_worst: int = 12
+) -> AuditResult:
+    """Join the audits of consecutive shards into the audit of the whole set.
+
+    Per-image scores are concatenated in order, and every model-level number is
+    recomputed from them, so the result equals an unsharded ``audit_images``.
+    """
+    if not parts:
+        raise ValueError("merge_audits needs at least one shard")
+    thresholds = thresholds or Thresholds()
+    methods = list(parts[0].methods)
+    audits = {
+        method: _merge_method([part.methods[method] for part in parts], thresholds, keep_worst)
+        for method in methods
+    }
+
+    def column(name: str) -> list:
+        return [value for part in parts for value in part.scores[name].tolist()]
+
+    return _assemble(
+        audits,
+        [str(i) for i in column("image_id")],
+        column("label"),
+        column("prediction"),
+        torch.cat([part.correct for part in parts]),
+        torch.cat([part.chance for part in parts]),
+        thresholds,
+    )
+
+
+def _merge_method(parts: list[MethodAudit], thresholds: Thresholds, keep: int) -> MethodAudit:
+    per_image = {name: torch.cat([part.per_image[name] for part in parts]) for name in _PER_IMAGE}
+    mass = per_image["spurious_mass"]
+    worst = _join([part.worst for part in parts])
+    # Stable sort over shards in order: ties keep audit-set order, as the streaming top-k does.
+    candidates = torch.as_tensor(worst.rows["spurious_mass"].to_numpy()).nan_to_num(nan=-1.0)
+    top = candidates.argsort(descending=True, stable=True)[:keep]
+    samples = _join([part.samples for part in parts])
+    n_samples = min(keep, int(mass.numel()))
+    return MethodAudit(
+        method=parts[0].method,
+        layers=parts[0].layers,
+        per_image=per_image,
+        estimates={name: bootstrap_ci(values) for name, values in per_image.items()},
+        flagged_fraction=float((mass > thresholds.flag_mass).float().mean()),
+        worst=_pick(worst, top),
+        samples=_pick(samples, torch.arange(n_samples)),
+    )
+
+
+def _join(cases: list[Cases]) -> Cases:
+    return Cases(
+        images=torch.cat([c.images for c in cases]),
+        heatmaps=torch.cat([c.heatmaps for c in cases]),
+        masks=torch.cat([c.masks for c in cases]),
+        rows=pd.concat([c.rows for c in cases], ignore_index=True),
+    )
+
+
+def _pick(cases: Cases, index: Tensor) -> Cases:
+    return Cases(
+        images=cases.images[index],
+        heatmaps=cases.heatmaps[index],
+        masks=cases.masks[index],
+        rows=cases.rows.iloc[index.tolist()].reset_index(drop=True),
+    )
 
 
 def _finish(

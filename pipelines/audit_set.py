@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,16 @@ class AuditSet:
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def subset(self, start: int, stop: int) -> AuditSet:
+        """Rows ``start:stop``, e.g. one shard of a scaled-out audit."""
+        return replace(
+            self,
+            images=self.images[start:stop],
+            labels=self.labels[start:stop],
+            masks=self.masks[start:stop],
+            image_ids=self.image_ids[start:stop],
+        )
 
 
 def line_of(index: int) -> int:

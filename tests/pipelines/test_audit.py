@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
+import pandas as pd
 import pytest
 import torch
 
-from pipelines.audit import audit_images
+from pipelines.audit import audit_images, merge_audits, shard_bounds
 from pipelines.policy import SCORE_COLUMNS, Thresholds
 from xai_checks import GradCAM, LayerCAM
 from xai_checks.metrics import relevance_mass
@@ -158,3 +161,42 @@ def test_the_torch_free_method_list_matches_the_implementations():
 
     assert tuple(CAM_METHODS) == CAM_METHOD_NAMES
     assert (*CAM_METHODS, "rollout") == AUDIT_METHODS
+
+
+def test_shard_bounds_cut_on_batch_edges_and_cover_everything():
+    assert shard_bounds(40, 2, 8) == [(0, 24), (24, 40)]
+    assert shard_bounds(40, 3, 8) == [(0, 16), (16, 32), (32, 40)]
+    assert shard_bounds(5, 4, 8) == [(0, 5)]  # one batch cannot be split
+    assert shard_bounds(0, 2, 8) == [(0, 0)]
+    for n, shards, batch in [(97, 3, 8), (64, 2, 32), (10, 10, 1)]:
+        bounds = shard_bounds(n, shards, batch)
+        assert bounds[0][0] == 0 and bounds[-1][1] == n and len(bounds) <= shards
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+        assert all(start % batch == 0 for start, _ in bounds)
+
+
+def test_merged_shards_equal_the_whole_audit_exactly(trained_pair, audit_batch):
+    args = (trained_pair.shortcut, audit_batch.images, audit_batch.labels, audit_batch.masks)
+    options = {
+        "class_names": CLASS_NAMES,
+        "methods": ("gradcam", "layercam"),
+        "batch_size": 8,
+        "keep_worst": 6,
+        "image_ids": [f"img-{i}" for i in range(40)],
+    }
+    whole = audit_images(*args, **options)
+    parts = []
+    for start, stop in shard_bounds(40, 3, 8):
+        part_args = (trained_pair.shortcut, *(t[start:stop] for t in args[1:]))
+        ids = options["image_ids"][start:stop]
+        parts.append(audit_images(*part_args, **(options | {"image_ids": ids})))
+    merged = merge_audits(parts, keep_worst=6)
+    pd.testing.assert_frame_equal(merged.scores, whole.scores)
+    assert merged.metrics() == whole.metrics()
+    assert merged.summary == whole.summary
+    for method in ("gradcam", "layercam"):
+        for name in ("worst", "samples"):
+            got, want = getattr(merged.methods[method], name), getattr(whole.methods[method], name)
+            pd.testing.assert_frame_equal(got.rows, want.rows)
+            assert torch.equal(got.heatmaps, want.heatmaps)
+            assert torch.equal(got.images, want.images) and torch.equal(got.masks, want.masks)

@@ -1,0 +1,52 @@
+"""The benchmarks run end to end at smoke sizes, so they cannot rot between measurements.
+
+Nothing here judges speed: a loaded CI machine says nothing about it. The
+numbers in the README come from ``make bench`` on an idle machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cold_start import HEAVY, help_imports
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_cli_help_imports_no_heavy_library():
+    assert help_imports() == [], f"xai-gate --help imported some of {HEAVY}"
+
+
+@pytest.mark.slow
+def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
+    out = tmp_path / "rows.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    by_name = {(row["benchmark"], row["name"]): row for row in rows}
+    assert {row["benchmark"] for row in rows} == {
+        "gradcam_speed",
+        "gradcam_memory",
+        "attention_speed",
+        "cold_start",
+    }
+    ours = by_name[("gradcam_speed", "xai_checks GradCAM")]
+    assert ours["versus"] == "limit" and ours["ratio"] > 0 and ours["goal"] == "<= 1.05x limit"
+    memory = by_name[("gradcam_memory", "xai_checks GradCAM")]
+    assert memory["unit"] == "MB peak RSS" and memory["value"] > 50
+    assert by_name[("cold_start", "xai-gate --help")]["met"] is True
+    assert all(row["value"] > 0 for row in rows)
+    assert "xai-gate benchmarks (quick: smoke sizes)" in done.stdout

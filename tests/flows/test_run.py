@@ -1,0 +1,87 @@
+"""run_gate's task runners: the gate on a real Dask cluster gives the single-process scores."""
+
+from __future__ import annotations
+
+import io
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from flows.run import run_gate
+from pipelines.audit_set import write_audit_set
+from pipelines.gate import Verdict
+from pipelines.gate_policy import EXAMPLE_POLICY
+from xai_checks.synthetic import CLASS_NAMES, make_lesions
+
+pytestmark = pytest.mark.slow
+MODEL = "dask-model"
+
+
+def _scores(run_id: str) -> pd.DataFrame:
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/xai/scores.csv")
+    return pd.read_csv(io.StringIO(text))
+
+
+def test_a_sharded_gate_on_two_dask_workers_equals_the_single_process_gate(
+    trained_pair, tracking_uri, tmp_path
+):
+    for model in (trained_pair.shortcut, trained_pair.clean):
+        with mlflow.start_run():
+            mlflow.pytorch.log_model(
+                model,
+                name="model",
+                registered_model_name=MODEL,
+                serialization_format="pickle",
+                metadata={"class_names": list(CLASS_NAMES)},
+                pip_requirements=["torch"],
+            )
+    batch = make_lesions(40, ruler="always", seed=100)
+    write_audit_set(tmp_path / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        EXAMPLE_POLICY.replace("model: lesion-classifier", f"model: {MODEL}")
+        .replace("images: 16", "images: 4")
+        .replace("batch_size: 32", "batch_size: 8")
+    )
+    single = run_gate(MODEL, "1", policy_file=str(policy))
+    assert single.verdict is Verdict.BLOCKED
+    scaled = run_gate(
+        MODEL, "1", policy_file=str(policy), force=True, task_runner="dask", dask_workers=2
+    )
+    assert scaled.verdict is Verdict.BLOCKED and scaled.reasons == single.reasons
+    assert scaled.run_id != single.run_id
+    pd.testing.assert_frame_equal(_scores(scaled.run_id), _scores(single.run_id))
+    client = MlflowClient()
+    metrics = [client.get_run(o.run_id).data.metrics for o in (single, scaled)]
+    assert metrics[0] == metrics[1]
+    # The scaled run's CAM audit ran as two shard tasks (five batches of 8: 3 + 2).
+    assert _cam_audit_tasks_of_the_latest_gate() == 2
+    clean = run_gate(MODEL, "2", policy_file=str(policy), task_runner="dask", dask_workers=2)
+    assert clean.verdict is Verdict.PASSED and clean.promoted
+
+
+def _cam_audit_tasks_of_the_latest_gate() -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as prefect:
+        (latest,) = prefect.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["xai-gate"])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+        tasks = prefect.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[latest.id])),
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="cam-audit")),
+        )
+    return len(tasks)
