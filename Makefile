@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format bench clean example browser
+.PHONY: demo test lint format bench clean example browser postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,17 @@ browser:
 	    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
 	  else echo "the browser test needs Debian's chromium: sudo apt-get install chromium"; fi; }
 
+# The shared-database test starts its own PostgreSQL from Debian's binaries.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -qq postgresql >/dev/null || \
+	    { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }; \
+	  else echo "the PostgreSQL test needs Debian's postgresql: sudo apt-get install postgresql"; fi; }
+
 # pytest exits 5 when it collected nothing: that must fail, never pass silently.
-test: $(VENV)/.stamp-test browser
-	@$(BIN)/python -m pytest; rc=$$?; \
+test: $(VENV)/.stamp-test browser postgres
+	@$(BIN)/python -m pytest --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run"; exit 1; fi; \
 	exit $$rc
 
