@@ -12,7 +12,14 @@ from pathlib import Path
 
 from benchmarks._common import print_rows, rows_to_json
 
-BENCHMARKS = ("gradcam_speed", "gradcam_memory", "attention_speed", "cold_start")
+BENCHMARKS = (
+    "gradcam_speed",
+    "gradcam_memory",
+    "attention_speed",
+    "scaling",
+    "gate_overhead",
+    "cold_start",
+)
 
 
 def main() -> None:
@@ -23,7 +30,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for name in args.names or BENCHMARKS:
-        rows += importlib.import_module(f"benchmarks.{name}").run(quick=args.quick)
+        found = importlib.import_module(f"benchmarks.{name}").run(quick=args.quick)
+        print_rows(found, name)  # as each finishes: a later failure loses nothing
+        rows += found
     print_rows(rows, "xai-gate benchmarks" + (" (quick: smoke sizes)" if args.quick else ""))
     if args.json:
         rows_to_json(rows, args.json)

@@ -195,8 +195,8 @@ def attention_maps(
     pad_id = _pad_id(tokenizer)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    layer_select = torch.tensor(layer_index)
     head_select = torch.tensor(head_index)
+    all_heads = head_index == list(range(num_heads))
     with explanation_mode(model), torch.no_grad():
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
@@ -211,11 +211,16 @@ def attention_maps(
                 output_attentions=True,
                 return_dict=True,
             )
-            stacked = _stack_attentions(output, num_layers, num_heads)  # (B, L, H, t, t)
-            stacked = stacked[:, layer_select][:, :, head_select].float().cpu()
-            for row in range(stop - start):
+            attentions = _checked_attentions(output, num_layers, num_heads)
+            # One copy per layer straight into the result: no stacking or selection copies.
+            for slot, layer in enumerate(layer_index):
+                chosen = attentions[layer] if all_heads else attentions[layer][:, head_select]
+                weights[start:stop, slot, :, :width, :width] = chosen
+            for row in range(stop - start):  # padded queries and keys of shorter texts: zero
                 length = int(lengths[start + row])
-                weights[start + row, :, :, :length, :length] = stacked[row, :, :, :length, :length]
+                if length < width:
+                    weights[start + row, :, :, length:, :] = 0
+                    weights[start + row, :, :, :, length:] = 0
     return AttentionMaps(
         weights=weights,
         tokens=tokens,
@@ -514,7 +519,7 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return 0
 
 
-def _stack_attentions(output: object, num_layers: int, num_heads: int) -> Tensor:
+def _checked_attentions(output: object, num_layers: int, num_heads: int) -> tuple[Tensor, ...]:
     attentions = getattr(output, "attentions", None)
     if not attentions:
         raise XAICheckError(
@@ -528,7 +533,7 @@ def _stack_attentions(output: object, num_layers: int, num_heads: int) -> Tensor
         raise XAICheckError(
             f"expected {num_layers} layers of (N, {num_heads}, T, T) attention, got {shapes}"
         )
-    return torch.stack(list(attentions), dim=1)
+    return tuple(attentions)
 
 
 _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")

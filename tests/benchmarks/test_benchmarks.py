@@ -41,6 +41,8 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
         "gradcam_speed",
         "gradcam_memory",
         "attention_speed",
+        "scaling",
+        "gate_overhead",
         "cold_start",
     }
     ours = by_name[("gradcam_speed", "xai_checks GradCAM")]
@@ -48,5 +50,7 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
     memory = by_name[("gradcam_memory", "xai_checks GradCAM")]
     assert memory["unit"] == "MB peak RSS" and memory["value"] > 50
     assert by_name[("cold_start", "xai-gate --help")]["met"] is True
+    assert by_name[("scaling", "Dask, 2 workers")]["versus"] == "speed-up"
+    assert by_name[("gate_overhead", "whole gate (xai-gate gate)")]["value"] > 0
     assert all(row["value"] > 0 for row in rows)
     assert "xai-gate benchmarks (quick: smoke sizes)" in done.stdout
