@@ -12,7 +12,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["Row", "median_seconds", "peak_rss_mb", "print_rows", "rows_to_json"]
+__all__ = [
+    "Row",
+    "interleaved_medians",
+    "median_seconds",
+    "peak_rss_mb",
+    "print_rows",
+    "rows_to_json",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,11 +50,27 @@ def median_seconds(run: Callable[[], object], *, repeats: int, warmup: int = 1) 
     return statistics.median(times)
 
 
+def interleaved_medians(
+    runs: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time of each run, timed round-robin so machine drift hits all alike."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def peak_rss_mb(module: str, *args: str) -> dict[str, float]:
     """Run ``python -m module args`` in a fresh process; it prints one JSON line last.
 
     A fresh process per case, so no case inherits another's peak. The child
-    reports its own ``ru_maxrss`` (peak resident memory) next to its baseline.
+    reports its own peak resident memory next to its baseline.
     """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
@@ -64,9 +87,15 @@ def peak_rss_mb(module: str, *args: str) -> dict[str, float]:
 
 
 def current_peak_mb() -> float:
-    import resource
+    """This process's peak resident memory (``VmHWM``).
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    Not ``ru_maxrss``: Linux keeps that across ``execve``, so a child started
+    by a big parent would report the parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status: peak memory needs Linux")
 
 
 def print_rows(rows: Sequence[Row], title: str) -> None:

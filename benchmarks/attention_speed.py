@@ -15,7 +15,7 @@ from functools import partial
 
 import torch
 
-from benchmarks._common import Row, median_seconds, print_rows
+from benchmarks._common import Row, interleaved_medians, print_rows
 
 __all__ = ["run"]
 
@@ -54,14 +54,20 @@ def _bare(model, tokenizer, texts: list[str]) -> object:
 def run(*, quick: bool = False) -> list[Row]:
     from xai_checks.attention import attention_maps, load_text_model, text_rollout
 
-    count, tokens, repeats = (4, 32, 2) if quick else (32, 128, 7)
+    count, tokens, repeats = (4, 32, 2) if quick else (32, 128, 15)
     model, tokenizer = load_text_model()
     texts = texts_of(count, tokens)
     assert tokenizer(texts[0], return_tensors="pt")["input_ids"].shape[1] == tokens
     extract = partial(attention_maps, model, tokenizer, texts, batch_size=count, max_length=512)
-    bare = median_seconds(partial(_bare, model, tokenizer, texts), repeats=repeats)
-    ours = median_seconds(extract, repeats=repeats)
-    with_rollout = median_seconds(lambda: text_rollout(extract()), repeats=repeats)
+    seconds = interleaved_medians(
+        {
+            "bare": partial(_bare, model, tokenizer, texts),
+            "ours": extract,
+            "rollout": lambda: text_rollout(extract()),
+        },
+        repeats=repeats,
+    )
+    bare, ours, with_rollout = seconds["bare"], seconds["ours"], seconds["rollout"]
     where = f"MiniLM, batch {count} x {tokens} tokens"
     return [
         Row("attention_speed", f"bare HF forward, output_attentions ({where})", bare, "s/batch"),

@@ -5,7 +5,9 @@
 gate adds loading the model from MLflow, reading and validating the audit set,
 GX validation, figures, the report and logging. Its fixed start-up (importing
 torch, MLflow, Prefect and GX, and starting Prefect's temporary server) is
-measured on its own and reported apart.
+measured on its own and reported apart (in a real gate the server starts while
+the imports run, so the two overlap). The gate's variable part is timed stage by
+stage in one process, and each stage is reported.
 
     python -m benchmarks.gate_overhead [--quick]
 """
@@ -13,6 +15,7 @@ measured on its own and reported apart.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -107,6 +110,50 @@ def _compute_seconds(workdir: Path) -> float:
     return float(out.strip().splitlines()[-1])
 
 
+_STAGES = """
+import json, time
+clock = time.perf_counter()
+seconds = {}
+def lap(name):
+    global clock
+    now = time.perf_counter()
+    seconds[name] = now - clock
+    clock = now
+from pipelines.audit_set import load_audit_set
+from pipelines.collect import cam_stage
+from pipelines.evidence import GateEvidence
+from pipelines.gate_policy import load_policy
+from pipelines.tracking import configure_tracking, load_model_version, log_gate_evidence
+lap("imports")
+policy = load_policy(POLICY)
+configure_tracking()
+model = load_model_version("bench-model", "1")
+lap("load the model from MLflow")
+data = load_audit_set(policy.audit_set, class_names=model.class_names)
+lap("read and validate the audit set (GX)")
+thresholds = policy.thresholds()
+audit = cam_stage(model, data, thresholds, policy.plan())
+lap("CAM audit")
+evidence = GateEvidence(audit, None, None, data.images, data.class_names)
+validation = evidence.validate(thresholds)
+lap("GX validation of the scores")
+log_gate_evidence(
+    model_name="bench-model", model_version="1", params={}, metrics=evidence.metrics(),
+    series=evidence.series(), tables=evidence.tables(), documents=validation.documents(),
+    figures=evidence.figures(thresholds, "bench"), pages=evidence.pages(),
+)
+lap("figures and MLflow logging")
+print(json.dumps(seconds))
+"""
+
+
+def _stage_seconds(workdir: Path, policy: Path) -> dict[str, float]:
+    """Where the gate's variable time goes: its stages timed in one fresh process."""
+    code = f"POLICY = {str(policy)!r}\n" + _STAGES
+    _, out = _timed([sys.executable, "-c", code], workdir)
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def run(*, quick: bool = False) -> list[Row]:
     n = 50 if quick else 1000
     with tempfile.TemporaryDirectory(prefix="xai-gate-bench-") as folder:
@@ -121,8 +168,9 @@ def run(*, quick: bool = False) -> list[Row]:
             workdir,
             ok=(0, 1),  # passed or blocked: both are finished gates
         )
+        stages = _stage_seconds(workdir, policy)
     fixed = imports + prefect_start
-    variable = gate - fixed
+    variable = sum(value for name, value in stages.items() if name != "imports")
     return [
         Row("gate_overhead", f"pure Grad-CAM compute ({n} images)", compute, "s"),
         Row("gate_overhead", "fixed start-up: imports", imports, "s"),
@@ -130,8 +178,12 @@ def run(*, quick: bool = False) -> list[Row]:
         Row("gate_overhead", "fixed start-up, total", fixed, "s", None, "", "<= 15 s",
             fixed <= 15),
         Row("gate_overhead", "whole gate (xai-gate gate)", gate, "s"),
-        Row("gate_overhead", "whole gate minus fixed start-up", variable, "s", variable / compute,
-            "compute", "<= 1.25x compute", variable / compute <= 1.25),
+        Row("gate_overhead", "the gate's stages, timed in one process", variable, "s",
+            variable / compute, "compute", "<= 1.25x compute", variable / compute <= 1.25),
+    ] + [
+        Row("gate_overhead", f"  stage: {name}", value, "s")
+        for name, value in stages.items()
+        if name != "imports"
     ]  # fmt: skip
 
 

@@ -74,7 +74,8 @@ class GateOutcome:
     reused: bool = False
     """The version already had this verdict under the same policy and audit set."""
     recorded: bool = False
-    """The verdict is already on the version (so ``on_failure`` must not write it again)."""
+    """The version's verdict is written (or, after a lock timeout, is another gate's to
+    write), so ``on_failure`` must not tag it ``error``."""
 
     @property
     def message(self) -> str:

@@ -129,22 +129,25 @@ class AuditResult:
 class _Tracker:
     """Streams one method's per-image scores and keeps only the overlays it will draw."""
 
-    def __init__(self, method: str, keep: int) -> None:
+    def __init__(self, method: str, keep: int, n: int) -> None:
         self.method, self.keep = method, keep
-        self.scores: dict[str, list[Tensor]] = {name: [] for name in _PER_IMAGE}
+        # Preallocated, not a list of small per-batch tensors: those would pin the freed
+        # batch buffers between them in the heap, and memory would grow with the set.
+        self.scores = {name: torch.full((n,), float("nan")) for name in _PER_IMAGE}
         self.worst_index = torch.empty(0, dtype=torch.long)
         self.worst_maps: Tensor | None = None
         self.worst_mass = torch.empty(0)
         self.sample_maps: list[Tensor] = []
 
     def add(self, start: int, heatmaps: Tensor, masks: Tensor) -> None:
+        stop = start + len(heatmaps)
         for name, metric in _PER_IMAGE.items():
-            self.scores[name].append(metric(heatmaps, masks).cpu())
+            self.scores[name][start:stop] = metric(heatmaps, masks).cpu()
         heatmaps = heatmaps.cpu()
         if start < self.keep:
-            self.sample_maps.append(heatmaps[: self.keep - start])
+            self.sample_maps.append(heatmaps[: self.keep - start].clone())
         # Keep only the running top-k for overlays: memory stays flat on big audits.
-        mass = self.scores["spurious_mass"][-1].nan_to_num(nan=-1.0)
+        mass = self.scores["spurious_mass"][start:stop].nan_to_num(nan=-1.0)
         index = torch.cat([self.worst_index, torch.arange(start, start + len(heatmaps))])
         maps = heatmaps if self.worst_maps is None else torch.cat([self.worst_maps, heatmaps])
         masses = torch.cat([self.worst_mass, mass])
@@ -191,8 +194,9 @@ def audit_images(
         raise ValueError(f"unknown CAM method(s) {unknown}; known: {sorted(AUDIT_METHODS)}")
 
     cams = {method: make_explainer(method, model, target_layer) for method in methods}
-    trackers = {method: _Tracker(method, keep_worst) for method in methods}
-    predictions, chance = [], []
+    trackers = {method: _Tracker(method, keep_worst, n) for method in methods}
+    prediction = torch.zeros(n, dtype=torch.long)
+    chance = torch.zeros(n)
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="CAM audit", unit="batch", disable=_no_bar(progress)):
         stop = min(start + batch_size, n)
@@ -201,10 +205,9 @@ def audit_images(
             batch_masks = masks[start:stop].to(result.heatmaps.device)
             trackers[method].add(start, result.heatmaps, batch_masks)
             if index == 0:
-                predictions.append(result.predictions.cpu())
-                chance.append(area_fraction(batch_masks).cpu())
+                prediction[start:stop] = result.predictions.cpu()
+                chance[start:stop] = area_fraction(batch_masks).cpu()
 
-    prediction = torch.cat(predictions)
     label_names, prediction_names = _names(labels, class_names), _names(prediction, class_names)
     audits = {
         method: _finish(
@@ -225,7 +228,7 @@ def audit_images(
         label_names,
         prediction_names,
         prediction == labels,
-        torch.cat(chance),
+        chance,
         thresholds,
     )
 
@@ -321,7 +324,7 @@ def _merge_method(parts: list[MethodAudit], thresholds: Thresholds, keep: int) -
     mass = per_image["spurious_mass"]
     worst = _join([part.worst for part in parts])
     # Stable sort over shards in order: ties keep audit-set order, as the streaming top-k does.
-    candidates = torch.as_tensor(worst.rows["spurious_mass"].to_numpy()).nan_to_num(nan=-1.0)
+    candidates = torch.tensor(worst.rows["spurious_mass"].to_numpy()).nan_to_num(nan=-1.0)
     top = candidates.argsort(descending=True, stable=True)[:keep]
     samples = _join([part.samples for part in parts])
     n_samples = min(keep, int(mass.numel()))
@@ -364,7 +367,7 @@ def _finish(
     labels: list[str] | list[int],
     predictions: list[str] | list[int],
 ) -> MethodAudit:
-    per_image = {name: torch.cat(parts) for name, parts in tracker.scores.items()}
+    per_image = dict(tracker.scores)
     mass = per_image["spurious_mass"]
     rows = pd.DataFrame(
         {"image_id": ids, "label": labels, "prediction": predictions, "spurious_mass": mass.numpy()}

@@ -311,10 +311,11 @@ def text_rollout(maps: AttentionMaps) -> Tensor:
         )
     n, _, _, total, _ = maps.weights.shape
     result = torch.zeros(n, total, total, dtype=maps.weights.dtype)
-    for i in range(n):
-        length = len(maps.tokens[i])
-        real = maps.weights[i, :, :, :length, :length]
-        result[i, :length, :length] = rollout(list(real.unsqueeze(1)))[0]
+    lengths = torch.tensor([len(tokens) for tokens in maps.tokens])
+    for length in lengths.unique().tolist():  # texts of one length: one batched rollout
+        rows = (lengths == length).nonzero().flatten()
+        real = maps.weights[rows, :, :, :length, :length]  # (k, L, H, t, t)
+        result[rows, :length, :length] = rollout(list(real.transpose(0, 1))).to(result.dtype)
     return result
 
 

@@ -178,6 +178,10 @@ class Estimate:
         return {prefix: self.mean, f"{prefix}_ci_low": self.low, f"{prefix}_ci_high": self.high}
 
 
+_BOOTSTRAP_BLOCK = 1 << 20
+"""Resample indices drawn at a time (8 MB of int64), whatever the audit set's size."""
+
+
 def bootstrap_ci(
     values: Tensor, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
 ) -> Estimate:
@@ -195,8 +199,19 @@ def bootstrap_ci(
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
     generator = torch.Generator().manual_seed(seed)
-    draws = torch.randint(n, (n_resamples, n), generator=generator).to(flat.device)
-    resamples = flat[draws].mean(dim=1)
+    # Resampled in blocks: the (n_resamples, n) index matrix would grow with the audit set
+    # (320 MB at 10k images). The generator yields the same draws either way.
+    block = max(1, _BOOTSTRAP_BLOCK // n)
+    resamples = torch.cat(
+        [
+            flat[
+                torch.randint(n, (min(block, n_resamples - i), n), generator=generator).to(
+                    flat.device
+                )
+            ].mean(dim=1)
+            for i in range(0, n_resamples, block)
+        ]
+    )
     tail = (1 - confidence) / 2
     levels = torch.tensor([tail, 1 - tail], dtype=torch.float64, device=flat.device)
     low, high = torch.quantile(resamples, levels)
