@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.signing import (
     TAG_POLICY_HASH,
@@ -25,6 +26,9 @@ from pipelines.signing import (
     verify_signature,
 )
 from pipelines.validation import ValidationReport
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = [
     "DEFAULT_ALIAS",
@@ -143,11 +147,11 @@ def record_verdict(
     return True
 
 
-def _alias_target(client: object, name: str, alias: str) -> str | None:
+def _alias_target(client: MlflowClient, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(client.get_model_version_by_alias(name, alias).version)  # type: ignore[attr-defined]
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:  # the alias is not set
         return None
 

@@ -182,3 +182,53 @@ def postgres_uri() -> Iterator[str]:
             yield uri
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def register_lesion_model(model: torch.nn.Module, name: str) -> None:
+    """Log ``model`` as the next version of ``name`` in the current MLflow store (pickle)."""
+    import mlflow
+
+    from xai_checks.synthetic import CLASS_NAMES
+
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            registered_model_name=name,
+            serialization_format="pickle",
+            metadata={"class_names": list(CLASS_NAMES)},
+            pip_requirements=["torch"],
+        )
+
+
+def write_lesion_policy(
+    folder: Path, model: str, *, n: int = 16, seed: int = 100, edits: dict[str, str] | None = None
+) -> Path:
+    """A lesion audit set (ruler in every image) and the example policy for ``model``.
+
+    Gradcam only and 4 sanity images keep the gate quick; ``edits`` replaces
+    further lines of the example policy (``{"batch_size: 32": "batch_size: 8"}``).
+    """
+    from pipelines.audit_set import write_audit_set
+    from pipelines.gate_policy import EXAMPLE_POLICY
+    from xai_checks.synthetic import CLASS_NAMES, make_lesions
+
+    batch = make_lesions(n, ruler="always", seed=seed)
+    write_audit_set(folder / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
+    text = EXAMPLE_POLICY.replace("model: lesion-classifier", f"model: {model}")
+    replacements = {"methods: [gradcam, layercam]": "methods: [gradcam]", "images: 16": "images: 4"}
+    for old, new in (replacements | (edits or {})).items():
+        if old not in text:
+            raise ValueError(f"the example policy has no line {old!r} to edit")
+        text = text.replace(old, new)
+    path = folder / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lesion_gate():
+    """The helpers above, for tests: ``lesion_gate.register`` and ``lesion_gate.policy``."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(register=register_lesion_model, policy=write_lesion_policy)

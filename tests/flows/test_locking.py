@@ -9,16 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 import flows.locking as locking
 from flows.locking import LockTimeout, file_lock_path, version_lock
-from pipelines.audit_set import write_audit_set
-from pipelines.gate_policy import EXAMPLE_POLICY
-from xai_checks.synthetic import CLASS_NAMES, make_lesions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,27 +98,12 @@ def test_with_a_prefect_server_the_lock_is_a_concurrency_slot():
 
 @pytest.mark.slow
 def test_a_gate_killed_mid_flow_leaves_no_verdict_and_the_next_gate_runs_at_once(
-    trained_pair, tracking_uri, tmp_path
+    trained_pair, lesion_gate, tracking_uri, tmp_path
 ):
     """Two real ``xai-gate gate`` processes in Prefect's ephemeral mode, the first killed -9."""
     model = "killed-model"
-    with mlflow.start_run():
-        mlflow.pytorch.log_model(
-            trained_pair.clean,
-            name="model",
-            registered_model_name=model,
-            serialization_format="pickle",
-            metadata={"class_names": list(CLASS_NAMES)},
-            pip_requirements=["torch"],
-        )
-    batch = make_lesions(16, ruler="always", seed=100)
-    write_audit_set(tmp_path / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        EXAMPLE_POLICY.replace("model: lesion-classifier", f"model: {model}")
-        .replace("methods: [gradcam, layercam]", "methods: [gradcam]")
-        .replace("images: 16", "images: 4")
-    )
+    lesion_gate.register(trained_pair.clean, model)
+    policy = lesion_gate.policy(tmp_path, model)
     home = tmp_path / "prefect-home"
     env = {**os.environ, "PREFECT_HOME": str(home), "XAI_GATE_SECRET": "kill-test"}
     env.pop("PREFECT_API_URL", None)  # ephemeral, as a user's CLI runs by default

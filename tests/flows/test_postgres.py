@@ -12,17 +12,16 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flows.run import run_gate
-from pipelines.audit_set import write_audit_set
 from pipelines.gate import Verdict
-from pipelines.gate_policy import EXAMPLE_POLICY
-from xai_checks.synthetic import CLASS_NAMES, make_lesions
 
 pytestmark = pytest.mark.slow
 MODEL = "pg-model"
 SECRET = "pg-secret"
 
 
-def test_the_gate_and_the_guard_on_postgresql(postgres_uri, trained_pair, tmp_path, monkeypatch):
+def test_the_gate_and_the_guard_on_postgresql(
+    postgres_uri, trained_pair, lesion_gate, tmp_path, monkeypatch
+):
     guarded = f"xai-gate+{postgres_uri}"
     monkeypatch.chdir(tmp_path)  # the store's artifacts land here
     monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
@@ -33,23 +32,8 @@ def test_the_gate_and_the_guard_on_postgresql(postgres_uri, trained_pair, tmp_pa
     try:
         mlflow.set_experiment("training")
         for model in (trained_pair.shortcut, trained_pair.clean):
-            with mlflow.start_run():
-                mlflow.pytorch.log_model(
-                    model,
-                    name="model",
-                    registered_model_name=MODEL,
-                    serialization_format="pickle",
-                    metadata={"class_names": list(CLASS_NAMES)},
-                    pip_requirements=["torch"],
-                )
-        batch = make_lesions(16, ruler="always", seed=100)
-        write_audit_set(tmp_path / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
-        policy = tmp_path / "policy.yaml"
-        policy.write_text(
-            EXAMPLE_POLICY.replace("model: lesion-classifier", f"model: {MODEL}")
-            .replace("methods: [gradcam, layercam]", "methods: [gradcam]")
-            .replace("images: 16", "images: 4")
-        )
+            lesion_gate.register(model, MODEL)
+        policy = lesion_gate.policy(tmp_path, MODEL)
         blocked = run_gate(MODEL, "1", policy_file=str(policy), tracking_uri=postgres_uri)
         passed = run_gate(MODEL, "2", policy_file=str(policy), tracking_uri=postgres_uri)
         assert blocked.verdict is Verdict.BLOCKED and not blocked.promoted

@@ -10,10 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.run import run_gate
-from pipelines.audit_set import write_audit_set
 from pipelines.gate import Verdict
-from pipelines.gate_policy import EXAMPLE_POLICY
-from xai_checks.synthetic import CLASS_NAMES, make_lesions
 
 pytestmark = pytest.mark.slow
 MODEL = "dask-model"
@@ -25,26 +22,16 @@ def _scores(run_id: str) -> pd.DataFrame:
 
 
 def test_a_sharded_gate_on_two_dask_workers_equals_the_single_process_gate(
-    trained_pair, tracking_uri, tmp_path
+    trained_pair, lesion_gate, tracking_uri, tmp_path
 ):
     for model in (trained_pair.shortcut, trained_pair.clean):
-        with mlflow.start_run():
-            mlflow.pytorch.log_model(
-                model,
-                name="model",
-                registered_model_name=MODEL,
-                serialization_format="pickle",
-                metadata={"class_names": list(CLASS_NAMES)},
-                pip_requirements=["torch"],
-            )
-    batch = make_lesions(40, ruler="always", seed=100)
-    write_audit_set(tmp_path / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        EXAMPLE_POLICY.replace("model: lesion-classifier", f"model: {MODEL}")
-        .replace("images: 16", "images: 4")
-        .replace("batch_size: 32", "batch_size: 8")
-    )
+        lesion_gate.register(model, MODEL)
+    # Both CAM methods, and five batches of 8 to shard.
+    edits = {
+        "methods: [gradcam]": "methods: [gradcam, layercam]",
+        "batch_size: 32": "batch_size: 8",
+    }
+    policy = lesion_gate.policy(tmp_path, MODEL, n=40, edits=edits)
     single = run_gate(MODEL, "1", policy_file=str(policy))
     assert single.verdict is Verdict.BLOCKED
     scaled = run_gate(

@@ -12,48 +12,24 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flows.run import exit_code, run_gate
-from pipelines.audit_set import write_audit_set
 from pipelines.gate import Verdict
-from pipelines.gate_policy import EXAMPLE_POLICY
 from pipelines.signing import verify_passed
-from xai_checks.synthetic import CLASS_NAMES, make_lesions
 
 pytestmark = pytest.mark.slow
 MODEL = "gate-model"
 SECRET = "gate-test-secret"
 
 
-def _register(model) -> None:
-    with mlflow.start_run():
-        mlflow.pytorch.log_model(
-            model,
-            name="model",
-            registered_model_name=MODEL,
-            serialization_format="pickle",
-            metadata={"class_names": list(CLASS_NAMES)},
-            pip_requirements=["torch"],
-        )
-
-
-def _policy(folder: Path, *, seed: int = 100, max_flip_rate: str = "0.2") -> Path:
-    batch = make_lesions(16, ruler="always", seed=seed)
-    write_audit_set(folder / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
-    path = folder / "policy.yaml"
-    path.write_text(
-        EXAMPLE_POLICY.replace("model: lesion-classifier", f"model: {MODEL}")
-        .replace("methods: [gradcam, layercam]", "methods: [gradcam]")
-        .replace("images: 16", "images: 4")
-        .replace("max_flip_rate: 0.2", f"max_flip_rate: {max_flip_rate}")
-    )
-    return path
+def _stricter(max_flip_rate: str) -> dict[str, str]:
+    return {"max_flip_rate: 0.2": f"max_flip_rate: {max_flip_rate}"}
 
 
 @pytest.fixture
-def clean_version(trained_pair, tracking_uri, tmp_path, monkeypatch) -> Path:
+def clean_version(trained_pair, lesion_gate, tracking_uri, tmp_path, monkeypatch) -> Path:
     """The clean model as version 1, and a policy it passes; returns the policy file."""
     monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
-    _register(trained_pair.clean)
-    return _policy(tmp_path)
+    lesion_gate.register(trained_pair.clean, MODEL)
+    return lesion_gate.policy(tmp_path, MODEL)
 
 
 def _evidence_runs() -> list[str]:
@@ -75,7 +51,9 @@ class AliasMoves:
         monkeypatch.setattr(MlflowClient, "set_registered_model_alias", counted)
 
 
-def test_a_rerun_reuses_the_verdict_and_moves_no_alias(clean_version, monkeypatch, tmp_path):
+def test_a_rerun_reuses_the_verdict_and_moves_no_alias(
+    clean_version, lesion_gate, monkeypatch, tmp_path
+):
     policy = str(clean_version)
     moves = AliasMoves(monkeypatch)
     first = run_gate(MODEL, "1", policy_file=policy)
@@ -97,9 +75,9 @@ def test_a_rerun_reuses_the_verdict_and_moves_no_alias(clean_version, monkeypatc
     assert tags["xai_gate.run_id"] == forced.run_id
 
     # Another rule, or other audit data, is another question: gated again.
-    stricter = _policy(tmp_path / "stricter", max_flip_rate="0.19")
+    stricter = lesion_gate.policy(tmp_path / "stricter", MODEL, edits=_stricter("0.19"))
     assert not run_gate(MODEL, "1", policy_file=str(stricter)).reused
-    other_data = _policy(tmp_path / "other", seed=7)
+    other_data = lesion_gate.policy(tmp_path / "other", MODEL, seed=7)
     assert not run_gate(MODEL, "1", policy_file=str(other_data)).reused
     assert len(_evidence_runs()) == 4
 
@@ -158,7 +136,7 @@ def test_an_unexpected_failure_is_recorded_as_error_and_never_promotes(clean_ver
 
 
 def test_the_server_dying_while_evidence_is_logged_ends_in_error_and_no_alias(
-    trained_pair, tmp_path, monkeypatch
+    trained_pair, lesion_gate, tmp_path, monkeypatch
 ):
     """A real ``mlflow server`` is killed (its whole process group) halfway through logging."""
     import flows.xai_gate as gate_flow
@@ -176,8 +154,8 @@ def test_the_server_dying_while_evidence_is_logged_ends_in_error_and_no_alias(
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
         mlflow.set_tracking_uri(server.uri)
         mlflow.set_experiment("training")  # forget an experiment id cached from another store
-        _register(trained_pair.clean)
-        policy = str(_policy(tmp_path))
+        lesion_gate.register(trained_pair.clean, MODEL)
+        policy = str(lesion_gate.policy(tmp_path, MODEL))
 
         original = gate_flow.log_gate_evidence
         attempts = []
@@ -232,15 +210,17 @@ def test_the_server_dying_while_evidence_is_logged_ends_in_error_and_no_alias(
         restarted.kill()
 
 
-def test_a_model_that_produces_nan_ends_in_error_never_passed(tracking_uri, tmp_path, monkeypatch):
+def test_a_model_that_produces_nan_ends_in_error_never_passed(
+    lesion_gate, tracking_uri, tmp_path, monkeypatch
+):
     from xai_checks.toy_models import SmallCNN
 
     monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
     broken = SmallCNN()
     with torch.no_grad():
         next(broken.parameters()).fill_(float("nan"))  # the first conv: NaN all the way up
-    _register(broken)
-    outcome = run_gate(MODEL, "1", policy_file=str(_policy(tmp_path)))
+    lesion_gate.register(broken, MODEL)
+    outcome = run_gate(MODEL, "1", policy_file=str(lesion_gate.policy(tmp_path, MODEL)))
     assert outcome.verdict is Verdict.ERROR and exit_code(outcome) == 2
     (reason,) = outcome.reasons
     assert "of target layer" in reason and "contain NaN or Inf" in reason, reason
