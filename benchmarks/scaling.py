@@ -1,10 +1,16 @@
-"""Scaling: the CAM audit's peak memory at 1k vs 10k images, and Dask's speed-up on 2 workers.
+"""Scaling: the audit's peak memory at 1k vs 10k images, and Dask's speed-up on 2 workers.
 
-Memory: ``audit_images`` streams batches and keeps only per-image scores and
-the worst few full-resolution maps, so fed by a source that makes (or reads)
-each batch on demand its peak should not grow with the audit set. The source
-here generates each synthetic lesion batch when it is sliced, so the input
-itself costs nothing; an in-memory 10k tensor is measured beside it.
+Memory, twice:
+
+* ``audit_images`` alone, fed by a source that generates each synthetic
+  lesion batch when it is sliced, so the input itself costs nothing; an
+  in-memory 10k tensor is measured beside it;
+* the gate's image stages as the gate runs them: an audit set of PNG files
+  and masks on disk, loaded with ``load_audit_set`` (lazy stacks), then the
+  CAM stage (Grad-CAM and LayerCAM) and the counterfactual stage.
+
+Both stream batches and keep only per-image scores and the worst few
+full-resolution maps, so their peak should not grow with the audit set.
 
 Speed-up: the same audit sharded over a local Dask cluster with one worker
 vs two (one torch thread each), the shards merged with ``merge_audits``.
@@ -15,9 +21,12 @@ vs two (one torch thread each), the shards merged with ``merge_audits``.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import tempfile
 import time
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -79,6 +88,53 @@ def audit_once(n: int, in_memory: bool) -> dict[str, float]:
     }
 
 
+def write_lesions(folder: Path, n: int) -> Path:
+    """``n`` synthetic lesions as PNGs plus a manifest, one chunk in memory at a time."""
+    from PIL import Image
+
+    from xai_checks.synthetic import CLASS_NAMES
+
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label", "spurious_mask"])
+        for i in range(n):
+            images, masks = _chunk(i // CHUNK)
+            pixels = (images[i % CHUNK] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            Image.fromarray(pixels).save(folder / f"images/{i:05d}.png")
+            Image.fromarray(masks[i % CHUNK].to(torch.uint8).numpy() * 255).save(
+                folder / f"masks/{i:05d}.png"
+            )
+            writer.writerow([f"images/{i:05d}.png", CLASS_NAMES[i % 2], f"masks/{i:05d}.png"])
+    return manifest
+
+
+def stages_once(manifest: str) -> dict[str, float]:
+    """In this (fresh) process: the gate's image stages on an audit set on disk."""
+    from pipelines.audit_set import load_audit_set
+    from pipelines.collect import cam_stage, counterfactual_stage
+    from pipelines.policy import AuditPlan, Thresholds
+    from pipelines.tracking import LoadedModel
+    from xai_checks.synthetic import CLASS_NAMES
+    from xai_checks.toy_models import SmallCNN
+
+    torch.manual_seed(0)
+    model = LoadedModel(SmallCNN().eval(), "bench", "1", "bench", tuple(CLASS_NAMES), None)
+    plan = AuditPlan(batch_size=64, sanity=False)
+    baseline = current_peak_mb()
+    start = time.perf_counter()
+    data = load_audit_set(manifest, class_names=model.class_names)
+    cam_stage(model, data, Thresholds(), plan)
+    counterfactual_stage(model, data, plan)
+    return {
+        "baseline_mb": baseline,
+        "peak_mb": current_peak_mb(),
+        "seconds": time.perf_counter() - start,
+    }
+
+
 def _shard(bounds: tuple[int, int], n: int):
     from pipelines.audit import audit_images
     from xai_checks.toy_models import SmallCNN
@@ -128,6 +184,13 @@ def run(*, quick: bool = False) -> list[Row]:
         )
         for n, memory in ((small, False), (large, False), (large, True))
     }
+    with tempfile.TemporaryDirectory(prefix="xai-gate-scaling-") as tmp:
+        stages = {
+            n: peak_rss_mb(
+                "benchmarks.scaling", "--stages", str(write_lesions(Path(tmp) / str(n), n))
+            )["peak_mb"]
+            for n in (small, large)
+        }
     streamed_small = measured[(small, False)]["peak_mb"]
     streamed_large = measured[(large, False)]["peak_mb"]
     in_memory = measured[(large, True)]["peak_mb"]
@@ -135,12 +198,16 @@ def run(*, quick: bool = False) -> list[Row]:
     one = dask_seconds(n_dask, 1, 4)
     two = dask_seconds(n_dask, 2, 4)
     growth, speedup = streamed_large / streamed_small, one / two
+    stage_growth = stages[large] / stages[small]
     return [
         Row("scaling", f"CAM audit, {small} images streamed", streamed_small, "MB peak RSS"),
         Row("scaling", f"CAM audit, {large} images streamed", streamed_large, "MB peak RSS",
             growth, f"{small}", "<= 1.2x", growth <= 1.2),
         Row("scaling", f"CAM audit, {large} images in memory", in_memory, "MB peak RSS",
             in_memory / streamed_small, f"{small} streamed"),
+        Row("scaling", f"gate image stages, {small} PNGs on disk", stages[small], "MB peak RSS"),
+        Row("scaling", f"gate image stages, {large} PNGs on disk", stages[large], "MB peak RSS",
+            stage_growth, f"{small}", "<= 1.2x", stage_growth <= 1.2),
         Row("scaling", f"Dask, 1 worker ({n_dask} images, 4 shards)", one, "s"),
         Row("scaling", "Dask, 2 workers", two, "s", speedup, "speed-up", ">= 1.7x", speedup >= 1.7),
     ]  # fmt: skip
@@ -151,7 +218,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--one", type=int, help="measure one audit of this many images")
     parser.add_argument("--in-memory", action="store_true", help="with --one: a dense tensor")
+    parser.add_argument("--stages", help="measure the gate's image stages on this manifest")
     args = parser.parse_args()
+    if args.stages:
+        print(json.dumps(stages_once(args.stages)))
+        return
     if args.one:
         print(json.dumps(audit_once(args.one, args.in_memory)))
         return

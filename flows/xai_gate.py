@@ -457,6 +457,7 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
             sanity=sanity,
             images=images.images,
             class_names=images.class_names,
+            masks=images.masks,
         )
     validation = validate_evidence(evidence, thresholds)
     decision = decide(validation.scores, validation.sanity, inconclusive=policy.inconclusive)

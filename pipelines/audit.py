@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -66,6 +67,10 @@ _PER_IMAGE = {
 }
 """Per-image metrics, by the name their model-level mean is logged under."""
 
+LOW_RESOLUTION = 16
+"""Side of the heatmap kept for every image (``MethodAudit.low_res``): enough for
+strategy discovery, and 1 KB per image, so even big audits keep them all."""
+
 
 @dataclass(frozen=True)
 class Cases:
@@ -91,6 +96,8 @@ class MethodAudit:
     """The highest-spurious-mass images, worst first."""
     samples: Cases
     """The first images in audit-set order: what the model typically looks at."""
+    low_res: Tensor = field(default_factory=lambda: torch.empty(0, LOW_RESOLUTION, LOW_RESOLUTION))
+    """(N, 16, 16) every image's heatmap, average-pooled: the input of strategy discovery."""
 
     def metrics(self, chance_mass: float) -> dict[str, float]:
         """MLflow metrics under the method's prefix, e.g. ``gradcam.spurious_mass_ci_low``."""
@@ -113,6 +120,8 @@ class AuditResult:
     """(N,) whether each prediction matched its label: shards merge into the same accuracy."""
     chance: Tensor = field(default_factory=lambda: torch.empty(0))
     """(N,) each mask's area fraction: the chance level of the spurious mass."""
+    predictions: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    """(N,) the predicted class: the class each heatmap explains."""
 
     @property
     def gating(self) -> MethodAudit:
@@ -134,6 +143,7 @@ class _Tracker:
         # Preallocated, not a list of small per-batch tensors: those would pin the freed
         # batch buffers between them in the heap, and memory would grow with the set.
         self.scores = {name: torch.full((n,), float("nan")) for name in _PER_IMAGE}
+        self.low_res = torch.zeros(n, LOW_RESOLUTION, LOW_RESOLUTION)
         self.worst_index = torch.empty(0, dtype=torch.long)
         self.worst_maps: Tensor | None = None
         self.worst_mass = torch.empty(0)
@@ -144,6 +154,8 @@ class _Tracker:
         for name, metric in _PER_IMAGE.items():
             self.scores[name][start:stop] = metric(heatmaps, masks).cpu()
         heatmaps = heatmaps.cpu()
+        pooled = F.adaptive_avg_pool2d(heatmaps.float().unsqueeze(1), LOW_RESOLUTION)
+        self.low_res[start:stop] = pooled.squeeze(1)
         if start < self.keep:
             self.sample_maps.append(heatmaps[: self.keep - start].clone())
         # Keep only the running top-k for overlays: memory stays flat on big audits.
@@ -173,9 +185,12 @@ def audit_images(
     """Explain each image's predicted class with every CAM method and score it against its mask.
 
     ``images`` are (N, C, H, W) as the model takes them, ``masks`` (N, H, W)
-    bool. Batches stream through; full-resolution heatmaps are kept only for
-    the ``keep_worst`` highest-mass images and the first ``keep_worst`` images
-    of each method. ``progress=None`` shows a bar on a TTY.
+    bool: tensors, or lazy stacks that decode the rows asked for
+    (``pipelines.audit_set.FileStack``). Batches stream through;
+    full-resolution heatmaps are kept only for the ``keep_worst``
+    highest-mass images and the first ``keep_worst`` images of each method,
+    16 x 16 ones for every image (``MethodAudit.low_res``). ``progress=None``
+    shows a bar on a TTY.
     """
     thresholds = thresholds or Thresholds()
     labels = torch.as_tensor(labels, dtype=torch.long)
@@ -200,9 +215,10 @@ def audit_images(
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="CAM audit", unit="batch", disable=_no_bar(progress)):
         stop = min(start + batch_size, n)
+        batch, batch_masks = images[start:stop], masks[start:stop]  # read once, for every method
         for index, (method, cam) in enumerate(cams.items()):
-            result = cam.explain(images[start:stop])
-            batch_masks = masks[start:stop].to(result.heatmaps.device)
+            result = cam.explain(batch)
+            batch_masks = batch_masks.to(result.heatmaps.device)
             trackers[method].add(start, result.heatmaps, batch_masks)
             if index == 0:
                 prediction[start:stop] = result.predictions.cpu()
@@ -227,6 +243,7 @@ def audit_images(
         ids,
         label_names,
         prediction_names,
+        prediction,
         prediction == labels,
         chance,
         thresholds,
@@ -238,6 +255,7 @@ def _assemble(
     ids: list[str],
     label_names: list[str] | list[int],
     prediction_names: list[str] | list[int],
+    predictions: Tensor,
     correct: Tensor,
     chance: Tensor,
     thresholds: Thresholds,
@@ -272,7 +290,9 @@ def _assemble(
         "chance_mass": float(chance.mean()),
         "target_layer": ", ".join(gating.layers),
     }
-    return AuditResult(scores, audits, summary, correct=correct, chance=chance)
+    return AuditResult(
+        scores, audits, summary, correct=correct, chance=chance, predictions=predictions
+    )
 
 
 def shard_bounds(n: int, shards: int, batch_size: int) -> list[tuple[int, int]]:
@@ -313,6 +333,7 @@ def merge_audits(
         [str(i) for i in column("image_id")],
         column("label"),
         column("prediction"),
+        torch.cat([part.predictions for part in parts]),
         torch.cat([part.correct for part in parts]),
         torch.cat([part.chance for part in parts]),
         thresholds,
@@ -322,6 +343,7 @@ def merge_audits(
 def _merge_method(parts: list[MethodAudit], thresholds: Thresholds, keep: int) -> MethodAudit:
     per_image = {name: torch.cat([part.per_image[name] for part in parts]) for name in _PER_IMAGE}
     mass = per_image["spurious_mass"]
+    low_res = torch.cat([part.low_res for part in parts])
     worst = _join([part.worst for part in parts])
     # Stable sort over shards in order: ties keep audit-set order, as the streaming top-k does.
     candidates = torch.tensor(worst.rows["spurious_mass"].to_numpy()).nan_to_num(nan=-1.0)
@@ -336,6 +358,7 @@ def _merge_method(parts: list[MethodAudit], thresholds: Thresholds, keep: int) -
         flagged_fraction=float((mass > thresholds.flag_mass).float().mean()),
         worst=_pick(worst, top),
         samples=_pick(samples, torch.arange(n_samples)),
+        low_res=low_res,
     )
 
 
@@ -393,6 +416,7 @@ def _finish(
             masks=masks[:n_samples].cpu(),
             rows=rows.iloc[:n_samples].reset_index(drop=True),
         ),
+        low_res=tracker.low_res,
     )
 
 

@@ -12,6 +12,11 @@ present, labels known, files present inside the audit-set folder, no
 duplicates. Every error names the manifest, the CSV line and the column.
 Images are converted to RGB (grayscale and RGBA are accepted) and scaled to
 [0, 1]; all images must share one size.
+
+Loading checks every file (image headers and checksums, every mask decoded)
+but keeps none of them: ``AuditSet.images`` and ``masks`` are lazy stacks that
+decode the rows a batch asks for, so an audit set of any size streams through
+the gate in the memory of one batch.
 """
 
 from __future__ import annotations
@@ -31,7 +36,15 @@ from torch import Tensor
 from pipelines.errors import GateError
 from pipelines.validation import Check, run_checks
 
-__all__ = ["AuditSet", "AuditSetError", "load_audit_set", "write_audit_set"]
+__all__ = [
+    "AuditSet",
+    "AuditSetError",
+    "FileStack",
+    "ImageFiles",
+    "RegionMasks",
+    "load_audit_set",
+    "write_audit_set",
+]
 
 IMAGE, LABEL, MASK, BOX = "image", "label", "spurious_mask", "spurious_box"
 OK = "ok"
@@ -41,14 +54,97 @@ class AuditSetError(GateError, ValueError):
     """The audit set cannot be used; the message names file, line and column."""
 
 
+Region = Path | tuple[int, int, int, int]
+"""A row's spurious region: a mask file, or a box ``(x0, y0, x1, y1)``."""
+
+
+@dataclass(frozen=True)
+class FileStack:
+    """Rows of an audit set decoded on access: indexes like an (N, ...) tensor.
+
+    ``[i]`` gives one row, ``[start:stop]`` and ``[index tensor or list]`` a
+    stacked batch. ``rows(start, stop)`` is a lazy window (a shard) that
+    decodes nothing. A decode error names the manifest line and column.
+    """
+
+    sources: tuple[Any, ...]
+    wheres: tuple[str, ...]
+    """``manifest.csv:LINE column 'NAME'`` of each row, for errors."""
+    size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), *self.row_shape))
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def decode(self, source: Any, where: str) -> Tensor:
+        raise NotImplementedError
+
+    def rows(self, start: int, stop: int) -> FileStack:
+        return replace(self, sources=self.sources[start:stop], wheres=self.wheres[start:stop])
+
+    def __getitem__(self, index: int | slice | Sequence[int] | Tensor) -> Tensor:
+        if isinstance(index, Tensor) and index.ndim == 0:
+            index = int(index)
+        if isinstance(index, int | np.integer):
+            return self.decode(self.sources[index], self.wheres[index])
+        if isinstance(index, slice):
+            rows: Sequence[int] = range(len(self))[index]
+        elif isinstance(index, Tensor):
+            rows = index.flatten().tolist()
+        else:
+            rows = list(index)
+        if not rows:
+            return torch.empty(0, *self.row_shape, dtype=self.dtype)
+        return torch.stack([self.decode(self.sources[i], self.wheres[i]) for i in rows])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+
+@dataclass(frozen=True)
+class ImageFiles(FileStack):
+    """RGB images, (N, 3, H, W) float32 in [0, 1]."""
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return (3, *self.size)
+
+    def decode(self, source: Any, where: str) -> Tensor:
+        return _load_image(source, where)
+
+
+@dataclass(frozen=True)
+class RegionMasks(FileStack):
+    """Spurious regions, (N, H, W) bool: mask files and boxes (``Region``)."""
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return self.size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bool
+
+    def decode(self, source: Any, where: str) -> Tensor:
+        return _region_mask(source, self.size, where)
+
+
 @dataclass(frozen=True)
 class AuditSet:
-    images: Tensor
-    """(N, 3, H, W) float32 in [0, 1]."""
+    images: ImageFiles
+    """(N, 3, H, W) float32 in [0, 1], decoded on access."""
     labels: Tensor
     """(N,) class indices."""
-    masks: Tensor
-    """(N, H, W) bool: the known spurious region of each image."""
+    masks: RegionMasks
+    """(N, H, W) bool: the known spurious region of each image, decoded on access."""
     image_ids: list[str]
     class_names: tuple[str, ...] | None
     manifest: Path
@@ -57,12 +153,12 @@ class AuditSet:
         return len(self.image_ids)
 
     def subset(self, start: int, stop: int) -> AuditSet:
-        """Rows ``start:stop``, e.g. one shard of a scaled-out audit."""
+        """Rows ``start:stop``, e.g. one shard of a scaled-out audit; nothing is decoded."""
         return replace(
             self,
-            images=self.images[start:stop],
+            images=self.images.rows(start, stop),
             labels=self.labels[start:stop],
-            masks=self.masks[start:stop],
+            masks=self.masks.rows(start, stop),
             image_ids=self.image_ids[start:stop],
         )
 
@@ -263,25 +359,33 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
     if not report.success:
         raise AuditSetError("invalid audit set: " + "; ".join(report.failures))
 
-    images, masks, labels = [], [], []
     size: tuple[int, int] | None = None
+    image_paths, image_wheres, regions, region_wheres = [], [], [], []
     for index, row in frame.iterrows():
         where = f"{manifest.name}:{line_of(int(index))}"
-        image = _load_image(root / row[IMAGE], f"{where} column 'image'")
+        path = root / row[IMAGE]
+        image_size = _check_image(path, f"{where} column 'image'")
         if size is None:
-            size = image.shape[-2:]
-        elif image.shape[-2:] != size:
+            size = image_size
+        elif image_size != size:
             raise AuditSetError(
-                f"{where} column 'image': size {tuple(image.shape[-2:])} differs from the first "
-                f"image's {tuple(size)}; all audit images must share one size"
+                f"{where} column 'image': size {image_size} differs from the first "
+                f"image's {size}; all audit images must share one size"
             )
-        masks.append(_load_region(root, row, image.shape[-2:], where))
-        images.append(image)
-        labels.append(label_index(row[LABEL], class_names))
+        region, column = _region(root, row)
+        region_where = f"{where} column {column!r}"
+        _region_mask(region, size, region_where)  # checked now, decoded again per batch
+        image_paths.append(path)
+        image_wheres.append(f"{where} column 'image'")
+        regions.append(region)
+        region_wheres.append(region_where)
+    assert size is not None  # read_manifest refuses an empty manifest
     return AuditSet(
-        images=torch.stack(images),
-        labels=torch.tensor(labels, dtype=torch.long),
-        masks=torch.stack(masks),
+        images=ImageFiles(tuple(image_paths), tuple(image_wheres), size),
+        labels=torch.tensor(
+            [label_index(label, class_names) for label in frame[LABEL]], dtype=torch.long
+        ),
+        masks=RegionMasks(tuple(regions), tuple(region_wheres), size),
         image_ids=[str(v) for v in frame[IMAGE]],
         class_names=tuple(class_names) if class_names is not None else None,
         manifest=manifest,
@@ -303,29 +407,46 @@ def _open(path: Path, where: str) -> Image.Image:
         raise AuditSetError(f"{where}: cannot decode {path.name}: {exc}") from None
 
 
+def _check_image(path: Path, where: str) -> tuple[int, int]:
+    """(H, W) from the header, after checking the file's structure without decoding pixels."""
+    try:
+        with Image.open(path) as handle:
+            width, height = handle.size
+            handle.verify()  # chunk checksums and truncation, at a fraction of a decode
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise AuditSetError(f"{where}: cannot decode {path.name}: {exc}") from None
+    return height, width
+
+
 def _load_image(path: Path, where: str) -> Tensor:
     array = np.asarray(_open(path, where).convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def _load_region(root: Path, row: pd.Series, size: torch.Size, where: str) -> Tensor:
-    height, width = int(size[0]), int(size[1])
+def _region(root: Path, row: pd.Series) -> tuple[Region, str]:
+    """A validated row's region, and the column it came from."""
     mask_path = row.get(MASK)
     if isinstance(mask_path, str) and mask_path:
-        mask_image = _open(root / mask_path, f"{where} column 'spurious_mask'").convert("L")
+        return root / mask_path, MASK
+    return _parse_box(row[BOX]), BOX  # type: ignore[return-value]  # validated above
+
+
+def _region_mask(region: Region, size: tuple[int, int], where: str) -> Tensor:
+    height, width = size
+    if isinstance(region, Path):
+        mask_image = _open(region, where).convert("L")
         mask = torch.from_numpy(np.asarray(mask_image, dtype=np.uint8).copy()) > 127
         if tuple(mask.shape) != (height, width):
             raise AuditSetError(
-                f"{where} column 'spurious_mask': mask size {tuple(mask.shape)} differs from "
-                f"its image's {(height, width)}"
+                f"{where}: mask size {tuple(mask.shape)} differs from its image's {(height, width)}"
             )
         if not mask.any():
-            raise AuditSetError(f"{where} column 'spurious_mask': mask {mask_path} is empty")
+            raise AuditSetError(f"{where}: mask {region.name} is empty")
         return mask
-    x0, y0, x1, y1 = _parse_box(row[BOX])  # type: ignore[misc]  # validated above
+    x0, y0, x1, y1 = region
     if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
         raise AuditSetError(
-            f"{where} column 'spurious_box': box {row[BOX]!r} is empty or outside the "
+            f"{where}: box {f'{x0},{y0},{x1},{y1}'!r} is empty or outside the "
             f"{width}x{height} image"
         )
     mask = torch.zeros(height, width, dtype=torch.bool)

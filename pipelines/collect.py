@@ -143,4 +143,5 @@ def collect_evidence(model: LoadedModel, policy: GatePolicy) -> GateEvidence | T
         sanity=sanity_stage(model, images, plan) if plan.sanity else None,
         images=images.images,
         class_names=images.class_names,
+        masks=images.masks,
     )

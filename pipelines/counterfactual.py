@@ -13,8 +13,7 @@ from pipelines.policy import COUNTERFACTUAL_COLUMNS
 from xai_checks.counterfactual import (
     InsertionResult,
     RemovalResult,
-    insertion_test,
-    removal_test,
+    counterfactual_tests,
 )
 from xai_checks.metrics import bootstrap_ci
 from xai_checks.text_counterfactual import text_insertion_test, text_removal_test
@@ -66,11 +65,7 @@ def counterfactual_audit(
     batch_size: int = 32,
 ) -> CounterfactualEvidence:
     """Remove every image's artifact, paste artifacts across classes, tabulate per image."""
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    removal = removal_test(model, images, masks, labels, batch_size=batch_size)
-    insertion = insertion_test(
-        model, images, masks, labels, batch_size=batch_size, cleaned=removal.edited
-    )
+    removal, insertion = counterfactual_tests(model, images, masks, labels, batch_size=batch_size)
     return _tabulate(removal, insertion, class_names, PREFIX)
 
 

@@ -42,7 +42,8 @@ class Validation:
 class GateEvidence:
     """The CAM audit, plus the counterfactual and sanity stages when they ran.
 
-    ``images`` and ``class_names`` are the audit set's, for the review figures.
+    ``images``, ``class_names`` and ``masks`` are the audit set's, for the
+    review figures; images and masks may be lazy stacks of files.
     """
 
     audit: AuditResult
@@ -50,6 +51,7 @@ class GateEvidence:
     sanity: SanityEvidence | None = None
     images: Tensor | None = None
     class_names: tuple[str, ...] | None = None
+    masks: Tensor | None = None
 
     @property
     def summary(self) -> dict[str, float | int | str]:
@@ -98,7 +100,7 @@ class GateEvidence:
         """Figure builders by artifact path; drawn only when logged."""
         from pipelines import plots
 
-        class_names, images = self.class_names, self.images
+        class_names, images, masks = self.class_names, self.images, self.masks
 
         def name(index: Any) -> str:
             i = int(index)
@@ -114,13 +116,13 @@ class GateEvidence:
                     figures[f"xai/{method}_{kind}.png"] = lambda c=cases, m=method, s=subtitle: (
                         plots.overlay_grid(c, title=f"{title}: {m} ({s})")
                     )
-        if self.counterfactual is not None and images is not None:
+        if self.counterfactual is not None and images is not None and masks is not None:
             cf = self.counterfactual
             figures["xai/counterfactual_removal.png"] = lambda: plots.removal_grid(
-                cf, images, name, title=title
+                cf, images, masks, name, title=title
             )
             figures["xai/counterfactual_insertion.png"] = lambda: plots.insertion_grid(
-                cf, name, title=title
+                cf, images, masks, name, title=title
             )
         if self.sanity is not None:
             sanity = self.sanity

@@ -9,11 +9,13 @@ import matplotlib
 matplotlib.use("Agg")  # headless: figures go to files, never to a screen
 
 import matplotlib.pyplot as plt
+import torch
 from matplotlib.figure import Figure
 
 from pipelines.audit import Cases
 from pipelines.counterfactual import CounterfactualEvidence
 from pipelines.sanity import SanityEvidence
+from xai_checks.counterfactual import fill_from_surroundings, inserted_images
 
 __all__ = ["insertion_grid", "overlay_grid", "removal_grid", "sanity_figure"]
 
@@ -67,8 +69,14 @@ def _pairs(before, after, captions, title: str) -> Figure:
     return fig
 
 
-def removal_grid(evidence: CounterfactualEvidence, images, names, *, title: str = "") -> Figure:
-    """Audit images with their artifact, then filled in; flipped predictions first."""
+def removal_grid(
+    evidence: CounterfactualEvidence, images, masks, names, *, title: str = ""
+) -> Figure:
+    """Audit images with their artifact, then filled in; flipped predictions first.
+
+    ``images`` and ``masks`` are the audit set's (tensors or lazy stacks): the
+    stage keeps no edited images, so the few shown are filled again here.
+    """
     removal = evidence.removal
     order = sorted(
         removal.has_artifact.nonzero().flatten().tolist(),
@@ -84,11 +92,15 @@ def removal_grid(evidence: CounterfactualEvidence, images, names, *, title: str 
         )
         for i in order
     ]
-    edited = removal.edited[order]
-    return _pairs(images[order].cpu(), edited, captions, f"{title} (artifact removal)")
+    index = torch.tensor(order, dtype=torch.long)
+    shown = images[index].cpu()
+    edited = fill_from_surroundings(shown, masks[index].cpu())
+    return _pairs(shown, edited, captions, f"{title} (artifact removal)")
 
 
-def insertion_grid(evidence: CounterfactualEvidence, names, *, title: str = "") -> Figure:
+def insertion_grid(
+    evidence: CounterfactualEvidence, images, masks, names, *, title: str = ""
+) -> Figure:
     """Images of other classes, cleaned, then with the artifact class's artifact pasted in."""
     insertion = evidence.insertion
     order = insertion.probability.argsort(descending=True)[:_MAX_PAIRS].tolist()
@@ -102,9 +114,13 @@ def insertion_grid(evidence: CounterfactualEvidence, names, *, title: str = "") 
         )
         for i in order
     ]
+    index = torch.tensor(order, dtype=torch.long)
+    cleaned, pasted = inserted_images(
+        images, masks, insertion.target_index[index], insertion.source_index[index]
+    )
     return _pairs(
-        insertion.cleaned[order],
-        insertion.pasted[order],
+        cleaned.cpu(),
+        pasted.cpu(),
         captions,
         f"{title} (artifact of '{target}' pasted; spurious score {insertion.spurious_score:.2f})",
     )

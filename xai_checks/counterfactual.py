@@ -19,6 +19,8 @@ could then be caused by the box instead of the missing ruler.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
@@ -32,7 +34,9 @@ from xai_checks.errors import NonFiniteError, XAICheckError
 __all__ = [
     "InsertionResult",
     "RemovalResult",
+    "counterfactual_tests",
     "fill_from_surroundings",
+    "inserted_images",
     "insertion_test",
     "paste_artifacts",
     "predict_proba",
@@ -44,20 +48,23 @@ _RELAX_STEPS = 40
 the onion-peel rings of a ruler-wide band without visible cost."""
 
 
-def fill_from_surroundings(images: Tensor, masks: Tensor) -> Tensor:
+def fill_from_surroundings(images: Tensor, masks: Tensor, *, first_index: int = 0) -> Tensor:
     """Replace each image's masked pixels by a smooth fill from the pixels around them.
 
     Border-in (onion-peel) fill with the mean of the known 3 x 3 neighbours,
     then Jacobi relaxation inside the region with the outside held fixed: an
     approximation of the harmonic interpolant. ``images`` (N, C, H, W),
     ``masks`` (N, H, W) bool; an empty mask leaves its image unchanged.
+    ``first_index`` numbers the images in errors, for a batch of a larger set.
     """
-    _check_pair(images, masks)
+    _check_tensors(images, masks)
     region = masks.unsqueeze(1).to(images.device)
     known = (~region).to(images.dtype)
     if (known.flatten(1).sum(dim=1) == 0).any():
         index = int((known.flatten(1).sum(dim=1) == 0).nonzero()[0])
-        raise XAICheckError(f"mask of image {index} covers the whole image: nothing to fill from")
+        raise XAICheckError(
+            f"mask of image {first_index + index} covers the whole image: nothing to fill from"
+        )
     filled = images * known
     while (known == 0).any():
         total = _neighbour_mean(filled * known)
@@ -72,7 +79,7 @@ def fill_from_surroundings(images: Tensor, masks: Tensor) -> Tensor:
 
 def paste_artifacts(images: Tensor, donors: Tensor, donor_masks: Tensor) -> Tensor:
     """Each image with its donor's masked pixels pasted in at the same place."""
-    _check_pair(donors, donor_masks)
+    _check_tensors(donors, donor_masks)
     if images.shape != donors.shape:
         raise XAICheckError(
             f"images {tuple(images.shape)} and donors {tuple(donors.shape)} must have one shape"
@@ -82,18 +89,18 @@ def paste_artifacts(images: Tensor, donors: Tensor, donor_masks: Tensor) -> Tens
 
 def predict_proba(model: nn.Module, images: Tensor, *, batch_size: int = 64) -> Tensor:
     """Softmax probabilities (N, classes) in eval mode; the model's flags are restored."""
-    if batch_size < 1:
-        raise XAICheckError(f"batch_size must be >= 1, got {batch_size}")
-    chunks = []
-    with torch.inference_mode(False), explanation_mode(model), torch.no_grad():
-        images = prepare_images(model, images)
-        for start in range(0, images.shape[0], batch_size):
-            logits = as_logits(model(images[start : start + batch_size])).float()
-            chunks.append(logits.softmax(dim=1))
-    probabilities = torch.cat(chunks)
-    if not torch.isfinite(probabilities).all():
-        raise NonFiniteError("the model's outputs contain NaN or Inf")
-    return probabilities
+    _check_batch_size(batch_size)
+    if len(images.shape) != 4 or images.shape[0] == 0:
+        raise XAICheckError(
+            f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}"
+        )
+    with _predicting(model):
+        return torch.cat(
+            [
+                _probabilities(model, images[start : start + batch_size])
+                for start in range(0, images.shape[0], batch_size)
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -110,9 +117,9 @@ class RemovalResult:
     predictions_without: Tensor
     probabilities: Tensor
     probabilities_without: Tensor
-    edited: Tensor | list[str]
-    """The inputs with the artifact removed (images (N, C, H, W), or texts), for before/after
-    views."""
+    edited: list[str] | None = None
+    """The texts with their spurious words removed. Images are not kept, so the
+    test streams: ``fill_from_surroundings`` redraws any of them."""
 
     @property
     def flipped(self) -> Tensor:
@@ -129,29 +136,6 @@ class RemovalResult:
     @property
     def accuracy_without(self) -> float:
         return _share(self.predictions_without == self.labels, self.has_artifact)
-
-
-def removal_test(
-    model: nn.Module, images: Tensor, masks: Tensor, labels: Tensor, *, batch_size: int = 64
-) -> RemovalResult:
-    """Fill every masked region from its surroundings and compare the predictions."""
-    _check_pair(images, masks)
-    labels = _check_labels(labels, images.shape[0])
-    has_artifact = masks.flatten(1).any(dim=1).cpu()
-    if not has_artifact.any():
-        raise XAICheckError("no image has a spurious mask: there is no artifact to remove")
-    edited = fill_from_surroundings(images, masks)
-    before = predict_proba(model, images, batch_size=batch_size).cpu()
-    after = predict_proba(model, edited, batch_size=batch_size).cpu()
-    return RemovalResult(
-        labels=labels,
-        has_artifact=has_artifact,
-        predictions=before.argmax(dim=1),
-        predictions_without=after.argmax(dim=1),
-        probabilities=before,
-        probabilities_without=after,
-        edited=edited.detach().cpu(),
-    )
 
 
 @dataclass(frozen=True)
@@ -172,9 +156,10 @@ class InsertionResult:
     probability: Tensor
     predictions_before: Tensor
     predictions_after: Tensor
-    cleaned: Tensor | list[str]
-    pasted: Tensor | list[str]
     scores_by_class: dict[int, float]
+    cleaned: list[str] | None = None
+    """Texts only, like ``RemovalResult.edited``; ``inserted_images`` redraws image pairs."""
+    pasted: list[str] | None = None
 
     @property
     def spurious_score(self) -> float:
@@ -193,6 +178,13 @@ class InsertionResult:
         return _share(toward, self.predictions_before != self.artifact_class)
 
 
+def removal_test(
+    model: nn.Module, images: Tensor, masks: Tensor, labels: Tensor, *, batch_size: int = 64
+) -> RemovalResult:
+    """Fill every masked region from its surroundings and compare the predictions."""
+    return _scan(model, images, masks, labels, None, batch_size, insert=False)[0]
+
+
 def insertion_test(
     model: nn.Module,
     images: Tensor,
@@ -201,11 +193,8 @@ def insertion_test(
     artifact_class: int | None = None,
     *,
     batch_size: int = 64,
-    cleaned: Tensor | None = None,
 ) -> InsertionResult:
     """Paste class-A artifacts onto the other classes' images and read P(A).
-
-    ``cleaned`` may pass in ``removal_test``'s filled images, so the fill runs once.
 
     Donors are the class-A images with a non-empty mask, cycled in audit-set
     order so the result is deterministic. With ``artifact_class=None`` every
@@ -213,9 +202,132 @@ def insertion_test(
     returned: the gate should not need to be told which class the shortcut
     serves.
     """
-    _check_pair(images, masks)
-    labels = _check_labels(labels, images.shape[0])
-    has_artifact = masks.flatten(1).any(dim=1).cpu()
+    return counterfactual_tests(
+        model, images, masks, labels, artifact_class, batch_size=batch_size
+    )[1]
+
+
+def counterfactual_tests(
+    model: nn.Module,
+    images: Tensor,
+    masks: Tensor,
+    labels: Tensor,
+    artifact_class: int | None = None,
+    *,
+    batch_size: int = 64,
+) -> tuple[RemovalResult, InsertionResult]:
+    """Removal and insertion in one streamed pass over the audit set.
+
+    Each batch is read once and filled once, then predicted as it is, without
+    its artifact (removal; also the insertion baseline) and with each candidate
+    class's artifact pasted in. Only probabilities are kept, so memory does not
+    grow with the set. ``images`` (N, C, H, W) and ``masks`` (N, H, W) bool are
+    tensors or lazy stacks of files: anything with ``shape`` that returns
+    tensors for ``[start:stop]`` and ``[index tensor]``.
+    """
+    removal, results = _scan(model, images, masks, labels, artifact_class, batch_size, insert=True)
+    worst = max(results, key=lambda r: r.spurious_score)
+    return removal, replace(
+        worst, scores_by_class={r.artifact_class: r.spurious_score for r in results}
+    )
+
+
+def _scan(
+    model: nn.Module,
+    images: Tensor,
+    masks: Tensor,
+    labels: Tensor,
+    artifact_class: int | None,
+    batch_size: int,
+    *,
+    insert: bool,
+) -> tuple[RemovalResult, list[InsertionResult]]:
+    n = _check_pair(images, masks)
+    _check_batch_size(batch_size)
+    labels = _check_labels(labels, n)
+    has_artifact = torch.cat(
+        [
+            _batch_masks(masks, start, batch_size).flatten(1).any(dim=1).cpu()
+            for start in range(0, n, batch_size)
+        ]
+    )
+    if not has_artifact.any():
+        raise XAICheckError("no image has a spurious mask: there is no artifact to remove")
+    plans = _insertion_plans(labels, has_artifact, artifact_class) if insert else []
+    before, after = [], []
+    pasted: dict[int, list[Tensor]] = {plan.artifact_class: [] for plan in plans}
+    with _predicting(model):
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            batch, batch_masks = images[start:stop], _batch_masks(masks, start, batch_size)
+            cleaned = fill_from_surroundings(batch, batch_masks, first_index=start)
+            before.append(_probabilities(model, batch))
+            after.append(_probabilities(model, cleaned))
+            for plan in plans:
+                receiving = plan.receiving[start:stop]
+                if receiving.any():
+                    donors = plan.donors_of(start, stop)
+                    edited = paste_artifacts(
+                        cleaned[receiving.to(cleaned.device)], images[donors], masks[donors]
+                    )
+                    pasted[plan.artifact_class].append(_probabilities(model, edited))
+    probabilities, probabilities_without = torch.cat(before), torch.cat(after)
+    removal = RemovalResult(
+        labels=labels,
+        has_artifact=has_artifact,
+        predictions=probabilities.argmax(dim=1),
+        predictions_without=probabilities_without.argmax(dim=1),
+        probabilities=probabilities,
+        probabilities_without=probabilities_without,
+    )
+    return removal, [
+        plan.result(probabilities_without, torch.cat(pasted[plan.artifact_class])) for plan in plans
+    ]
+
+
+def inserted_images(
+    images: Tensor, masks: Tensor, target_index: Tensor, source_index: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The receiving images cleaned, and with their donors' artifacts pasted in, for views."""
+    cleaned = fill_from_surroundings(images[target_index], masks[target_index])
+    return cleaned, paste_artifacts(cleaned, images[source_index], masks[source_index])
+
+
+@dataclass(frozen=True)
+class _InsertionPlan:
+    """Which images receive class ``artifact_class``'s artifact, and from which donor."""
+
+    artifact_class: int
+    receiving: Tensor
+    """(N,) bool: the images of the other classes."""
+    donors: Tensor
+    """Class-A images with an artifact, cycled over the receiving images in order."""
+
+    def donors_of(self, start: int, stop: int) -> Tensor:
+        rank = self.receiving[:start].sum() + torch.arange(int(self.receiving[start:stop].sum()))
+        return self.donors[rank % self.donors.numel()]
+
+    def result(
+        self, probabilities_cleaned: Tensor, probabilities_pasted: Tensor
+    ) -> InsertionResult:
+        targets = self.receiving.nonzero().flatten()
+        baseline = probabilities_cleaned[targets]
+        c = self.artifact_class
+        return InsertionResult(
+            artifact_class=c,
+            target_index=targets,
+            source_index=self.donors[torch.arange(targets.numel()) % self.donors.numel()],
+            baseline=baseline[:, c],
+            probability=probabilities_pasted[:, c],
+            predictions_before=baseline.argmax(dim=1),
+            predictions_after=probabilities_pasted.argmax(dim=1),
+            scores_by_class={},
+        )
+
+
+def _insertion_plans(
+    labels: Tensor, has_artifact: Tensor, artifact_class: int | None
+) -> list[_InsertionPlan]:
     classes = sorted({int(c) for c in labels[has_artifact].tolist()})
     if artifact_class is not None:
         if artifact_class not in classes:
@@ -229,50 +341,37 @@ def insertion_test(
             "insertion needs masked images of one class and images of another class; "
             f"masked classes: {classes}, labels present: {sorted(set(labels.tolist()))}"
         )
-    if cleaned is not None and cleaned.shape != images.shape:
-        raise XAICheckError(
-            f"cleaned images {tuple(cleaned.shape)} must match images {tuple(images.shape)}"
-        )
-    cleaned_all = (
-        fill_from_surroundings(images, masks) if cleaned is None else cleaned.to(images.device)
-    )
-    results = {
-        c: _insert(model, images, masks, labels, cleaned_all, c, batch_size) for c in candidates
-    }
-    worst = max(results.values(), key=lambda r: r.spurious_score)
-    scores = {c: r.spurious_score for c, r in results.items()}
-    return replace(worst, scores_by_class=scores)
+    return [
+        _InsertionPlan(c, labels != c, ((labels == c) & has_artifact).nonzero().flatten())
+        for c in candidates
+    ]
 
 
-def _insert(
-    model: nn.Module,
-    images: Tensor,
-    masks: Tensor,
-    labels: Tensor,
-    cleaned_all: Tensor,
-    artifact_class: int,
-    batch_size: int,
-) -> InsertionResult:
-    donors = ((labels == artifact_class) & masks.flatten(1).any(dim=1).cpu()).nonzero().flatten()
-    targets = (labels != artifact_class).nonzero().flatten()
-    sources = donors[torch.arange(targets.numel()) % donors.numel()]
-    device = images.device
-    cleaned = cleaned_all[targets.to(device)]
-    pasted = paste_artifacts(cleaned, images[sources.to(device)], masks[sources.to(device)])
-    before = predict_proba(model, cleaned, batch_size=batch_size).cpu()
-    after = predict_proba(model, pasted, batch_size=batch_size).cpu()
-    return InsertionResult(
-        artifact_class=artifact_class,
-        target_index=targets,
-        source_index=sources,
-        baseline=before[:, artifact_class],
-        probability=after[:, artifact_class],
-        predictions_before=before.argmax(dim=1),
-        predictions_after=after.argmax(dim=1),
-        cleaned=cleaned.detach().cpu(),
-        pasted=pasted.detach().cpu(),
-        scores_by_class={},
-    )
+@contextmanager
+def _predicting(model: nn.Module) -> Iterator[None]:
+    with torch.inference_mode(False), explanation_mode(model), torch.no_grad():
+        yield
+
+
+def _probabilities(model: nn.Module, images: Tensor) -> Tensor:
+    """One batch's softmax on the CPU; NaN or Inf is an error, since its argmax means nothing."""
+    logits = as_logits(model(prepare_images(model, images))).float()
+    probabilities = logits.softmax(dim=1)
+    if not torch.isfinite(probabilities).all():
+        raise NonFiniteError("the model's outputs contain NaN or Inf")
+    return probabilities.cpu()
+
+
+def _batch_masks(masks: Tensor, start: int, batch_size: int) -> Tensor:
+    batch = masks[start : start + batch_size]
+    if batch.dtype != torch.bool:
+        raise XAICheckError(f"masks must be boolean, got dtype {batch.dtype}")
+    return batch
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise XAICheckError(f"batch_size must be >= 1, got {batch_size}")
 
 
 def _neighbour_mean(x: Tensor) -> Tensor:
@@ -284,14 +383,18 @@ def _share(hits: Tensor, among: Tensor) -> float:
     return float((hits & among).sum() / count) if count else float("nan")
 
 
-def _check_pair(images: Tensor, masks: Tensor) -> None:
-    if not isinstance(images, Tensor) or not isinstance(masks, Tensor):
-        raise TypeError("images and masks must be torch tensors")
-    if images.ndim != 4 or images.shape[0] == 0:
+def _check_pair(images: Tensor, masks: Tensor) -> int:
+    """The number of images, after checking both shapes (not the data: stacks stay lazy)."""
+    for name, value in (("images", images), ("masks", masks)):
+        if not (hasattr(value, "shape") and hasattr(value, "__getitem__")):
+            raise TypeError(
+                f"{name} must be a torch tensor or a stack of them, got {type(value).__name__}"
+            )
+    if len(images.shape) != 4 or images.shape[0] == 0:
         raise XAICheckError(
             f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}"
         )
-    if masks.dtype != torch.bool:
+    if isinstance(masks, Tensor) and masks.dtype != torch.bool:
         raise XAICheckError(f"masks must be boolean, got dtype {masks.dtype}")
     expected = (images.shape[0], *images.shape[-2:])
     if tuple(masks.shape) != expected:
@@ -299,6 +402,13 @@ def _check_pair(images: Tensor, masks: Tensor) -> None:
             f"masks must have shape (N, H, W) = {expected} to match the images, "
             f"got {tuple(masks.shape)}"
         )
+    return int(images.shape[0])
+
+
+def _check_tensors(images: Tensor, masks: Tensor) -> None:
+    if not isinstance(images, Tensor) or not isinstance(masks, Tensor):
+        raise TypeError("images and masks must be torch tensors")
+    _check_pair(images, masks)
 
 
 def _check_labels(labels: Tensor, n: int) -> Tensor:

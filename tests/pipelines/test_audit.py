@@ -67,6 +67,10 @@ def test_worst_cases_are_the_highest_mass_images(trained_pair, audit_batch):
     assert samples.rows["image_id"].tolist() == ["0", "1", "2", "3"]
     expected = GradCAM(trained_pair.clean)(audit_batch.images[:4])
     torch.testing.assert_close(samples.heatmaps, expected, rtol=1e-4, atol=1e-5)
+    # Every image keeps its heatmap pooled to 16 x 16 (4 x 4 pixel cells here).
+    pooled = expected.unflatten(1, (16, 4)).unflatten(3, (16, 4)).mean(dim=(2, 4))
+    torch.testing.assert_close(result.gating.low_res[:4], pooled, rtol=1e-4, atol=1e-5)
+    assert result.gating.low_res.shape == (len(audit_batch), 16, 16)
 
 
 def test_metrics_separate_shortcut_from_clean(trained_pair, audit_batch):
@@ -194,7 +198,10 @@ def test_merged_shards_equal_the_whole_audit_exactly(trained_pair, audit_batch):
     pd.testing.assert_frame_equal(merged.scores, whole.scores)
     assert merged.metrics() == whole.metrics()
     assert merged.summary == whole.summary
+    assert torch.equal(merged.predictions, whole.predictions)
     for method in ("gradcam", "layercam"):
+        low_res = whole.methods[method].low_res
+        assert low_res.shape == (40, 16, 16) and torch.equal(merged.methods[method].low_res, low_res)
         for name in ("worst", "samples"):
             got, want = getattr(merged.methods[method], name), getattr(whole.methods[method], name)
             pd.testing.assert_frame_equal(got.rows, want.rows)

@@ -31,9 +31,34 @@ def test_round_trip_keeps_pixels_labels_and_masks(tmp_path):
     loaded = load_audit_set(manifest, class_names=CLASS_NAMES)
     assert len(loaded) == 6
     assert torch.equal(loaded.labels, batch.labels)
-    assert torch.equal(loaded.masks, batch.masks)
-    assert (loaded.images - batch.images).abs().max() <= 0.5 / 255 + 1e-6
+    assert torch.equal(loaded.masks[:], batch.masks)
+    assert (loaded.images[:] - batch.images).abs().max() <= 0.5 / 255 + 1e-6
     assert loaded.image_ids[0] == "images/00000.png"
+
+
+def test_images_and_masks_index_like_tensors_and_decode_only_what_is_asked(audit_dir):
+    loaded = load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+    everything = loaded.images[:]
+    assert loaded.images.shape == everything.shape == (6, 3, 32, 32)
+    assert loaded.masks.shape == (6, 32, 32) and loaded.masks[:].dtype == torch.bool
+    assert torch.equal(loaded.images[2], everything[2])
+    assert torch.equal(loaded.images[torch.tensor([4, 1])], everything[[4, 1]])
+    assert torch.equal(loaded.images[[5]], everything[5:])
+    assert torch.equal(loaded.images[1:5:2], everything[1:5:2])
+    assert loaded.images[torch.tensor([], dtype=torch.long)].shape == (0, 3, 32, 32)
+    shard = loaded.subset(2, 5)
+    assert shard.images.shape == (3, 3, 32, 32) and shard.image_ids == loaded.image_ids[2:5]
+    assert torch.equal(shard.masks[:], loaded.masks[2:5])
+    # Nothing is held: a file replaced after loading is what the next batch sees.
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(audit_dir / "images/00003.png")
+    assert loaded.images[3][0].min() == 1.0 and loaded.images[3][1].max() == 0.0
+
+
+def test_an_image_that_breaks_after_loading_names_its_line_when_read(audit_dir):
+    loaded = load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+    (audit_dir / "images/00004.png").write_bytes(b"not a png")
+    with pytest.raises(AuditSetError, match=r"manifest\.csv:6 column 'image': cannot decode"):
+        loaded.images[2:6]
 
 
 def test_boxes_become_rectangular_masks(audit_dir):
@@ -43,7 +68,7 @@ def test_boxes_become_rectangular_masks(audit_dir):
         'images/00001.png,1,"0,0,32,32"\n',
     )
     loaded = load_audit_set(manifest, class_names=CLASS_NAMES)
-    assert loaded.masks[0].sum() == 8 * 2 and loaded.masks[0, 3:5, 2:10].all()
+    assert loaded.masks[0].sum() == 8 * 2 and loaded.masks[0][3:5, 2:10].all()
     assert loaded.masks[1].all()
     assert loaded.labels.tolist() == [0, 1]
 
@@ -53,7 +78,7 @@ def test_grayscale_and_rgba_images_are_converted_to_rgb(audit_dir):
     Image.open(audit_dir / "images/00001.png").convert("RGBA").save(audit_dir / "images/00001.png")
     loaded = load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
     assert loaded.images.shape == (6, 3, 32, 32)
-    assert torch.equal(loaded.images[0, 0], loaded.images[0, 1])
+    assert torch.equal(loaded.images[0][0], loaded.images[0][1])
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,7 @@ def test_figures_draw_for_every_method_and_stage(trained_pair, audit_batch):
         sanity=_evidence(trained_pair.shortcut, audit_batch).sanity,
         images=audit_batch.images,
         class_names=CLASS_NAMES,
+        masks=audit_batch.masks,
     )
     figures = evidence.figures(Thresholds(), "v1")
     assert set(figures) == {

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from xai_checks.counterfactual import (
+    counterfactual_tests,
     fill_from_surroundings,
+    inserted_images,
     insertion_test,
     paste_artifacts,
     predict_proba,
@@ -61,6 +63,20 @@ def test_fill_refuses_a_mask_covering_the_whole_image():
         masks = torch.zeros(2, 8, 8, dtype=torch.bool)
         masks[1] = True
         fill_from_surroundings(torch.rand(2, 3, 8, 8), masks)
+
+
+def test_a_batch_names_the_image_by_its_place_in_the_whole_set():
+    masks = torch.zeros(5, 8, 8, dtype=torch.bool)
+    masks[:, 0, 0] = True
+    masks[3] = True
+    with pytest.raises(XAICheckError, match="mask of image 3 covers the whole image"):
+        removal_test(
+            nn.Flatten(),
+            torch.rand(5, 3, 8, 8),
+            masks,
+            torch.zeros(5, dtype=torch.long),
+            batch_size=2,
+        )
 
 
 def test_paste_copies_only_the_donor_region():
@@ -177,3 +193,51 @@ def test_spurious_score_separates_the_shortcut_model_from_the_clean_one(trained_
     assert shortcut.artifact_class == 1 and shortcut.spurious_score > 0.85
     assert clean.spurious_score < 0.4 and abs(clean.lift) < 0.1
     assert not math.isnan(clean.flip_rate) and clean.flip_rate < 0.1
+
+
+class RecordingStack:
+    """A lazy stack over a tensor that records how many rows each read asked for."""
+
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data, self.reads = data, []
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    def __getitem__(self, index):
+        rows = self.data[index]
+        self.reads.append(rows.shape[0])
+        return rows
+
+
+def test_one_streamed_pass_equals_the_separate_tests_and_reads_one_batch_at_a_time():
+    batch = make_lesions(23, ruler="always", seed=8)
+    masks = batch.masks.clone()
+    masks[::4] = False  # some images carry no artifact
+    model = RulerDetector()
+    images, lazy_masks = RecordingStack(batch.images), RecordingStack(masks)
+    removal, insertion = counterfactual_tests(model, images, lazy_masks, batch.labels, batch_size=5)
+    assert max(images.reads) <= 5 and max(lazy_masks.reads) <= 5
+
+    alone = removal_test(model, batch.images, masks, batch.labels, batch_size=23)
+    assert torch.equal(removal.predictions_without, alone.predictions_without)
+    torch.testing.assert_close(removal.probabilities, alone.probabilities)
+    assert removal.edited is None  # images are never kept: the pass streams
+    separate = insertion_test(model, batch.images, masks, batch.labels, batch_size=23)
+    assert insertion.artifact_class == separate.artifact_class == 1
+    assert torch.equal(insertion.target_index, separate.target_index)
+    assert torch.equal(insertion.source_index, separate.source_index)
+    torch.testing.assert_close(insertion.probability, separate.probability)
+    # Donors cycle over the class-1 images that have an artifact, in audit-set order.
+    donors = ((batch.labels == 1) & masks.flatten(1).any(dim=1)).nonzero().flatten()
+    expected = donors[torch.arange(insertion.target_index.numel()) % donors.numel()]
+    assert torch.equal(insertion.source_index, expected)
+    # The pairs a reviewer sees are redrawn from the indices: the paste made P(1) near 1.
+    # (Receivers with an unmasked ruler keep it when cleaned, so take masked ones.)
+    masked = masks[insertion.target_index].flatten(1).any(dim=1)
+    cleaned, pasted = inserted_images(
+        batch.images, masks, insertion.target_index[masked], insertion.source_index[masked]
+    )
+    assert predict_proba(model, cleaned)[:, 1].max() < 0.01
+    assert predict_proba(model, pasted)[:, 1].min() > 0.99
