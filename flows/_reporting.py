@@ -98,6 +98,10 @@ def summary_markdown(
         "\n".join(f"- {markdown_text(reason)}" for reason in decision.reasons)
         or "- all checks passed"
     )
+    if decision.warnings:
+        reasons += "\n\nWarnings (not blocking):\n" + "\n".join(
+            f"- {markdown_text(warning)}" for warning in decision.warnings
+        )
     moved = (
         f"{code_span(alias)} now points to v{markdown_text(version)}"
         if promoted

@@ -76,24 +76,28 @@ class GateOutcome:
     recorded: bool = False
     """The version's verdict is written (or, after a lock timeout, is another gate's to
     write), so ``on_failure`` must not tag it ``error``."""
+    warnings: list[str] = field(default_factory=list)
+    """Findings that did not block, e.g. a suspicious strategy filling did not confirm."""
 
     @property
     def message(self) -> str:
         reason = "; ".join(self.reasons) if self.reasons else "all checks passed"
         again = " [reused: already gated under this policy and audit set]" if self.reused else ""
-        return f"{self.model_name} v{self.version} {self.verdict.value}: {reason}{again}"
+        notes = "".join(f"\n  warning: {warning}" for warning in self.warnings)
+        return f"{self.model_name} v{self.version} {self.verdict.value}: {reason}{again}{notes}"
 
 
 def _headline(evidence: GateEvidence | TextGateEvidence) -> dict[str, float]:
-    """The counterfactual and sanity numbers a person reads first, under one name per kind."""
+    """The counterfactual, sanity and discovery numbers a person reads first, one name each."""
     metrics = evidence.metrics()
     out = {}
     for prefix in ("counterfactual", "text_counterfactual"):
         for name in ("removal_flip_rate", "spurious_score"):
             if f"{prefix}.{name}" in metrics:
                 out[f"counterfactual.{name}"] = metrics[f"{prefix}.{name}"]
-    if "sanity.final_spearman" in metrics:
-        out["sanity.final_spearman"] = metrics["sanity.final_spearman"]
+    for name in ("sanity.final_spearman", "discovery.top_suspicion", "discovery.top_flip_rate"):
+        if name in metrics:
+            out[name] = metrics[name]
     return out
 
 
@@ -126,6 +130,9 @@ counterfactual_audit = task(name="counterfactual-audit", cache_policy=NO_CACHE)(
     stages.counterfactual_stage
 )
 sanity_check = task(name="sanity-check", cache_policy=NO_CACHE)(stages.sanity_stage)
+discover_strategies = task(name="discover-strategies", cache_policy=NO_CACHE)(
+    stages.discovery_stage
+)
 load_text_audit_set = task(name="load-text-audit-set", cache_policy=NO_CACHE)(
     stages.load_text_audit_set
 )
@@ -175,6 +182,8 @@ def log_evidence(
             bounds=bounds,
             images=images,
             notes=[f"Model {model.uri}; audit set {manifest}."],
+            warnings=decision.warnings,
+            tables=evidence.report_tables(),
         )
 
     return log_gate_evidence(
@@ -442,6 +451,7 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
         )
     else:
         images = load_audit_set(manifest, model.class_names)
+        plan = stages.image_plan(images, plan)
         audit, counterfactual, sanity = (
             _image_stages_sharded(model, images, thresholds, plan, shards)
             if shards > 1
@@ -458,16 +468,25 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
             images=images.images,
             class_names=images.class_names,
             masks=images.masks,
+            discovery=discover_strategies(model, images, audit, thresholds, plan),
+            regions=images.has_regions,
         )
     validation = validate_evidence(evidence, thresholds)
-    decision = decide(validation.scores, validation.sanity, inconclusive=policy.inconclusive)
-    bounds = policy.bounds(text=text)
+    decision = decide(
+        validation.gating,
+        validation.sanity,
+        inconclusive=policy.inconclusive,
+        warnings=evidence.warnings(),
+    )
+    regions = isinstance(evidence, TextGateEvidence) or evidence.regions
+    bounds = policy.bounds(text=text, regions=regions)
     run_id = log_evidence(evidence, validation, model, thresholds, plan, manifest, decision, bounds)
     if decision.verdict is Verdict.PASSED and policy.approval:
         decision = ask_for_approval(decision, model_name, version, run_id)
-    checks = (("saliency", "attention") if text else plan.cam_methods) + (
-        *(("counterfactual",) if plan.counterfactual else ()),
-        *(("sanity",) if plan.sanity and not text else ()),
+    checks = (
+        ("saliency", "attention", *(("counterfactual",) if plan.counterfactual else ()))
+        if text
+        else stages.image_checks(plan, regions=regions)
     )
     promoted = promote(model, decision, run_id, alias, checks, policy_hash, audit_set_hash)
     try:  # the verdict is recorded: a failing summary must not turn it into 'error'
@@ -484,4 +503,5 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
         alias=alias,
         summary=evidence.summary | _headline(evidence),
         recorded=True,
+        warnings=decision.warnings,
     )

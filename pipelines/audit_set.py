@@ -5,7 +5,9 @@ Manifest columns:
 * ``image``: path to an image, relative to the manifest's folder;
 * ``label``: a class name of the model (or its integer index);
 * ``spurious_mask``: path to a PNG mask (non-zero = spurious), or
-  ``spurious_box``: ``x0,y0,x1,y1`` in pixels, end-exclusive.
+  ``spurious_box``: ``x0,y0,x1,y1`` in pixels, end-exclusive. A manifest with
+  neither column has no known spurious regions at all: only checks that need
+  none (strategy discovery, sanity) can gate on it.
 
 Great Expectations checks the manifest before any image is decoded: columns
 present, labels known, files present inside the audit-set folder, no
@@ -54,8 +56,8 @@ class AuditSetError(GateError, ValueError):
     """The audit set cannot be used; the message names file, line and column."""
 
 
-Region = Path | tuple[int, int, int, int]
-"""A row's spurious region: a mask file, or a box ``(x0, y0, x1, y1)``."""
+Region = Path | tuple[int, int, int, int] | None
+"""A row's spurious region: a mask file, a box ``(x0, y0, x1, y1)``, or None (no regions)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,11 @@ class AuditSet:
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    @property
+    def has_regions(self) -> bool:
+        """Whether the manifest gives spurious regions (else every mask is empty)."""
+        return any(region is not None for region in self.masks.sources)
 
     def subset(self, start: int, stop: int) -> AuditSet:
         """Rows ``start:stop``, e.g. one shard of a scaled-out audit; nothing is decoded."""
@@ -277,17 +284,6 @@ def _manifest_checks(
 ) -> list[Check]:
     name = manifest.name
     checks = required_columns(manifest, frame, (IMAGE, LABEL))
-    if MASK not in frame.columns and BOX not in frame.columns:
-        checks.append(
-            Check(
-                "region column exists",
-                lambda gxe: gxe.ExpectColumnToExist(column=MASK),
-                lambda _r: (
-                    f"{name}: needs a {MASK!r} or {BOX!r} column "
-                    f"(columns: {', '.join(map(str, frame.columns))})"
-                ),
-            )
-        )
     if LABEL in frame.columns:
         checks += label_checks(manifest, frame, known_labels)
     if IMAGE in frame.columns:
@@ -425,6 +421,8 @@ def _load_image(path: Path, where: str) -> Tensor:
 
 def _region(root: Path, row: pd.Series) -> tuple[Region, str]:
     """A validated row's region, and the column it came from."""
+    if MASK not in row.index and BOX not in row.index:
+        return None, IMAGE
     mask_path = row.get(MASK)
     if isinstance(mask_path, str) and mask_path:
         return root / mask_path, MASK
@@ -433,6 +431,8 @@ def _region(root: Path, row: pd.Series) -> tuple[Region, str]:
 
 def _region_mask(region: Region, size: tuple[int, int], where: str) -> Tensor:
     height, width = size
+    if region is None:
+        return torch.zeros(height, width, dtype=torch.bool)
     if isinstance(region, Path):
         mask_image = _open(region, where).convert("L")
         mask = torch.from_numpy(np.asarray(mask_image, dtype=np.uint8).copy()) > 127

@@ -16,6 +16,7 @@ from pipelines.counterfactual import (
     counterfactual_audit,
     text_counterfactual_audit,
 )
+from pipelines.discovery import DiscoveryEvidence, discovery_audit
 from pipelines.errors import GateError
 from pipelines.evidence import GateEvidence, TextGateEvidence
 from pipelines.gate_policy import GatePolicy
@@ -27,6 +28,9 @@ __all__ = [
     "cam_stage",
     "collect_evidence",
     "counterfactual_stage",
+    "discovery_stage",
+    "image_checks",
+    "image_plan",
     "is_text_policy",
     "load_text_audit_set",
     "sanity_stage",
@@ -39,6 +43,33 @@ def is_text_policy(policy: GatePolicy) -> bool:
     """Text when the policy says so, or (``auto``) when the CSV has a ``text`` column."""
     return policy.modality == "text" or (
         policy.modality == "auto" and is_text_manifest(policy.audit_set)
+    )
+
+
+def image_plan(data: AuditSet, plan: AuditPlan) -> AuditPlan:
+    """The plan for this audit set: without spurious regions, only checks that need none.
+
+    Such a set can only be gated by strategy discovery; without it the gate
+    would check nothing, so that is an error naming the fix.
+    """
+    if data.has_regions:
+        return plan
+    if plan.discovery is None:
+        raise GateError(
+            f"audit set {data.manifest} has no spurious regions (no 'spurious_mask' or "
+            "'spurious_box' column), so no heatmap or counterfactual check applies: enable "
+            "checks.discovery in the policy to gate it on shortcuts nobody labelled"
+        )
+    return plan.model_copy(update={"counterfactual": False})
+
+
+def image_checks(plan: AuditPlan, *, regions: bool) -> tuple[str, ...]:
+    """The lines of evidence an image verdict rests on (the ``xai_gate.checks`` tag)."""
+    return (
+        *(plan.cam_methods if regions else ()),
+        *(("counterfactual",) if plan.counterfactual else ()),
+        *(("sanity",) if plan.sanity else ()),
+        *(("discovery",) if plan.discovery is not None else ()),
     )
 
 
@@ -67,6 +98,23 @@ def counterfactual_stage(
         data.images,
         data.labels,
         data.masks,
+        class_names=data.class_names,
+        batch_size=plan.batch_size,
+    )
+
+
+def discovery_stage(
+    model: LoadedModel, data: AuditSet, audit: AuditResult, thresholds: Thresholds, plan: AuditPlan
+) -> DiscoveryEvidence | None:
+    """Strategy discovery on the CAM stage's heatmaps; None when the plan leaves it out."""
+    if plan.discovery is None:
+        return None
+    return discovery_audit(
+        model.module,
+        data.images,
+        audit,
+        plan.discovery,
+        thresholds,
         class_names=data.class_names,
         batch_size=plan.batch_size,
     )
@@ -137,11 +185,15 @@ def collect_evidence(model: LoadedModel, policy: GatePolicy) -> GateEvidence | T
             class_names=texts.class_names,
         )
     images = load_audit_set(policy.audit_set, class_names=model.class_names)
+    plan = image_plan(images, plan)
+    audit = cam_stage(model, images, thresholds, plan)
     return GateEvidence(
-        audit=cam_stage(model, images, thresholds, plan),
+        audit=audit,
         counterfactual=counterfactual_stage(model, images, plan) if plan.counterfactual else None,
         sanity=sanity_stage(model, images, plan) if plan.sanity else None,
         images=images.images,
         class_names=images.class_names,
         masks=images.masks,
+        discovery=discovery_stage(model, images, audit, thresholds, plan),
+        regions=images.has_regions,
     )

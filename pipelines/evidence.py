@@ -11,7 +11,15 @@ import pandas as pd
 from pipelines.audit import AuditResult
 from pipelines.audit_texts import TextAuditResult
 from pipelines.counterfactual import CounterfactualEvidence
-from pipelines.policy import TEXT_SCORE_COLUMNS, Thresholds, sanity_checks, score_checks
+from pipelines.discovery import DiscoveryEvidence
+from pipelines.policy import (
+    TEXT_SCORE_COLUMNS,
+    UNSCORED_COLUMNS,
+    Thresholds,
+    discovery_checks,
+    sanity_checks,
+    score_checks,
+)
 from pipelines.sanity import SanityEvidence
 from pipelines.validation import ValidationReport, run_checks
 
@@ -26,21 +34,39 @@ __all__ = ["GateEvidence", "TextGateEvidence", "Validation"]
 class Validation:
     scores: ValidationReport
     sanity: ValidationReport | None
+    discovery: ValidationReport | None = None
+
+    @property
+    def gating(self) -> ValidationReport:
+        """What decides passed or blocked: the score table's checks and the discovery table's."""
+        if self.discovery is None:
+            return self.scores
+        return ValidationReport(
+            success=self.scores.success and self.discovery.success,
+            failures=[*self.scores.failures, *self.discovery.failures],
+            result=self.scores.result,
+        )
 
     @property
     def success(self) -> bool:
-        return self.scores.success and (self.sanity is None or self.sanity.success)
+        return self.gating.success and (self.sanity is None or self.sanity.success)
 
     def documents(self) -> dict[str, Any]:
         docs = {"xai/validation.json": self.scores.result}
         if self.sanity is not None:
             docs["xai/validation_sanity.json"] = self.sanity.result
+        if self.discovery is not None:
+            docs["xai/validation_discovery.json"] = self.discovery.result
         return docs
 
 
 @dataclass(frozen=True)
 class GateEvidence:
-    """The CAM audit, plus the counterfactual and sanity stages when they ran.
+    """The CAM audit, plus the counterfactual, sanity and discovery stages when they ran.
+
+    ``regions`` is False for an audit set without spurious masks: the CAM
+    scores then measure nothing and only feed discovery, so they are neither
+    gated nor logged.
 
     ``images``, ``class_names`` and ``masks`` are the audit set's, for the
     review figures; images and masks may be lazy stacks of files.
@@ -52,6 +78,8 @@ class GateEvidence:
     images: Tensor | None = None
     class_names: tuple[str, ...] | None = None
     masks: Tensor | None = None
+    discovery: DiscoveryEvidence | None = None
+    regions: bool = True
 
     @property
     def summary(self) -> dict[str, float | int | str]:
@@ -63,6 +91,8 @@ class GateEvidence:
 
     def score_table(self) -> pd.DataFrame:
         """One row per image: CAM scores, then counterfactual columns."""
+        if not self.regions:
+            return self.audit.scores[list(UNSCORED_COLUMNS)]
         if self.counterfactual is None:
             return self.audit.scores
         return pd.concat([self.audit.scores, self.counterfactual.columns], axis=1)
@@ -70,7 +100,9 @@ class GateEvidence:
     def validate(self, thresholds: Thresholds) -> Validation:
         scores = run_checks(
             self.score_table(),
-            score_checks(thresholds, counterfactual=self.counterfactual is not None),
+            score_checks(thresholds, counterfactual=self.counterfactual is not None)
+            if self.regions
+            else score_checks(thresholds, regions=False, required=UNSCORED_COLUMNS),
             suite="xai-gate-scores",
         )
         sanity = None
@@ -78,14 +110,31 @@ class GateEvidence:
             steps = len(self.sanity.result.layers)
             checks = sanity_checks(thresholds, steps=steps)
             sanity = run_checks(self.sanity.table, checks, suite="xai-gate-sanity")
-        return Validation(scores, sanity)
+        discovery = None
+        if self.discovery is not None:
+            table = self.discovery.table
+            checks = discovery_checks(thresholds, table)
+            discovery = run_checks(table, checks, suite="xai-gate-discovery")
+        return Validation(scores, sanity, discovery)
 
     def metrics(self) -> dict[str, float]:
-        out = self.audit.metrics()
-        for stage in (self.counterfactual, self.sanity):
+        out = (
+            self.audit.metrics() if self.regions else {"accuracy": self.audit.metrics()["accuracy"]}
+        )
+        for stage in (self.counterfactual, self.sanity, self.discovery):
             if stage is not None:
                 out |= stage.metrics()
         return out
+
+    def warnings(self) -> list[str]:
+        """Findings shown in the report that do not block: unconfirmed suspicious strategies."""
+        return self.discovery.warnings() if self.discovery is not None else []
+
+    def report_tables(self) -> dict[str, pd.DataFrame]:
+        """Short tables the report shows under a heading."""
+        if self.discovery is None:
+            return {}
+        return {"Discovered strategies (most suspicious first)": self.discovery.table}
 
     def series(self) -> dict[str, list[float]]:
         return self.sanity.series() if self.sanity is not None else {}
@@ -94,6 +143,8 @@ class GateEvidence:
         tables = {"xai/scores.csv": self.score_table()}
         if self.sanity is not None:
             tables["xai/sanity.csv"] = self.sanity.table
+        if self.discovery is not None:
+            tables["xai/discovery.csv"] = self.discovery.table
         return tables
 
     def figures(self, thresholds: Thresholds, title: str) -> dict[str, Callable[[], Figure]]:
@@ -129,7 +180,30 @@ class GateEvidence:
             figures["xai/sanity.png"] = lambda: plots.sanity_figure(
                 sanity, threshold=thresholds.max_sanity_correlation, title=title
             )
+        if self.discovery is not None and images is not None:
+            figures |= _discovery_figures(self.discovery, images, title)
         return figures
+
+
+def _discovery_figures(
+    discovery: DiscoveryEvidence, images: Tensor, title: str
+) -> dict[str, Callable[[], Figure]]:
+    from pipelines import discovery_plots
+
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    figures: dict[str, Callable[[], Figure]] = {
+        "xai/discovery_clusters.png": lambda: discovery_plots.cluster_grid(
+            discovery, size, title=title
+        ),
+        "xai/discovery_samples.png": lambda: discovery_plots.cluster_samples(
+            discovery, images, title=title
+        ),
+    }
+    if discovery.proposals:
+        figures["xai/discovery_proposals.png"] = lambda: discovery_plots.proposal_figure(
+            discovery, images, title=title
+        )
+    return figures
 
 
 @dataclass(frozen=True)
@@ -165,6 +239,12 @@ class TextGateEvidence:
         if self.counterfactual is not None:
             out |= self.counterfactual.metrics()
         return out
+
+    def warnings(self) -> list[str]:
+        return []
+
+    def report_tables(self) -> dict[str, pd.DataFrame]:
+        return {}
 
     def series(self) -> dict[str, list[float]]:
         return {}

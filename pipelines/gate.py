@@ -8,7 +8,7 @@ moves only on ``passed``. Anything else leaves the alias where it was.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ALIAS",
+    "TAG_WARNINGS",
     "GateDecision",
     "PriorVerdict",
     "Verdict",
@@ -45,6 +46,7 @@ DEFAULT_ALIAS = "champion"
 TAG_REASON = "xai_gate.reason"
 TAG_CHECKS = "xai_gate.checks"
 TAG_AUDIT_SET_HASH = "xai_gate.audit_set_sha256"
+TAG_WARNINGS = "xai_gate.warnings"
 
 
 class Verdict(StrEnum):
@@ -59,6 +61,8 @@ class Verdict(StrEnum):
 class GateDecision:
     verdict: Verdict
     reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Findings for a reviewer that do not block (e.g. an unconfirmed suspicious strategy)."""
 
     @property
     def reason(self) -> str:
@@ -70,6 +74,7 @@ def decide(
     sanity: ValidationReport | None = None,
     *,
     inconclusive: str = "hold",
+    warnings: Sequence[str] = (),
 ) -> GateDecision:
     """Passed only when every expectation held; the reasons name every failed check.
 
@@ -79,13 +84,14 @@ def decide(
     say ``inconclusive: block`` to record such runs as ``blocked`` instead.
     """
     reasons = list(scores.failures) or ([] if scores.success else ["score validation failed"])
+    notes = list(warnings)
     if sanity is not None and not sanity.success:
         sanity_reasons = list(sanity.failures) or ["sanity validation failed"]
         verdict = Verdict.BLOCKED if inconclusive == "block" else Verdict.INCONCLUSIVE
-        return GateDecision(verdict, sanity_reasons + reasons)
+        return GateDecision(verdict, sanity_reasons + reasons, notes)
     if scores.success:
-        return GateDecision(Verdict.PASSED)
-    return GateDecision(Verdict.BLOCKED, reasons)
+        return GateDecision(Verdict.PASSED, warnings=notes)
+    return GateDecision(Verdict.BLOCKED, reasons, notes)
 
 
 def record_verdict(
@@ -137,6 +143,12 @@ def record_verdict(
     client.set_model_version_tag(name, version, TAG_AUDIT_SET_HASH, audit_set_hash)
     if checks:  # which lines of evidence the verdict rests on, e.g. heatmaps only
         client.set_model_version_tag(name, version, TAG_CHECKS, ",".join(checks))
+    if decision.warnings:
+        client.set_model_version_tag(
+            name, version, TAG_WARNINGS, "; ".join(decision.warnings)[:4900]
+        )
+    elif TAG_WARNINGS in client.get_model_version(name, version).tags:  # an earlier run's
+        client.delete_model_version_tag(name, version, TAG_WARNINGS)
     client.set_model_version_tag(name, version, TAG_SIGNED_AT, signed_at)
     client.set_model_version_tag(name, version, TAG_SIGNATURE, signature)
     client.set_model_version_tag(name, version, TAG_VERDICT, decision.verdict.value)

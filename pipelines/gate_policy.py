@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipelines.errors import GateError
 from pipelines.methods import AUDIT_METHODS
-from pipelines.policy import AuditPlan, Thresholds
+from pipelines.policy import AuditPlan, DiscoveryPlan, Thresholds
 
 if TYPE_CHECKING:
     from mlflow.models import MetricThreshold
@@ -69,9 +69,28 @@ class CounterfactualChecks(_Strict):
     max_spurious_score: float = Field(0.50, ge=0.0, le=1.0)
 
 
+class DiscoveryChecks(_Strict):
+    """Unknown shortcuts: cluster each class's heatmaps (SpRAy) and test the odd clusters.
+
+    Needs no spurious masks. A strategy above ``max_suspicion`` is a warning;
+    it blocks only when filling its proposed region flips more than
+    ``max_flip_rate`` of its predictions.
+    """
+
+    enabled: bool = False
+    max_suspicion: float = Field(0.50, ge=0.0, le=1.0)
+    max_flip_rate: float = Field(0.50, ge=0.0, le=1.0)
+    max_proposals: int = Field(3, ge=1)
+    min_cluster_size: int = Field(5, ge=1)
+    max_clusters: int = Field(8, ge=1)
+    n_neighbors: int = Field(10, ge=1)
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+
+
 class Checks(_Strict):
     heatmaps: HeatmapChecks = HeatmapChecks()
     counterfactual: CounterfactualChecks = CounterfactualChecks()
+    discovery: DiscoveryChecks = DiscoveryChecks()
 
 
 class SanityRule(_Strict):
@@ -109,7 +128,7 @@ class GatePolicy(_Strict):
         return self.protected_aliases[0]
 
     def thresholds(self) -> Thresholds:
-        heat, cf = self.checks.heatmaps, self.checks.counterfactual
+        heat, cf, found = self.checks.heatmaps, self.checks.counterfactual, self.checks.discovery
         return Thresholds(
             max_spurious_mass=heat.max_spurious_mass,
             max_flagged_fraction=heat.max_flagged_fraction,
@@ -117,6 +136,8 @@ class GatePolicy(_Strict):
             max_flip_rate=cf.max_flip_rate,
             max_spurious_score=cf.max_spurious_score,
             max_sanity_correlation=self.sanity.max_correlation,
+            max_discovery_suspicion=found.max_suspicion,
+            max_discovery_flip_rate=found.max_flip_rate,
         )
 
     def plan(self) -> AuditPlan:
@@ -127,7 +148,20 @@ class GatePolicy(_Strict):
             counterfactual=self.checks.counterfactual.enabled,
             sanity=self.sanity.enabled,
             sanity_images=self.sanity.images,
+            discovery=self._discovery_plan(),
             batch_size=self.batch_size,
+        )
+
+    def _discovery_plan(self) -> DiscoveryPlan | None:
+        found = self.checks.discovery
+        if not found.enabled:
+            return None
+        return DiscoveryPlan(
+            n_neighbors=found.n_neighbors,
+            max_clusters=found.max_clusters,
+            min_cluster_size=found.min_cluster_size,
+            max_proposals=found.max_proposals,
+            mask_threshold=found.mask_threshold,
         )
 
     def metric_thresholds(self, *, text: bool = False) -> dict[str, MetricThreshold]:
@@ -143,15 +177,25 @@ class GatePolicy(_Strict):
             for name, bound in self.bounds(text=text).items()
         }
 
-    def bounds(self, *, text: bool = False) -> dict[str, float]:
-        """Upper bound per gated MLflow metric (what the report and MetricThresholds show)."""
+    def bounds(self, *, text: bool = False, regions: bool = True) -> dict[str, float]:
+        """Upper bound per gated MLflow metric (what the report and MetricThresholds show).
+
+        ``regions=False``: the audit set has no spurious masks, so only checks that
+        need none are gated.
+        """
         heat, cf = self.checks.heatmaps, self.checks.counterfactual
         mass = "saliency" if text else heat.methods[0]
-        bounds = {
-            f"{mass}.spurious_mass": heat.max_spurious_mass,
-            f"{mass}.flagged_fraction": heat.max_flagged_fraction,
-        }
-        if cf.enabled:
+        bounds = (
+            {
+                f"{mass}.spurious_mass": heat.max_spurious_mass,
+                f"{mass}.flagged_fraction": heat.max_flagged_fraction,
+            }
+            if regions
+            else {}
+        )
+        if self.checks.discovery.enabled and not text:
+            bounds["discovery.confirmed"] = 0.0
+        if cf.enabled and regions:
             prefix = "text_counterfactual" if text else "counterfactual"
             bounds[f"{prefix}.removal_flip_rate"] = cf.max_flip_rate
             bounds[f"{prefix}.spurious_score"] = cf.max_spurious_score
@@ -236,6 +280,12 @@ checks:
     enabled: true
     max_flip_rate: 0.20         # share of predictions that change when the artifact is removed
     max_spurious_score: 0.50    # mean P(artifact's class) after adding it to other classes
+  discovery:                    # unknown shortcuts (SpRAy): clusters of heatmaps; needs no masks
+    enabled: false
+    max_suspicion: 0.50         # a cluster looking elsewhere, distinctly, above this: a warning
+    max_flip_rate: 0.50         # filling its proposed region flips more than this: blocked
+    max_proposals: 3            # most suspicious clusters whose region is tested
+    min_cluster_size: 5
 
 sanity:                         # do the heatmaps depend on the weights at all?
   enabled: true

@@ -16,11 +16,15 @@ from pipelines.validation import Check
 
 __all__ = [
     "COUNTERFACTUAL_COLUMNS",
+    "DISCOVERY_COLUMNS",
     "SANITY_COLUMNS",
     "SCORE_COLUMNS",
     "TEXT_SCORE_COLUMNS",
+    "UNSCORED_COLUMNS",
     "AuditPlan",
+    "DiscoveryPlan",
     "Thresholds",
+    "discovery_checks",
     "sanity_checks",
     "score_checks",
 ]
@@ -36,6 +40,9 @@ SCORE_COLUMNS = (
     "flagged",
 )
 """Heatmap scores of the gating CAM method, one row per audit image."""
+
+UNSCORED_COLUMNS = ("image_id", "label", "prediction")
+"""The score table of an audit set without spurious regions: nothing to score against."""
 
 TEXT_SCORE_COLUMNS = (
     "text_id",
@@ -60,6 +67,21 @@ apply: no artifact to remove, or the image is of the artifact's own class."""
 
 SANITY_COLUMNS = ("image_id", "spearman")
 """Rank correlation of each sanity image's map before and after full randomisation."""
+
+DISCOVERY_COLUMNS = (
+    "rank",
+    "class",
+    "size",
+    "suspicion",
+    "offset",
+    "separation",
+    "proposed_area",
+    "flip_rate",
+    "status",
+)
+"""One row per discovered strategy, most suspicious first. ``status`` is ``confirmed``
+(suspicious, and filling its proposed region flips predictions: blocks), ``suspicious``
+(a warning) or ``ok``; ``proposed_area`` and ``flip_rate`` are null where untested."""
 
 
 class Thresholds(BaseModel):
@@ -104,6 +126,45 @@ class Thresholds(BaseModel):
         "model and of its fully randomised copy; above it the explanations are not trusted "
         "and the verdict is inconclusive.",
     )
+    max_discovery_suspicion: float = Field(
+        0.50,
+        ge=0.0,
+        le=1.0,
+        description="A discovered strategy above this Clever-Hans suspicion is a warning, "
+        "and its proposed spurious region is tested.",
+    )
+    max_discovery_flip_rate: float = Field(
+        0.50,
+        ge=0.0,
+        le=1.0,
+        description="Filling a suspicious strategy's proposed region may flip at most this "
+        "share of its predictions; above it the shortcut is confirmed and the gate blocks.",
+    )
+
+
+class DiscoveryPlan(BaseModel):
+    """How heatmaps are clustered into strategies, and how many proposals are tested."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resolution: int = Field(
+        16, ge=2, le=16, description="Side the heatmaps are pooled to before clustering."
+    )
+    n_neighbors: int = Field(10, ge=1, description="Neighbours in the affinity graph.")
+    max_clusters: int = Field(8, ge=1, description="Most strategies per class (eigengap).")
+    min_cluster_size: int = Field(
+        5, ge=1, description="Smaller clusters are listed but get no proposed region."
+    )
+    max_proposals: int = Field(
+        3, ge=1, description="Most suspicious strategies whose proposed region is tested."
+    )
+    mask_threshold: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="A proposal is where the mean heatmap exceeds this "
+        "share of its maximum (minus where the other heatmaps do).",
+    )
 
 
 class AuditPlan(BaseModel):
@@ -123,6 +184,9 @@ class AuditPlan(BaseModel):
     counterfactual: bool = Field(True, description="Run artifact removal and insertion.")
     sanity: bool = Field(True, description="Run the model-randomisation sanity check.")
     sanity_images: int = Field(16, ge=2, description="Audit images used by the sanity check.")
+    discovery: DiscoveryPlan | None = Field(
+        None, description="Strategy discovery (SpRAy) settings; None: not run."
+    )
     batch_size: int = Field(32, ge=1)
 
     @field_validator("cam_methods")
@@ -147,11 +211,13 @@ def score_checks(
     *,
     counterfactual: bool = True,
     required: Sequence[str] = SCORE_COLUMNS,
+    regions: bool = True,
 ) -> list[Check]:
     """The expectations a score table must meet for the gate to pass.
 
     Counterfactual columns are null where a check does not apply; GX leaves
     nulls out of ``mostly`` and of the mean, so rates are over the rows that count.
+    ``regions=False`` (no spurious masks): only the required columns are checked.
     """
     t = thresholds
 
@@ -194,6 +260,8 @@ def score_checks(
             ),
         ),
     ]
+    if not regions:
+        checks, counterfactual = [], False
     if counterfactual:
         checks += [
             Check(
@@ -262,6 +330,36 @@ def sanity_checks(thresholds: Thresholds, *, steps: int) -> list[Check]:
                 "are constant, so no correlation can be computed"
             ),
         ),
+    ]
+
+
+def discovery_checks(thresholds: Thresholds, table: Any) -> list[Check]:
+    """The expectation on the discovery table (``DISCOVERY_COLUMNS``): no confirmed shortcut.
+
+    The failure names each confirmed strategy: its rank, class, size, suspicion and flip rate.
+    """
+    t = thresholds
+
+    def describe(result: dict[str, Any]) -> str:
+        rows = list(result.get("unexpected_index_list") or [])
+        found = [
+            f"strategy #{table.at[i, 'rank']} of class {table.at[i, 'class']!r} "
+            f"({table.at[i, 'size']} images, suspicion {_num(table.at[i, 'suspicion'])} > "
+            f"{t.max_discovery_suspicion:.2f}): filling its proposed region flips "
+            f"{_num(table.at[i, 'flip_rate'])} of its predictions > "
+            f"max_discovery_flip_rate {t.max_discovery_flip_rate:.2f}"
+            for i in rows
+        ]
+        return "discovery found an unlabelled shortcut: " + "; ".join(found or ["(no rows)"])
+
+    return [
+        Check(
+            "no confirmed strategy",
+            lambda gxe: gxe.ExpectColumnValuesToBeInSet(
+                column="status", value_set=["ok", "suspicious"]
+            ),
+            describe,
+        )
     ]
 
 

@@ -12,6 +12,10 @@ import html
 import io
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["compact_png", "render_report"]
 
@@ -23,7 +27,7 @@ h1{font-size:20px;margin:0 0 8px} h2{font-size:16px;margin:24px 0 8px}
 .error{background:#57606a}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #d0d7de;padding:4px 8px}
 th{background:#f6f8fa;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.fail{color:#cf222e;font-weight:600}.ok{color:#1a7f37}
+.fail{color:#cf222e;font-weight:600}.ok{color:#1a7f37}.warn{color:#9a6700}
 figure{margin:12px 0} figcaption{font-size:12px;color:#57606a}
 img{max-width:100%;border:1px solid #d0d7de}
 """
@@ -38,12 +42,16 @@ def render_report(
     bounds: Mapping[str, float],
     images: Mapping[str, bytes],
     notes: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+    tables: Mapping[str, pd.DataFrame] | None = None,
 ) -> str:
     """The report page: verdict, reasons, each gated number against its bound, every figure.
 
     ``metrics`` are the run's MLflow metrics (``name``, ``name_ci_low``,
     ``name_ci_high``); ``bounds`` the policy's upper bound per gated metric;
-    ``images`` PNG bytes by artifact path.
+    ``images`` PNG bytes by artifact path; ``warnings`` findings that did not
+    block; ``tables`` short tables shown under their heading (e.g. discovered
+    strategies).
     """
     esc = html.escape
     rows = []
@@ -72,15 +80,27 @@ def render_report(
     ]
     reason_items = "".join(f"<li>{esc(r)}</li>" for r in reasons) or "<li>all checks passed</li>"
     note_items = "".join(f"<p>{esc(n)}</p>" for n in notes)
+    warning_items = (
+        "<h2>Warnings (not blocking)</h2><ul class=warn>"
+        + "".join(f"<li>{esc(w)}</li>" for w in warnings)
+        + "</ul>"
+        if warnings
+        else ""
+    )
+    table_sections = "".join(
+        f"<h2>{esc(heading)}</h2>"
+        + table.to_html(index=False, escape=True, float_format=lambda v: f"{v:.3f}", na_rep="-")
+        for heading, table in (tables or {}).items()
+    )
     verdict_class = verdict if verdict in {"passed", "blocked", "inconclusive"} else "error"
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{esc(title)} <span class='verdict {verdict_class}'>{esc(verdict)}</span></h1>"
-        f"<ul>{reason_items}</ul>{note_items}"
+        f"<ul>{reason_items}</ul>{note_items}{warning_items}"
         "<h2>Gated checks</h2><table><tr><th>metric</th><th>value</th><th>95 % CI</th>"
         f"<th>bound</th><th></th></tr>{''.join(rows)}</table>"
-        "<h2>Evidence</h2>"
+        f"{table_sections}<h2>Evidence</h2>"
         + "".join(figures)
         + "<h2>All numbers</h2><table><tr><th>metric</th><th>value</th></tr>"
         + "".join(evidence)

@@ -60,6 +60,19 @@ def trained_pair() -> TrainedPair:
     return TrainedPair(*models)
 
 
+@pytest.fixture(scope="session")
+def trained_tag_model() -> torch.nn.Module:
+    """A SmallCNN trained where every malignant image carries a hospital tag (ρ = 1)."""
+    from xai_checks.synthetic import make_lesions
+    from xai_checks.toy_models import SmallCNN, train_classifier
+
+    data = make_lesions(2000, shortcut_strength=1.0, seed=1, artifact="tag")
+    torch.manual_seed(0)
+    model = SmallCNN()
+    train_classifier(model, data.images, data.labels, epochs=8)
+    return model
+
+
 @dataclass(frozen=True)
 class TrainedTextPair:
     shortcut: torch.nn.Module

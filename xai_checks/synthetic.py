@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["CLASS_NAMES", "LesionBatch", "RulerPlacement", "make_lesions"]
+__all__ = ["CLASS_NAMES", "Artifact", "LesionBatch", "RulerPlacement", "make_lesions"]
 
 CLASS_NAMES: tuple[str, str] = ("benign", "malignant")
 BENIGN, MALIGNANT = 0, 1
@@ -32,11 +32,19 @@ images, otherwise it is a fair coin independent of the label.
 exposes a model which learned the ruler instead of the lesion.
 """
 
+Artifact = Literal["ruler", "tag"]
+"""What the shortcut is: ``ruler``, a light strip with ticks along a random
+border; or ``tag``, a hospital-style label near a random corner (a dark box
+with two light lines of "text"), a second shortcut of a different shape and
+place for checks that must find artifacts nobody described to them."""
+
 _SKIN = (0.88, 0.70, 0.60)
 _BENIGN_COLOUR = (0.60, 0.40, 0.28)
 _MALIGNANT_COLOUR = (0.36, 0.24, 0.24)
 _RULER_COLOUR = (0.96, 0.94, 0.78)
 _TICK_COLOUR = (0.12, 0.12, 0.14)
+_TAG_COLOUR = (0.10, 0.16, 0.34)
+_TAG_TEXT_COLOUR = (0.92, 0.92, 0.95)
 
 
 @dataclass(frozen=True)
@@ -60,13 +68,15 @@ def make_lesions(
     size: int = 64,
     ruler: RulerPlacement = "correlated",
     ruler_width: int = 7,
+    artifact: Artifact = "ruler",
 ) -> LesionBatch:
     """Generate ``n`` labelled lesion images, balanced between the two classes.
 
     Benign and malignant differ by a subtle cue: malignant lesions are a little
     darker and have a more irregular border. The ruler is a high-contrast strip
     with tick marks at a random image border, which is exactly why a network
-    prefers it when it predicts the label.
+    prefers it when it predicts the label. With ``artifact="tag"`` a hospital
+    tag takes the ruler's place (``ruler`` and ``has_ruler`` then refer to it).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -83,7 +93,12 @@ def make_lesions(
     has_ruler = _place_rulers(malignant, shortcut_strength, ruler, gen)
     images = _skin(n, size, gen)
     images = _paint_lesions(images, malignant, gen)
-    images, masks = _paint_rulers(images, has_ruler, ruler_width, gen)
+    if artifact == "ruler":
+        images, masks = _paint_rulers(images, has_ruler, ruler_width, gen)
+    elif artifact == "tag":
+        images, masks = _paint_tags(images, has_ruler, gen)
+    else:
+        raise ValueError(f"unknown artifact {artifact!r}; known: ruler, tag")
     return LesionBatch(images.clamp_(0.0, 1.0), labels, masks, has_ruler)
 
 
@@ -175,4 +190,28 @@ def _paint_rulers(
     strip_colour = _colour(_RULER_COLOUR).expand(n, 3, size, size)
     images = torch.where(masks.unsqueeze(1), strip_colour, images)
     images = torch.where(ticks.unsqueeze(1), _colour(_TICK_COLOUR).expand_as(images), images)
+    return images, masks
+
+
+def _paint_tags(images: Tensor, has_tag: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A dark label box near a random corner, with two light text lines; mask = the box."""
+    n, _, size, _ = images.shape
+    height, width, inset = size * 3 // 16, size * 5 // 16, size // 16
+    corners = torch.randint(0, 4, (n,), generator=gen)
+    jitter = torch.randint(0, inset + 1, (n, 2), generator=gen)
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    text = torch.zeros(n, size, size, dtype=torch.bool)
+    for i in torch.nonzero(has_tag).flatten().tolist():
+        top = inset + int(jitter[i, 0])
+        left = inset + int(jitter[i, 1])
+        if int(corners[i]) in (1, 2):
+            top = size - top - height
+        if int(corners[i]) in (2, 3):
+            left = size - left - width
+        masks[i, top : top + height, left : left + width] = True
+        for line in (height // 3, 2 * height // 3):
+            text[i, top + line, left + 2 : left + width - 2 - line // 2] = True
+    box = _colour(_TAG_COLOUR).expand(n, 3, size, size)
+    images = torch.where(masks.unsqueeze(1), box, images)
+    images = torch.where(text.unsqueeze(1), _colour(_TAG_TEXT_COLOUR).expand_as(images), images)
     return images, masks

@@ -201,7 +201,9 @@ def test_merged_shards_equal_the_whole_audit_exactly(trained_pair, audit_batch):
     assert torch.equal(merged.predictions, whole.predictions)
     for method in ("gradcam", "layercam"):
         low_res = whole.methods[method].low_res
-        assert low_res.shape == (40, 16, 16) and torch.equal(merged.methods[method].low_res, low_res)
+        assert low_res.shape == (40, 16, 16) and torch.equal(
+            merged.methods[method].low_res, low_res
+        )
         for name in ("worst", "samples"):
             got, want = getattr(merged.methods[method], name), getattr(whole.methods[method], name)
             pd.testing.assert_frame_equal(got.rows, want.rows)

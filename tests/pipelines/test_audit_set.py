@@ -61,6 +61,16 @@ def test_an_image_that_breaks_after_loading_names_its_line_when_read(audit_dir):
         loaded.images[2:6]
 
 
+def test_a_manifest_without_region_columns_has_no_regions(audit_dir):
+    manifest = _rewrite(
+        audit_dir / "plain.csv", "image,label\nimages/00000.png,benign\nimages/00001.png,1\n"
+    )
+    loaded = load_audit_set(manifest, class_names=CLASS_NAMES)
+    assert not loaded.has_regions and loaded.masks.shape == (2, 32, 32)
+    assert not loaded.masks[:].any() and loaded.labels.tolist() == [0, 1]
+    assert load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES).has_regions
+
+
 def test_boxes_become_rectangular_masks(audit_dir):
     manifest = _rewrite(
         audit_dir / "boxes.csv",
@@ -86,7 +96,6 @@ def test_grayscale_and_rgba_images_are_converted_to_rgb(audit_dir):
     [
         ("label,spurious_mask\nbenign,masks/00000.png\n", r"required column 'image' is missing"),
         ("image,spurious_mask\nimages/00000.png,masks/00000.png\n", r"required column 'label'"),
-        ("image,label\nimages/00000.png,benign\n", r"needs a 'spurious_mask' or 'spurious_box'"),
         (
             "image,label,spurious_mask\nimages/00000.png,benign,masks/00000.png\n"
             "images/00001.png,melanoma,masks/00001.png\n",

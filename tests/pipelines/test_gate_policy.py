@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.gate_policy import EXAMPLE_POLICY, GatePolicy, PolicyError, load_policy
-from pipelines.policy import AuditPlan, Thresholds
+from pipelines.policy import AuditPlan, DiscoveryPlan, Thresholds
 
 POLICIES = Path(__file__).parents[2] / "pipelines" / "policies"
 
@@ -54,7 +54,11 @@ def test_shipped_example_policies_are_valid():
         ),
         (
             ("inconclusive: hold", "inconclusive: maybe"),
-            r"policy.yaml:26 inconclusive: Input should be 'hold' or 'block'",
+            r"policy.yaml:32 inconclusive: Input should be 'hold' or 'block'",
+        ),
+        (
+            ("max_suspicion: 0.50", "max_suspicion: 2"),
+            r"policy.yaml:22 checks.discovery.max_suspicion: Input should be less than or equal",
         ),
         (
             ("model: lesion-classifier", "modell: lesion-classifier"),
@@ -109,6 +113,20 @@ def test_metric_thresholds_mirror_the_policy_and_gate_mlflow_validation(tmp_path
     text = policy.metric_thresholds(text=True)
     assert "saliency.spurious_mass" in text and "text_counterfactual.removal_flip_rate" in text
     assert "sanity.final_spearman" not in text
+
+
+def test_discovery_maps_onto_plan_thresholds_and_bounds(tmp_path):
+    text = EXAMPLE_POLICY.replace(
+        "    enabled: false\n    max_suspicion: 0.50", "    enabled: true\n    max_suspicion: 0.40"
+    ).replace("max_proposals: 3", "max_proposals: 2")
+    policy = load_policy(_write(tmp_path, text))
+    assert policy.plan().discovery == DiscoveryPlan(max_proposals=2)
+    assert policy.thresholds().max_discovery_suspicion == 0.40
+    assert policy.thresholds().max_discovery_flip_rate == 0.50
+    assert policy.bounds()["discovery.confirmed"] == 0.0
+    # Without spurious regions only the checks that need none are gated.
+    assert set(policy.bounds(regions=False)) == {"discovery.confirmed", "sanity.final_spearman"}
+    assert load_policy(_write(tmp_path, EXAMPLE_POLICY)).plan().discovery is None
 
 
 def test_digest_changes_with_any_rule():

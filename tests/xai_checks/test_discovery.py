@@ -1,0 +1,170 @@
+"""Strategy discovery (SpRAy): clusters, eigengap, suspicion, proposals and their fill test."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sklearn.cluster import SpectralClustering
+from sklearn.neighbors import kneighbors_graph
+
+from xai_checks.cam import GradCAM
+from xai_checks.discovery import confirm_proposal, discover_strategies, propose_region
+from xai_checks.errors import XAICheckError
+from xai_checks.synthetic import make_lesions
+
+FLIP_THRESHOLD = 0.5
+"""The policy's default max_discovery_flip_rate."""
+
+
+def _blobs(n: int, centre: tuple[float, float], seed: int, size: int = 32) -> torch.Tensor:
+    """``n`` Gaussian heatmaps around ``centre`` (fractions of the side), jittered a little."""
+    gen = torch.Generator().manual_seed(seed)
+    coords = torch.arange(size) + 0.5
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    jitter = (torch.rand(n, 2, generator=gen) - 0.5) * 2.0
+    cy = centre[0] * size + jitter[:, 0:1, None]
+    cx = centre[1] * size + jitter[:, 1:2, None]
+    return torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 2.5**2))
+
+
+@pytest.fixture
+def two_strategies():
+    """Class 0 looks at the centre; class 1 at the centre for 20 images, at a corner for 12."""
+    heatmaps = torch.cat(
+        [
+            _blobs(24, (0.5, 0.5), seed=0),
+            _blobs(20, (0.5, 0.5), seed=1),
+            _blobs(12, (0.12, 0.85), seed=2),
+        ]
+    )
+    labels = torch.tensor([0] * 24 + [1] * 32)
+    return heatmaps, labels
+
+
+def test_a_second_strategy_is_found_ranked_first_and_proposed(two_strategies):
+    heatmaps, labels = two_strategies
+    found = discover_strategies(heatmaps, labels, resolution=16)
+    assert found.cluster_counts == {0: 1, 1: 2}
+    top = found.strategies[0]
+    assert top.class_index == 1 and top.members.tolist() == list(range(44, 56))
+    assert top.suspicion > 0.8 and top.offset > 0.9
+    # The others look where most heatmaps look: below the policy's default bound of 0.5.
+    assert all(s.suspicion < 0.5 for s in found.strategies[1:])
+    # The eigengap: as many (near-)zero eigenvalues as strategies, then a jump.
+    values = found.eigenvalues[1]
+    assert values[:2].max() < 1e-6 and values[2] > 0.05
+    region = propose_region(top, (32, 32))
+    ys, xs = region.nonzero(as_tuple=True)
+    assert region.any() and ys.float().mean() < 8 and xs.float().mean() > 22  # the corner
+    assert not region[16, 16]  # never the region every strategy uses
+
+    table = found.table(("cat", "dog"))
+    assert list(table.columns) == ["rank", "class", "size", "suspicion", "offset", "separation"]
+    assert table["class"].tolist()[0] == "dog" and table["size"].tolist()[0] == 12
+    assert table["suspicion"].is_monotonic_decreasing
+
+
+@pytest.mark.filterwarnings("ignore:Graph is not fully connected")
+def test_clusters_are_scikit_learns_spectral_clustering_on_the_knn_graph(two_strategies):
+    heatmaps, labels = two_strategies
+    found = discover_strategies(heatmaps, labels, resolution=16)
+    index = (labels == 1).nonzero().flatten()
+    pooled = torch.nn.functional.adaptive_avg_pool2d(heatmaps[index].unsqueeze(1), 16).flatten(1)
+    features = (pooled / pooled.sum(dim=1, keepdim=True)).sqrt().double().numpy()
+    graph = kneighbors_graph(features, 5)
+    reference = SpectralClustering(
+        n_clusters=2, affinity="precomputed", assign_labels="cluster_qr", random_state=0
+    ).fit_predict(0.5 * (graph + graph.T))
+    ours = {tuple(s.members.tolist()) for s in found.strategies if s.class_index == 1}
+    theirs = {tuple(index[reference == k].tolist()) for k in (0, 1)}
+    assert ours == theirs
+
+
+def test_one_strategy_everywhere_is_not_suspicious():
+    heatmaps = torch.cat([_blobs(20, (0.5, 0.5), seed=3), _blobs(20, (0.5, 0.5), seed=4)])
+    found = discover_strategies(heatmaps, torch.tensor([0] * 20 + [1] * 20))
+    assert found.cluster_counts == {0: 1, 1: 1}
+    assert max(s.suspicion for s in found.strategies) < 0.2
+    # Where it looks is where all look: at most a sliver of rim is left to propose.
+    assert propose_region(found.strategies[0], (32, 32)).float().mean() < 0.05
+
+
+def test_discovery_is_deterministic(two_strategies):
+    heatmaps, labels = two_strategies
+    first = discover_strategies(heatmaps, labels)
+    second = discover_strategies(heatmaps, labels)
+    assert [s.members.tolist() for s in first.strategies] == [
+        s.members.tolist() for s in second.strategies
+    ]
+    assert [s.suspicion for s in first.strategies] == [s.suspicion for s in second.strategies]
+
+
+def test_bad_inputs_are_clear_errors(two_strategies):
+    heatmaps, labels = two_strategies
+    with pytest.raises(XAICheckError, match=r"heatmaps must be a \(N, H, W\) tensor"):
+        discover_strategies(heatmaps[0], labels)
+    with pytest.raises(XAICheckError, match="labels must be 56 integer class indices"):
+        discover_strategies(heatmaps, labels[:3])
+    poisoned = heatmaps.clone()
+    poisoned[5, 0, 0] = float("nan")
+    with pytest.raises(XAICheckError, match="heatmaps contain NaN or Inf"):
+        discover_strategies(poisoned, labels)
+    with pytest.raises(XAICheckError, match="resolution must be >= 2"):
+        discover_strategies(heatmaps, labels, resolution=1)
+    found = discover_strategies(heatmaps, labels)
+    with pytest.raises(XAICheckError, match="threshold must lie in"):
+        propose_region(found.strategies[0], (32, 32), threshold=1.0)
+
+
+def _iou(proposal: torch.Tensor, masks: torch.Tensor) -> float:
+    inter = (masks & proposal).flatten(1).sum(dim=1).float()
+    union = (masks | proposal).flatten(1).sum(dim=1).float()
+    return float((inter / union).mean())
+
+
+def _discover(model, batch):
+    """Discovery as the gate runs it: Grad-CAM of the predicted class, no masks involved."""
+    result = GradCAM(model).explain(batch.images)
+    return discover_strategies(result.heatmaps, result.predictions)
+
+
+@pytest.mark.slow
+def test_the_ruler_of_the_shortcut_model_is_found_without_masks(trained_pair):
+    audit = make_lesions(128, ruler="always", seed=100)
+    found = _discover(trained_pair.shortcut, audit)
+    top = found.strategies[0]
+    assert top.suspicion > 0.5 and top.size >= 5
+    region = propose_region(top, (64, 64))
+    # The proposal is the ruler: IoU with each member's true (never supplied) ruler mask.
+    assert _iou(region, audit.masks[top.members]) >= 0.5
+    proposal = confirm_proposal(trained_pair.shortcut, audit.images, top, region)
+    assert proposal.flip_rate > FLIP_THRESHOLD
+    assert proposal.filled.sum() > region.sum()  # filled with a margin around it
+
+
+@pytest.mark.slow
+def test_no_proposal_of_the_clean_model_flips_predictions(trained_pair):
+    audit = make_lesions(128, ruler="always", seed=100)
+    clean = _discover(trained_pair.clean, audit)
+    shortcut = _discover(trained_pair.shortcut, audit)
+    assert clean.strategies[0].suspicion < 0.5 < shortcut.strategies[0].suspicion
+    # Every strategy, suspicious or not, has its proposal tested: none flips.
+    for strategy in clean.strategies:
+        region = propose_region(strategy, (64, 64))
+        proposal = confirm_proposal(trained_pair.clean, audit.images, strategy, region)
+        assert proposal.flip_rate <= FLIP_THRESHOLD, (strategy.class_index, strategy.size)
+
+
+@pytest.mark.slow
+def test_a_hospital_tag_in_a_corner_is_found_too(trained_tag_model):
+    """A different artifact: a dark label box near a corner, not a strip along a border."""
+    audit = make_lesions(128, ruler="always", artifact="tag", seed=100)
+    found = _discover(trained_tag_model, audit)
+    top = found.strategies[0]
+    assert top.suspicion > 0.5
+    region = propose_region(top, (64, 64))
+    assert _iou(region, audit.masks[top.members]) >= 0.5
+    # A compact box near a corner, not a strip along a border.
+    assert region.float().mean() < 0.1
+    proposal = confirm_proposal(trained_tag_model, audit.images, top, region)
+    assert proposal.flip_rate > FLIP_THRESHOLD

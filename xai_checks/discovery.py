@@ -1,0 +1,366 @@
+"""Unknown shortcuts: Spectral Relevance Analysis (SpRAy) run unattended.
+
+A known spurious region can be masked and scored; the dangerous shortcut is the
+one nobody thought to mask. SpRAy (Lapuschkin et al. 2019, Anders et al. 2022)
+clusters the heatmaps of each class: a class explained in two distinct ways
+has two prediction strategies, and one of them may be a Clever Hans. CoRelAy
+and ViRelAy leave the clusters to a person; here every cluster gets a
+suspicion score, the most suspicious ones become proposed spurious regions,
+and the counterfactual fill tests each proposal, so a gate can act on it.
+
+Steps, per class (the class each heatmap explains):
+
+1. downsample every heatmap to ``resolution`` squared and normalise it to a
+   relevance distribution; compare distributions by Hellinger distance
+   (Euclidean distance between their square roots);
+2. a symmetric k-nearest-neighbour affinity, its normalised Laplacian, and
+   scikit-learn's spectral clustering;
+3. the cluster count is the eigengap of that Laplacian: the largest jump
+   between consecutive eigenvalues among the smallest ``max_clusters + 1``,
+   below which every eigenvalue is near zero (nearly disconnected groups).
+
+A cluster is suspicious when its mean heatmap lies *away* from where the
+other heatmaps look (all of them: the rest of its class, and the other
+classes, which also say which of two strategies in a class is the usual one)
+and when it is *compact and separated* from them (its mean silhouette against
+them). ``suspicion = offset * separation``, in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xai_checks.counterfactual import removal_test
+from xai_checks.errors import XAICheckError
+
+__all__ = [
+    "Discovery",
+    "Proposal",
+    "Strategy",
+    "confirm_proposal",
+    "discover_strategies",
+    "eigengap",
+    "propose_region",
+]
+
+_SILHOUETTE_SAMPLE = 1000
+"""At most this many reference heatmaps in a cluster's silhouette: the cost stays linear."""
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One cluster of heatmaps of one class: a way the model reaches that class."""
+
+    class_index: int
+    members: Tensor
+    """(M,) indices of the cluster's heatmaps in the input, ascending."""
+    mean_heatmap: Tensor
+    """(r, r) mean relevance distribution of the members (sums to 1)."""
+    reference_heatmap: Tensor
+    """(r, r) mean distribution of the heatmaps it is compared with (sums to 1)."""
+    offset: float
+    """1 - overlap of the two mean distributions: 1 = it looks somewhere else entirely."""
+    separation: float
+    """Mean silhouette of the members against the reference heatmaps, clipped to [0, 1]."""
+
+    @property
+    def size(self) -> int:
+        return int(self.members.numel())
+
+    @property
+    def suspicion(self) -> float:
+        """The Clever-Hans suspicion in [0, 1]: looking elsewhere, and distinctly so."""
+        return self.offset * self.separation
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The strategies of every class, most suspicious first."""
+
+    strategies: tuple[Strategy, ...]
+    eigenvalues: dict[int, Tensor]
+    """Per class, the smallest eigenvalues of the normalised Laplacian (the eigengap's input)."""
+    resolution: int
+
+    @property
+    def cluster_counts(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for strategy in self.strategies:
+            counts[strategy.class_index] = counts.get(strategy.class_index, 0) + 1
+        return counts
+
+    def table(self, class_names: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per strategy, ranked: the reviewer's short list."""
+
+        def name(index: int) -> str | int:
+            return class_names[index] if class_names and 0 <= index < len(class_names) else index
+
+        return pd.DataFrame(
+            {
+                "rank": range(1, len(self.strategies) + 1),
+                "class": [name(s.class_index) for s in self.strategies],
+                "size": [s.size for s in self.strategies],
+                "suspicion": [s.suspicion for s in self.strategies],
+                "offset": [s.offset for s in self.strategies],
+                "separation": [s.separation for s in self.strategies],
+            }
+        )
+
+
+def discover_strategies(
+    heatmaps: Tensor,
+    labels: Tensor | Sequence[int],
+    *,
+    resolution: int = 16,
+    n_neighbors: int = 10,
+    max_clusters: int = 8,
+    max_inside: float = 0.1,
+    seed: int = 0,
+) -> Discovery:
+    """Cluster each class's heatmaps by spectral clustering; score every cluster.
+
+    ``heatmaps`` (N, H, W) non-negative, at any resolution; ``labels`` (N,) the
+    class each heatmap explains (usually the prediction). ``max_inside``
+    bounds the eigenvalues below the gap (see :func:`eigengap`). Deterministic
+    for a given ``seed``.
+    """
+    from scipy.sparse.csgraph import laplacian
+    from sklearn.cluster import SpectralClustering
+    from sklearn.neighbors import kneighbors_graph
+
+    features, distributions = _features(heatmaps, resolution)
+    labels = _check_labels(labels, features.shape[0])
+    if resolution < 2 or n_neighbors < 1 or max_clusters < 1:
+        raise XAICheckError(
+            "resolution must be >= 2, n_neighbors and max_clusters >= 1; got "
+            f"{resolution}, {n_neighbors}, {max_clusters}"
+        )
+    clusters: list[tuple[int, np.ndarray]] = []
+    eigenvalues: dict[int, Tensor] = {}
+    for cls in sorted(set(labels.tolist())):
+        index = np.flatnonzero(labels.numpy() == cls)
+        if index.size < 3:  # too few for a neighbourhood graph: one strategy
+            clusters.append((cls, index))
+            continue
+        graph = kneighbors_graph(features[index], min(n_neighbors, index.size - 1))
+        affinity = 0.5 * (graph + graph.T)
+        values = _smallest_eigenvalues(laplacian(affinity, normed=True), max_clusters + 1)
+        eigenvalues[cls] = torch.from_numpy(values)
+        count = eigengap(values, max_inside=max_inside)
+        if count == 1:
+            clusters.append((cls, index))
+            continue
+        with warnings.catch_warnings():
+            # Disconnected graphs are expected: distinct strategies are what we look for.
+            warnings.filterwarnings("ignore", message="Graph is not fully connected")
+            assignment = SpectralClustering(
+                n_clusters=count,
+                affinity="precomputed",
+                assign_labels="cluster_qr",
+                random_state=seed,
+            ).fit_predict(affinity)
+        clusters += [(cls, index[assignment == k]) for k in np.unique(assignment)]
+
+    strategies = [_score(cls, members, features, distributions, seed) for cls, members in clusters]
+    strategies.sort(key=lambda s: (-s.suspicion, -s.size, s.class_index, int(s.members[0])))
+    return Discovery(tuple(strategies), eigenvalues, resolution)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A strategy's proposed spurious region, and what filling it did to its members."""
+
+    strategy: Strategy
+    mask: Tensor
+    """(H, W) bool at image resolution."""
+    filled: Tensor
+    """(H, W) bool: the region actually filled, the mask grown by a margin."""
+    flipped: Tensor
+    """(M,) whether each member's prediction changed when the region was filled."""
+
+    @property
+    def flip_rate(self) -> float:
+        return float(self.flipped.float().mean()) if self.flipped.numel() else float("nan")
+
+    @property
+    def area(self) -> float:
+        return float(self.mask.float().mean())
+
+
+def propose_region(strategy: Strategy, size: tuple[int, int], *, threshold: float = 0.5) -> Tensor:
+    """Where the cluster looks and the others do not: the proposed spurious mask.
+
+    Both mean heatmaps are upsampled to the image ``size`` and thresholded at
+    ``threshold`` times their maximum; the proposal is the cluster's region
+    minus the reference's, so a region every strategy of the model uses (the
+    lesion itself) is never proposed as spurious. May be empty.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise XAICheckError(f"threshold must lie in (0, 1), got {threshold}")
+    ours = _hot(strategy.mean_heatmap, size, threshold)
+    theirs = _hot(strategy.reference_heatmap, size, threshold)
+    return ours & ~theirs
+
+
+def confirm_proposal(
+    model: nn.Module,
+    images: Tensor,
+    strategy: Strategy,
+    mask: Tensor,
+    *,
+    margin: int | None = None,
+    batch_size: int = 64,
+) -> Proposal:
+    """Fill the proposed region on the cluster's images and count changed predictions.
+
+    ``images`` is the whole set the heatmaps came from (a tensor or a lazy
+    stack); members are read a batch at a time. The fill covers the region
+    grown by ``margin`` pixels (default: half a heatmap cell), since the
+    heatmap is coarser than the artifact's edge and a left-over edge keeps a
+    shortcut alive. A proposal that flips the strategy's predictions is
+    evidence that the region is the shortcut.
+    """
+    mask = mask.to(torch.bool).cpu()
+    height, width = (int(v) for v in images.shape[-2:])
+    if mask.ndim != 2 or tuple(mask.shape) != (height, width):
+        raise XAICheckError(f"mask must be (H, W) = {(height, width)}, got {tuple(mask.shape)}")
+    if not mask.any():
+        return Proposal(strategy, mask, mask, torch.zeros(strategy.size, dtype=torch.bool))
+    if margin is None:
+        margin = math.ceil(max(height, width) / strategy.mean_heatmap.shape[-1] / 2)
+    filled = _grow(mask, margin)
+    flipped = []
+    for start in range(0, strategy.size, batch_size):
+        batch = images[strategy.members[start : start + batch_size]]
+        masks = filled.expand(batch.shape[0], height, width)
+        # The labels are the explained class: a flip is a change away from it.
+        labels = torch.full((batch.shape[0],), strategy.class_index, dtype=torch.long)
+        result = removal_test(model, batch, masks, labels, batch_size=batch_size)
+        flipped.append(result.predictions_without != strategy.class_index)
+    return Proposal(strategy, mask, filled, torch.cat(flipped))
+
+
+def _grow(mask: Tensor, margin: int) -> Tensor:
+    if margin <= 0:
+        return mask
+    window = 2 * margin + 1
+    return F.max_pool2d(mask[None, None].float(), window, stride=1, padding=margin)[0, 0] > 0
+
+
+def eigengap(values: np.ndarray, *, max_inside: float = 0.1) -> int:
+    """The cluster count: the largest gap after the ``k`` smallest eigenvalues.
+
+    Only splits whose ``k`` eigenvalues are all at most ``max_inside`` count:
+    near zero means nearly disconnected groups of heatmaps (for the normalised
+    Laplacian, a small cut between them). A continuum of similar heatmaps has
+    no such eigenvalues and stays one strategy, wherever its largest gap is.
+    """
+    values = np.asarray(values, dtype=float)
+    best, count = -1.0, 1
+    for k in range(1, values.size):
+        if values[k - 1] > max_inside:
+            break
+        if values[k] - values[k - 1] > best:
+            best, count = values[k] - values[k - 1], k
+    return count
+
+
+def _features(heatmaps: Tensor, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, r*r) Hellinger features and (N, r*r) relevance distributions."""
+    if not isinstance(heatmaps, Tensor) or heatmaps.ndim != 3 or heatmaps.shape[0] == 0:
+        shape = tuple(heatmaps.shape) if isinstance(heatmaps, Tensor) else type(heatmaps).__name__
+        raise XAICheckError(f"heatmaps must be a (N, H, W) tensor with N >= 1, got {shape}")
+    maps = heatmaps.detach().float().cpu()
+    if not torch.isfinite(maps).all():
+        raise XAICheckError("heatmaps contain NaN or Inf: nothing to cluster")
+    small = F.adaptive_avg_pool2d(maps.clamp_min(0).unsqueeze(1), resolution).flatten(1)
+    total = small.sum(dim=1, keepdim=True)
+    # A heatmap with no relevance at all says nothing about where: spread it evenly.
+    distributions = torch.where(total > 0, small / total.clamp_min(1e-12), 1.0 / small.shape[1])
+    return distributions.sqrt().double().numpy(), distributions.double().numpy()
+
+
+def _check_labels(labels: Tensor | Sequence[int], n: int) -> Tensor:
+    labels = torch.as_tensor(labels).cpu()
+    if labels.shape != (n,) or labels.is_floating_point():
+        raise XAICheckError(f"labels must be {n} integer class indices, got {tuple(labels.shape)}")
+    return labels.long()
+
+
+def _smallest_eigenvalues(matrix, count: int) -> np.ndarray:
+    """The ``count`` smallest eigenvalues of a normalised Laplacian, ascending.
+
+    Dense for small classes; for large ones the largest of ``2I - L`` by
+    Lanczos, which converges fast where the smallest of ``L`` would not.
+    """
+    n = matrix.shape[0]
+    count = min(count, n)
+    if n <= 1500:
+        return np.linalg.eigvalsh(matrix.toarray())[:count].clip(min=0.0)
+    from scipy.sparse import identity
+    from scipy.sparse.linalg import eigsh
+
+    shifted = 2.0 * identity(n, format="csr") - matrix
+    largest = eigsh(shifted, k=count, which="LA", return_eigenvectors=False, tol=1e-6)
+    return np.sort(2.0 - largest).clip(min=0.0)
+
+
+def _score(
+    cls: int, members: np.ndarray, features: np.ndarray, distributions: np.ndarray, seed: int
+) -> Strategy:
+    """Offset and separation of one cluster against every other heatmap.
+
+    Every other heatmap, not only the class's: with two strategies in a class
+    each looks "away" from the other, and the rest of the model's heatmaps say
+    which of them is the usual way of looking.
+    """
+    from sklearn.metrics import silhouette_samples
+
+    others = np.ones(features.shape[0], dtype=bool)
+    others[members] = False
+    reference = np.flatnonzero(others)
+    side = round(distributions.shape[1] ** 0.5)
+    mean = distributions[members].mean(axis=0)
+    if reference.size == 0:  # one strategy in all: nothing to compare with
+        ref_mean = mean
+        offset = separation = 0.0
+    else:
+        ref_mean = distributions[reference].mean(axis=0)
+        offset = float(1.0 - np.minimum(mean, ref_mean).sum())
+        if reference.size > _SILHOUETTE_SAMPLE:
+            rng = np.random.default_rng(seed)
+            reference = np.sort(rng.choice(reference, _SILHOUETTE_SAMPLE, replace=False))
+        if members.size + reference.size < 3:
+            separation = 0.0
+        else:
+            rows = np.concatenate([members, reference])
+            groups = np.r_[np.zeros(members.size), np.ones(reference.size)]
+            silhouette = silhouette_samples(features[rows], groups)[: members.size]
+            separation = float(np.clip(silhouette.mean(), 0.0, 1.0))
+    return Strategy(
+        class_index=int(cls),
+        members=torch.from_numpy(np.sort(members)).long(),
+        mean_heatmap=torch.from_numpy(mean.reshape(side, side)).float(),
+        reference_heatmap=torch.from_numpy(ref_mean.reshape(side, side)).float(),
+        offset=max(0.0, min(1.0, offset)),
+        separation=separation,
+    )
+
+
+def _hot(distribution: Tensor, size: tuple[int, int], threshold: float) -> Tensor:
+    upsampled = F.interpolate(
+        distribution[None, None], size=size, mode="bilinear", align_corners=False
+    )[0, 0]
+    peak = upsampled.max()
+    if peak <= 0:
+        return torch.zeros(size, dtype=torch.bool)
+    return upsampled >= threshold * peak
