@@ -138,8 +138,8 @@ class AuditResult:
 class _Tracker:
     """Streams one method's per-image scores and keeps only the overlays it will draw."""
 
-    def __init__(self, method: str, keep: int, n: int) -> None:
-        self.method, self.keep = method, keep
+    def __init__(self, method: str, keep: int, n: int, *, score: bool = True) -> None:
+        self.method, self.keep, self.score = method, keep, score
         # Preallocated, not a list of small per-batch tensors: those would pin the freed
         # batch buffers between them in the heap, and memory would grow with the set.
         self.scores = {name: torch.full((n,), float("nan")) for name in _PER_IMAGE}
@@ -151,7 +151,7 @@ class _Tracker:
 
     def add(self, start: int, heatmaps: Tensor, masks: Tensor) -> None:
         stop = start + len(heatmaps)
-        for name, metric in _PER_IMAGE.items():
+        for name, metric in _PER_IMAGE.items() if self.score else ():
             self.scores[name][start:stop] = metric(heatmaps, masks).cpu()
         heatmaps = heatmaps.cpu()
         pooled = F.adaptive_avg_pool2d(heatmaps.float().unsqueeze(1), LOW_RESOLUTION)
@@ -181,6 +181,7 @@ def audit_images(
     batch_size: int = 32,
     keep_worst: int = 12,
     progress: bool | None = None,
+    regions: bool = True,
 ) -> AuditResult:
     """Explain each image's predicted class with every CAM method and score it against its mask.
 
@@ -190,7 +191,8 @@ def audit_images(
     full-resolution heatmaps are kept only for the ``keep_worst``
     highest-mass images and the first ``keep_worst`` images of each method,
     16 x 16 ones for every image (``MethodAudit.low_res``). ``progress=None``
-    shows a bar on a TTY.
+    shows a bar on a TTY. ``regions=False`` (masks all empty): heatmaps only,
+    every score NaN, for strategy discovery.
     """
     thresholds = thresholds or Thresholds()
     labels = torch.as_tensor(labels, dtype=torch.long)
@@ -209,7 +211,7 @@ def audit_images(
         raise ValueError(f"unknown CAM method(s) {unknown}; known: {sorted(AUDIT_METHODS)}")
 
     cams = {method: make_explainer(method, model, target_layer) for method in methods}
-    trackers = {method: _Tracker(method, keep_worst, n) for method in methods}
+    trackers = {method: _Tracker(method, keep_worst, n, score=regions) for method in methods}
     prediction = torch.zeros(n, dtype=torch.long)
     chance = torch.zeros(n)
     starts = range(0, n, batch_size)

@@ -87,6 +87,7 @@ def cam_stage(
         methods=plan.cam_methods,
         target_layer=list(plan.target_layers) or None,
         batch_size=plan.batch_size,
+        regions=data.has_regions,
     )
 
 

@@ -215,19 +215,34 @@ def register_lesion_model(model: torch.nn.Module, name: str) -> None:
 
 
 def write_lesion_policy(
-    folder: Path, model: str, *, n: int = 16, seed: int = 100, edits: dict[str, str] | None = None
+    folder: Path,
+    model: str,
+    *,
+    n: int = 16,
+    seed: int = 100,
+    edits: dict[str, str] | None = None,
+    regions: bool = True,
 ) -> Path:
     """A lesion audit set (ruler in every image) and the example policy for ``model``.
 
     Gradcam only and 4 sanity images keep the gate quick; ``edits`` replaces
     further lines of the example policy (``{"batch_size: 32": "batch_size: 8"}``).
+    ``regions=False`` leaves the ruler masks out of the manifest: nobody labelled them.
     """
+    import csv
+
     from pipelines.audit_set import write_audit_set
     from pipelines.gate_policy import EXAMPLE_POLICY
     from xai_checks.synthetic import CLASS_NAMES, make_lesions
 
     batch = make_lesions(n, ruler="always", seed=seed)
-    write_audit_set(folder / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
+    manifest = write_audit_set(
+        folder / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES
+    )
+    if not regions:
+        rows = list(csv.reader(manifest.read_text().splitlines()))
+        with manifest.open("w", newline="") as handle:
+            csv.writer(handle).writerows(row[:2] for row in rows)
     text = EXAMPLE_POLICY.replace("model: lesion-classifier", f"model: {model}")
     replacements = {"methods: [gradcam, layercam]": "methods: [gradcam]", "images: 16": "images: 4"}
     for old, new in (replacements | (edits or {})).items():

@@ -1,0 +1,85 @@
+"""The gate on shortcuts nobody labelled: an audit set without masks, and checks.discovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.run import exit_code, run_gate
+from pipelines.gate import TAG_WARNINGS, Verdict
+
+pytestmark = pytest.mark.slow
+MODEL = "discovery-model"
+DISCOVERY = {"    enabled: false\n    max_suspicion": "    enabled: true\n    max_suspicion"}
+
+
+@pytest.fixture
+def two_versions(trained_pair, lesion_gate, tracking_uri) -> None:
+    """The ruler-shortcut model as version 1, the clean one as version 2."""
+    lesion_gate.register(trained_pair.shortcut, MODEL)
+    lesion_gate.register(trained_pair.clean, MODEL)
+
+
+def _artifacts(run_id: str) -> set[str]:
+    return {item.path for item in MlflowClient().list_artifacts(run_id, "xai")}
+
+
+def test_discovery_blocks_the_ruler_model_and_promotes_the_clean_one_without_masks(
+    two_versions, lesion_gate, tmp_path
+):
+    policy = lesion_gate.policy(tmp_path, MODEL, n=48, edits=DISCOVERY, regions=False)
+    shortcut = run_gate(MODEL, "1", policy_file=str(policy))
+    assert shortcut.verdict is Verdict.BLOCKED and exit_code(shortcut) == 1
+    assert not shortcut.promoted
+    reason = " ".join(shortcut.reasons)
+    assert "discovery found an unlabelled shortcut: strategy #1 of class 'malignant'" in reason
+    assert shortcut.summary["discovery.top_flip_rate"] > 0.5
+    client = MlflowClient()
+    tags = client.get_model_version(MODEL, "1").tags
+    assert tags["xai_gate.checks"] == "sanity,discovery"  # no masks: nothing else applies
+    artifacts = _artifacts(shortcut.run_id)
+    assert {
+        "xai/discovery.csv",
+        "xai/discovery_clusters.png",
+        "xai/discovery_samples.png",
+        "xai/discovery_proposals.png",
+        "xai/validation_discovery.json",
+    } <= artifacts
+    assert "xai/counterfactual_removal.png" not in artifacts
+    run = client.get_run(shortcut.run_id)
+    assert run.data.metrics["discovery.confirmed"] >= 1
+    assert not any(name.startswith("gradcam.") for name in run.data.metrics)
+    local = client.download_artifacts(shortcut.run_id, "xai/report.html", str(tmp_path))
+    report = Path(local).read_text(encoding="utf-8")
+    assert "Discovered strategies (most suspicious first)" in report and "confirmed" in report
+
+    clean = run_gate(MODEL, "2", policy_file=str(policy))
+    assert clean.verdict is Verdict.PASSED and clean.promoted
+    assert clean.summary["discovery.top_suspicion"] < 0.5
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
+
+
+def test_an_unconfirmed_suspicion_is_a_warning_not_a_block(two_versions, lesion_gate, tmp_path):
+    """The clean model's clusters made suspicious by a low bound: filling flips nothing."""
+    edits = DISCOVERY | {"max_suspicion: 0.50": "max_suspicion: 0.02"}
+    policy = lesion_gate.policy(tmp_path, MODEL, n=48, edits=edits, regions=False)
+    outcome = run_gate(MODEL, "2", policy_file=str(policy))
+    assert outcome.verdict is Verdict.PASSED and outcome.promoted
+    assert outcome.warnings and all(w.startswith("discovery: strategy #") for w in outcome.warnings)
+    assert "\n  warning: discovery: strategy #1" in outcome.message
+    tags = MlflowClient().get_model_version(MODEL, "2").tags
+    assert tags[TAG_WARNINGS].startswith("discovery: strategy #1")
+    # Gated again without the low bound: the stale warnings go.
+    strict = lesion_gate.policy(tmp_path / "default", MODEL, n=48, edits=DISCOVERY, regions=False)
+    assert run_gate(MODEL, "2", policy_file=str(strict)).warnings == []
+    assert TAG_WARNINGS not in MlflowClient().get_model_version(MODEL, "2").tags
+
+
+def test_an_audit_set_without_masks_needs_discovery(two_versions, lesion_gate, tmp_path):
+    policy = lesion_gate.policy(tmp_path, MODEL, regions=False)
+    outcome = run_gate(MODEL, "2", policy_file=str(policy))
+    assert outcome.verdict is Verdict.ERROR and exit_code(outcome) == 2 and not outcome.promoted
+    assert "has no spurious regions" in outcome.message
+    assert "enable checks.discovery" in outcome.message

@@ -1,0 +1,147 @@
+"""The discovery stage: its table, verdict contribution, warnings, figures and report."""
+
+from __future__ import annotations
+
+import warnings
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from pipelines.audit import audit_images
+from pipelines.audit_set import load_audit_set, write_audit_set
+from pipelines.collect import image_checks, image_plan
+from pipelines.discovery import discovery_audit
+from pipelines.errors import GateError
+from pipelines.evidence import GateEvidence
+from pipelines.gate import Verdict, decide
+from pipelines.policy import (
+    DISCOVERY_COLUMNS,
+    UNSCORED_COLUMNS,
+    AuditPlan,
+    DiscoveryPlan,
+    Thresholds,
+)
+from pipelines.report import render_report
+from xai_checks.synthetic import CLASS_NAMES, make_lesions
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def audit_batch():
+    return make_lesions(64, ruler="always", seed=100)
+
+
+def _evidence(model, batch, thresholds: Thresholds) -> GateEvidence:
+    """The image evidence as the gate builds it for an audit set without masks."""
+    no_masks = torch.zeros_like(batch.masks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "empty spurious mask" warnings: nothing is scored
+        audit = audit_images(
+            model, batch.images, batch.labels, no_masks, class_names=CLASS_NAMES, regions=False
+        )
+    found = discovery_audit(
+        model, batch.images, audit, DiscoveryPlan(), thresholds, class_names=CLASS_NAMES
+    )
+    return GateEvidence(
+        audit=audit,
+        images=batch.images,
+        class_names=CLASS_NAMES,
+        masks=no_masks,
+        discovery=found,
+        regions=False,
+    )
+
+
+def test_a_confirmed_strategy_blocks_and_names_itself(trained_pair, audit_batch):
+    evidence = _evidence(trained_pair.shortcut, audit_batch, Thresholds())
+    table = evidence.discovery.table
+    assert list(table.columns) == list(DISCOVERY_COLUMNS)
+    assert table["rank"].tolist() == list(range(1, len(table) + 1))
+    top = table.iloc[0]
+    assert top["status"] == "confirmed" and top["class"] == "malignant"
+    assert top["flip_rate"] > 0.5 and 0 < top["proposed_area"] < 0.3
+    # At most max_proposals (3) are tested; untested rows have no flip rate.
+    assert table["flip_rate"].notna().sum() <= 3
+    assert set(evidence.score_table().columns) == set(UNSCORED_COLUMNS)
+    assert evidence.audit.scores["spurious_mass"].isna().all()
+
+    validation = evidence.validate(Thresholds())
+    assert validation.scores.success and not validation.discovery.success
+    decision = decide(validation.gating, validation.sanity, warnings=evidence.warnings())
+    assert decision.verdict is Verdict.BLOCKED
+    assert decision.reasons[0].startswith(
+        "discovery found an unlabelled shortcut: strategy #1 of class 'malignant'"
+    )
+    metrics = evidence.metrics()
+    assert metrics["discovery.confirmed"] == float((table["status"] == "confirmed").sum())
+    assert metrics["discovery.top_suspicion"] == pytest.approx(top["suspicion"])
+    assert not any(name.startswith("gradcam.") for name in metrics)  # nothing was scored
+    assert "xai/discovery.csv" in evidence.tables()
+    assert "xai/validation_discovery.json" in validation.documents()
+
+
+def test_an_unconfirmed_suspicion_is_a_warning(trained_pair, audit_batch):
+    low = Thresholds(max_discovery_suspicion=0.02)
+    evidence = _evidence(trained_pair.clean, audit_batch, low)
+    table = evidence.discovery.table
+    tested = table[table["flip_rate"].notna()]
+    assert len(tested) >= 1 and (tested["flip_rate"] <= 0.5).all()
+    assert set(table["status"]) <= {"suspicious", "ok"} and "suspicious" in set(table["status"])
+    validation = evidence.validate(low)
+    decision = decide(validation.gating, validation.sanity, warnings=evidence.warnings())
+    assert decision.verdict is Verdict.PASSED
+    assert len(decision.warnings) == int((table["status"] == "suspicious").sum())
+    assert "strategy #1 of class" in decision.warnings[0]
+    html = render_report(
+        title="t",
+        verdict=decision.verdict.value,
+        reasons=decision.reasons,
+        metrics=evidence.metrics(),
+        bounds={"discovery.confirmed": 0.0},
+        images={},
+        warnings=decision.warnings,
+        tables=evidence.report_tables(),
+    )
+    assert "Warnings (not blocking)" in html and "Discovered strategies" in html
+    assert html.count("<tr>") >= len(table) + 2  # the strategy table, one row each
+
+
+def test_figures_draw(trained_pair, audit_batch):
+    evidence = _evidence(trained_pair.shortcut, audit_batch, Thresholds())
+    figures = evidence.figures(Thresholds(), "v1")
+    assert {
+        "xai/discovery_clusters.png",
+        "xai/discovery_samples.png",
+        "xai/discovery_proposals.png",
+    } <= set(figures)
+    for path, draw in figures.items():
+        fig = draw()
+        try:
+            assert len(fig.axes) >= 3, path
+        finally:
+            plt.close(fig)
+
+
+def test_an_audit_set_without_masks_needs_discovery(tmp_path, audit_batch):
+    batch = audit_batch
+    manifest = write_audit_set(tmp_path, batch.images, batch.labels, batch.masks, CLASS_NAMES)
+    plain = tmp_path / "plain.csv"
+    plain.write_text(
+        "\n".join(line.rsplit(",", 1)[0] for line in manifest.read_text().splitlines())
+    )
+    data = load_audit_set(plain, class_names=CLASS_NAMES)
+    with pytest.raises(GateError, match=r"has no spurious regions .* enable checks\.discovery"):
+        image_plan(data, AuditPlan())
+    plan = image_plan(data, AuditPlan(discovery=DiscoveryPlan()))
+    assert not plan.counterfactual  # nothing to remove without a region
+    assert image_checks(plan, regions=False) == ("sanity", "discovery")
+    with_masks = load_audit_set(manifest, class_names=CLASS_NAMES)
+    assert image_plan(with_masks, AuditPlan()) == AuditPlan()
+    assert image_checks(AuditPlan(), regions=True) == (
+        "gradcam",
+        "layercam",
+        "counterfactual",
+        "sanity",
+    )
