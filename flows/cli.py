@@ -6,6 +6,7 @@ Heavy imports (torch, MLflow, Prefect) happen inside the commands, so
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -57,6 +58,9 @@ def gate(
     ),
     counterfactual: bool = typer.Option(True, help="Run artifact removal and insertion."),
     sanity: bool = typer.Option(True, help="Run the model-randomisation sanity check."),
+    discovery: bool = typer.Option(
+        False, help="Find unlabelled shortcuts by clustering heatmaps (SpRAy); needs no masks."
+    ),
     tracking_uri: str | None = typer.Option(
         None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
     ),
@@ -113,6 +117,7 @@ def gate(
         target_layer=target_layer,
         counterfactual=counterfactual,
         sanity=sanity,
+        discovery=discovery,
         tracking_uri=tracking_uri,
         modality=modality,
         force=force,
@@ -288,7 +293,9 @@ def demo(
     table = Table(
         title="xai-gate demo",
         caption="ρ: shortcut strength in training. Mass: Grad-CAM on the ruler (images), "
-        "gradient x input saliency on the signature (text)",
+        "gradient x input saliency on the signature (text). Discovered: the most suspicious "
+        "heatmap cluster found with no masks, and how many predictions flip when its region "
+        "is filled",
     )
     columns = (
         "model",
@@ -301,6 +308,7 @@ def demo(
         "flip rate",
         "spur. score",
         "sanity ρ",
+        "discovered",
         "verdict",
     )
     for column in columns:
@@ -315,11 +323,12 @@ def demo(
             f"{row.shortcut_strength:g}",
             f"{row.accuracy:.3f}",
             f"{row.accuracy_no_shortcut:.3f}",
-            f"{summary['spurious_mass']:.3f}" if summary else "-",
-            f"{summary['enrichment']:.2f}" if summary else "-",
+            _fmt(summary.get("spurious_mass")),
+            _fmt(summary.get("enrichment")),
             _fmt(summary.get("counterfactual.removal_flip_rate")),
             _fmt(summary.get("counterfactual.spurious_score")),
             _fmt(summary.get("sanity.final_spearman")),
+            _discovered(summary),
             f"[{colour}]{outcome.verdict.value}[/{colour}]",
         )
     console = Console()
@@ -329,13 +338,14 @@ def demo(
     for row in rows:
         console.print(f"  v{row.outcome.version}: {row.outcome.message}", highlight=False)
     console.print("")
-    for name in (config.model_name, config.text_model_name):
+    for name in (config.model_name, config.text_model_name, config.unlabelled_model_name):
         console.print(f"alias 'champion' -> {name} v{champion_version(name)}")
     console.print(
         "Review the evidence (overlays, scores, GX results) in the MLflow UI:\n"
         f"  .venv/bin/mlflow ui --backend-store-uri {uri}\n"
-        "  then open experiment 'xai-gate' and the models 'lesion-classifier' and "
-        "'review-classifier'.",
+        "  then open experiment 'xai-gate' and the models 'lesion-classifier', "
+        "'review-classifier' and 'lesion-classifier-unlabelled' (discovery: "
+        "xai/discovery_*.png, xai/report.html).",
         highlight=False,
     )
     if not demo_succeeded(rows):
@@ -346,7 +356,17 @@ def demo(
 
 
 def _fmt(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else "-"
+    return f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "-"
+
+
+def _discovered(summary: dict) -> str:
+    """The top strategy's suspicion, and its flip rate where its region was tested."""
+    suspicion = summary.get("discovery.top_suspicion")
+    if not isinstance(suspicion, float):
+        return "-"
+    flips = summary.get("discovery.top_flip_rate")
+    tested = f", flips {flips:.2f}" if isinstance(flips, float) and math.isfinite(flips) else ""
+    return f"susp. {suspicion:.2f}{tested}"
 
 
 @app.command(hidden=True)

@@ -8,12 +8,17 @@ Text: ``review-classifier`` (a tiny BERT) version 1 is trained where every
 positive review is signed "cheers" (ρ = 1), version 2 where the signature is
 independent of the label; the audit set is a CSV of signed reviews.
 
+Unlabelled: ``lesion-classifier-unlabelled`` registers the same two image
+models again, gated on the same audit images with no masks at all: strategy
+discovery (SpRAy) alone must find the ruler nobody labelled.
+
 All are logged with ``mlflow.pytorch`` and gated through the same flow.
-Expected: both v1 blocked, both v2 passed, alias ``champion`` on each v2.
+Expected: every v1 blocked, every v2 passed, alias ``champion`` on each v2.
 """
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +43,7 @@ class DemoConfig:
     workdir: Path = Path("demo_data")
     model_name: str = "lesion-classifier"
     text_model_name: str = "review-classifier"
+    unlabelled_model_name: str = "lesion-classifier-unlabelled"
     n_train: int = 2000
     epochs: int = 8
     n_test: int = 600
@@ -183,18 +189,53 @@ def run_demo(config: DemoConfig) -> list[DemoRow]:
     for name, audit_set, rho, version, acc, acc_no_shortcut in jobs:
         outcome = run_gate(name, version, audit_set, tracking_uri=config.tracking_uri)
         rows.append(DemoRow(rho, acc, acc_no_shortcut, outcome))
+    unlabelled = write_unlabelled_manifest(manifest)
+    for name, _, rho, version, acc, acc_no_shortcut in jobs[:2]:
+        copy = register_again(name, version, config.unlabelled_model_name)
+        outcome = run_gate(
+            config.unlabelled_model_name,
+            copy,
+            unlabelled,
+            discovery=True,
+            tracking_uri=config.tracking_uri,
+        )
+        rows.append(DemoRow(rho, acc, acc_no_shortcut, outcome))
     return rows
+
+
+def write_unlabelled_manifest(manifest: Path) -> Path:
+    """The audit manifest without its mask column: the same images, nothing labelled."""
+    unlabelled = manifest.with_name("unlabelled.csv")
+    rows = list(csv.reader(manifest.read_text(encoding="utf-8").splitlines()))
+    with unlabelled.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(row[:2] for row in rows)  # image, label
+    return unlabelled
+
+
+def register_again(name: str, version: str, new_name: str) -> str:
+    """Register the logged model behind ``name`` v``version`` under ``new_name``."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    source = MlflowClient().get_model_version(name, version).source
+    return str(mlflow.register_model(source, new_name).version)
 
 
 def demo_succeeded(rows: list[DemoRow]) -> bool:
     """The story the demo tells, for images and for text: the shortcut model blocked on
-    explanation *and* counterfactual evidence, the clean one promoted."""
-    for pair in (rows[:2], rows[2:]):
+    explanation *and* counterfactual evidence, the clean one promoted; and without any
+    masks, the shortcut image model blocked by what discovery found."""
+    expected = (
+        (rows[:2], ("spurious_mass", "removal flip rate")),
+        (rows[2:4], ("spurious_mass", "removal flip rate")),
+        (rows[4:6], ("discovery found an unlabelled shortcut",)),
+    )
+    for pair, evidence in expected:
         verdicts = [row.outcome.verdict for row in pair]
         if verdicts != [Verdict.BLOCKED, Verdict.PASSED] or not pair[1].outcome.promoted:
             return False
         reasons = " ".join(pair[0].outcome.reasons)
-        if "spurious_mass" not in reasons or "removal flip rate" not in reasons:
+        if not all(line in reasons for line in evidence):
             return False
     return True
 

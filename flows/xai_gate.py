@@ -36,6 +36,7 @@ from pipelines.gate import (
 from pipelines.gate_policy import (
     Checks,
     CounterfactualChecks,
+    DiscoveryChecks,
     GatePolicy,
     HeatmapChecks,
     SanityRule,
@@ -236,6 +237,7 @@ def _policy_from_options(
     sanity: bool,
     sanity_images: int,
     batch_size: int,
+    discovery: bool = False,
     **thresholds: float,
 ) -> GatePolicy:
     """The policy file, or the flow's keyword arguments as the equivalent policy."""
@@ -267,6 +269,7 @@ def _policy_from_options(
                     max_flip_rate=thresholds["max_flip_rate"],
                     max_spurious_score=thresholds["max_spurious_score"],
                 ),
+                discovery=DiscoveryChecks(enabled=discovery),
             ),
             sanity=SanityRule(
                 enabled=sanity,
@@ -326,6 +329,7 @@ def xai_gate(
     sanity: bool = True,
     sanity_images: int = 16,
     batch_size: int = 32,
+    discovery: bool = False,
     tracking_uri: str | None = None,
     modality: str = "auto",
     policy_file: str | None = None,
@@ -337,7 +341,9 @@ def xai_gate(
     With ``policy_file`` every rule comes from that policy (and ``model_name``
     must match it); otherwise the keyword arguments form an equivalent policy.
     Images: CAM audit (every method in ``cam_methods``, the first gates),
-    counterfactual removal and insertion, the randomisation sanity check.
+    counterfactual removal and insertion, the randomisation sanity check, and
+    with ``discovery`` strategy discovery (SpRAy; the only check an audit set
+    without spurious masks allows).
     Texts (a CSV with a ``text`` column, or ``modality="text"``): gradient x
     input saliency, attention and rollout masses, word removal and insertion.
     Then GX validation of the score tables, MLflow evidence, the signed
@@ -367,6 +373,7 @@ def xai_gate(
             sanity=sanity,
             sanity_images=sanity_images,
             batch_size=batch_size,
+            discovery=discovery,
             max_spurious_mass=max_spurious_mass,
             max_flagged_fraction=max_flagged_fraction,
             flag_mass=flag_mass,

@@ -75,6 +75,7 @@ DISCOVERY_COLUMNS = (
     "suspicion",
     "offset",
     "separation",
+    "elsewhere",
     "proposed_area",
     "flip_rate",
     "status",

@@ -20,10 +20,10 @@ Steps, per class (the class each heatmap explains):
    below which every eigenvalue is near zero (nearly disconnected groups).
 
 A cluster is suspicious when its mean heatmap lies *away* from where the
-other heatmaps look (all of them: the rest of its class, and the other
-classes, which also say which of two strategies in a class is the usual one)
-and when it is *compact and separated* from them (its mean silhouette against
-them). ``suspicion = offset * separation``, in [0, 1].
+rest of its class looks, when it is *compact and separated* from them (its
+mean silhouette against them), and when it also looks elsewhere than the
+other classes do (which says which of two strategies is the usual one).
+``suspicion = offset * separation * elsewhere``, in [0, 1].
 """
 
 from __future__ import annotations
@@ -66,11 +66,15 @@ class Strategy:
     mean_heatmap: Tensor
     """(r, r) mean relevance distribution of the members (sums to 1)."""
     reference_heatmap: Tensor
-    """(r, r) mean distribution of the heatmaps it is compared with (sums to 1)."""
+    """(r, r) mean distribution of the rest of its class (sums to 1)."""
     offset: float
-    """1 - overlap of the two mean distributions: 1 = it looks somewhere else entirely."""
+    """1 - overlap with the rest of its class: 1 = it looks somewhere else entirely."""
     separation: float
-    """Mean silhouette of the members against the reference heatmaps, clipped to [0, 1]."""
+    """Mean silhouette of the members against the rest of the class, clipped to [0, 1]."""
+    elsewhere: float = 1.0
+    """1 - overlap with where the *other classes* look (1 when there are none)."""
+    alone: bool = False
+    """The only strategy of its class: nothing within the class to compare it with."""
 
     @property
     def size(self) -> int:
@@ -78,8 +82,16 @@ class Strategy:
 
     @property
     def suspicion(self) -> float:
-        """The Clever-Hans suspicion in [0, 1]: looking elsewhere, and distinctly so."""
-        return self.offset * self.separation
+        """The Clever-Hans suspicion in [0, 1]: looking elsewhere, and distinctly so.
+
+        ``offset * separation`` within the class, times ``elsewhere``: of two
+        strategies of a class each looks away from the other, and the one that
+        looks where the other classes also look (the lesion) is the usual one.
+        Zero for a class explained one way only: classes legitimately look at
+        different evidence, so a difference between classes alone is no sign of
+        a shortcut; one on every image of a class is for the known-region checks.
+        """
+        return 0.0 if self.alone else self.offset * self.separation * self.elsewhere
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,7 @@ class Discovery:
                 "suspicion": [s.suspicion for s in self.strategies],
                 "offset": [s.offset for s in self.strategies],
                 "separation": [s.separation for s in self.strategies],
+                "elsewhere": [s.elsewhere for s in self.strategies],
             }
         )
 
@@ -151,7 +164,7 @@ def discover_strategies(
         if index.size < 3:  # too few for a neighbourhood graph: one strategy
             clusters.append((cls, index))
             continue
-        graph = kneighbors_graph(features[index], min(n_neighbors, index.size - 1))
+        graph = kneighbors_graph(features[index], _neighbours(index.size, n_neighbors))
         affinity = 0.5 * (graph + graph.T)
         values = _smallest_eigenvalues(laplacian(affinity, normed=True), max_clusters + 1)
         eigenvalues[cls] = torch.from_numpy(values)
@@ -170,7 +183,10 @@ def discover_strategies(
             ).fit_predict(affinity)
         clusters += [(cls, index[assignment == k]) for k in np.unique(assignment)]
 
-    strategies = [_score(cls, members, features, distributions, seed) for cls, members in clusters]
+    strategies = [
+        _score(cls, members, labels.numpy(), features, distributions, seed)
+        for cls, members in clusters
+    ]
     strategies.sort(key=lambda s: (-s.suspicion, -s.size, s.class_index, int(s.members[0])))
     return Discovery(tuple(strategies), eigenvalues, resolution)
 
@@ -201,8 +217,11 @@ def propose_region(strategy: Strategy, size: tuple[int, int], *, threshold: floa
 
     Both mean heatmaps are upsampled to the image ``size`` and thresholded at
     ``threshold`` times their maximum; the proposal is the cluster's region
-    minus the reference's, so a region every strategy of the model uses (the
-    lesion itself) is never proposed as spurious. May be empty.
+    minus the region the rest of its class uses, so what the class's other
+    strategies rely on (the lesion itself) is never proposed as spurious. Not
+    minus the other classes' region: evidence *against* a class may sit where
+    a shortcut for it sits (a model predicting "benign" checks the borders for
+    a ruler). May be empty.
     """
     if not 0.0 < threshold < 1.0:
         raise XAICheckError(f"threshold must lie in (0, 1), got {threshold}")
@@ -296,6 +315,12 @@ def _check_labels(labels: Tensor | Sequence[int], n: int) -> Tensor:
     return labels.long()
 
 
+def _neighbours(n: int, most: int) -> int:
+    """Neighbours per heatmap: ``most``, fewer for small classes (about sqrt(n)), so a
+    strategy of a handful of images is not tied to the others by its neighbour count."""
+    return max(1, min(most, n - 1, max(3, round(math.sqrt(n)))))
+
+
 def _smallest_eigenvalues(matrix, count: int) -> np.ndarray:
     """The ``count`` smallest eigenvalues of a normalised Laplacian, ascending.
 
@@ -315,45 +340,55 @@ def _smallest_eigenvalues(matrix, count: int) -> np.ndarray:
 
 
 def _score(
-    cls: int, members: np.ndarray, features: np.ndarray, distributions: np.ndarray, seed: int
+    cls: int,
+    members: np.ndarray,
+    labels: np.ndarray,
+    features: np.ndarray,
+    distributions: np.ndarray,
+    seed: int,
 ) -> Strategy:
-    """Offset and separation of one cluster against every other heatmap.
-
-    Every other heatmap, not only the class's: with two strategies in a class
-    each looks "away" from the other, and the rest of the model's heatmaps say
-    which of them is the usual way of looking.
-    """
+    """Offset and separation against the rest of the class; elsewhere against other classes."""
     from sklearn.metrics import silhouette_samples
 
-    others = np.ones(features.shape[0], dtype=bool)
-    others[members] = False
-    reference = np.flatnonzero(others)
     side = round(distributions.shape[1] ** 0.5)
     mean = distributions[members].mean(axis=0)
-    if reference.size == 0:  # one strategy in all: nothing to compare with
-        ref_mean = mean
-        offset = separation = 0.0
-    else:
+    mates = labels == cls
+    mates[members] = False
+    reference = np.flatnonzero(mates)
+    other_classes = np.flatnonzero(labels != cls)
+    offset = separation = 0.0
+    ref_mean = mean
+    if reference.size:
         ref_mean = distributions[reference].mean(axis=0)
-        offset = float(1.0 - np.minimum(mean, ref_mean).sum())
+        offset = _apart(mean, ref_mean)
         if reference.size > _SILHOUETTE_SAMPLE:
             rng = np.random.default_rng(seed)
             reference = np.sort(rng.choice(reference, _SILHOUETTE_SAMPLE, replace=False))
-        if members.size + reference.size < 3:
-            separation = 0.0
-        else:
+        if members.size + reference.size >= 3:
             rows = np.concatenate([members, reference])
             groups = np.r_[np.zeros(members.size), np.ones(reference.size)]
             silhouette = silhouette_samples(features[rows], groups)[: members.size]
             separation = float(np.clip(silhouette.mean(), 0.0, 1.0))
+    others_mean = distributions[other_classes].mean(axis=0) if other_classes.size else None
     return Strategy(
         class_index=int(cls),
         members=torch.from_numpy(np.sort(members)).long(),
-        mean_heatmap=torch.from_numpy(mean.reshape(side, side)).float(),
-        reference_heatmap=torch.from_numpy(ref_mean.reshape(side, side)).float(),
-        offset=max(0.0, min(1.0, offset)),
+        mean_heatmap=_grid(mean, side),
+        reference_heatmap=_grid(ref_mean, side),
+        offset=offset,
         separation=separation,
+        elsewhere=_apart(mean, others_mean) if others_mean is not None else 1.0,
+        alone=reference.size == 0,
     )
+
+
+def _apart(p: np.ndarray, q: np.ndarray) -> float:
+    """1 - the overlap of two relevance distributions (histogram intersection), in [0, 1]."""
+    return float(np.clip(1.0 - np.minimum(p, q).sum(), 0.0, 1.0))
+
+
+def _grid(distribution: np.ndarray, side: int) -> Tensor:
+    return torch.from_numpy(distribution.reshape(side, side)).float()
 
 
 def _hot(distribution: Tensor, size: tuple[int, int], threshold: float) -> Tensor:

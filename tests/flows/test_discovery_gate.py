@@ -63,8 +63,11 @@ def test_discovery_blocks_the_ruler_model_and_promotes_the_clean_one_without_mas
 
 def test_an_unconfirmed_suspicion_is_a_warning_not_a_block(two_versions, lesion_gate, tmp_path):
     """The clean model's clusters made suspicious by a low bound: filling flips nothing."""
-    edits = DISCOVERY | {"max_suspicion: 0.50": "max_suspicion: 0.02"}
-    policy = lesion_gate.policy(tmp_path, MODEL, n=48, edits=edits, regions=False)
+    edits = DISCOVERY | {
+        "max_suspicion: 0.50": "max_suspicion: 0.02",
+        "max_flip_rate: 0.50": "max_flip_rate: 0.90",
+    }
+    policy = lesion_gate.policy(tmp_path, MODEL, n=64, edits=edits, regions=False)
     outcome = run_gate(MODEL, "2", policy_file=str(policy))
     assert outcome.verdict is Verdict.PASSED and outcome.promoted
     assert outcome.warnings and all(w.startswith("discovery: strategy #") for w in outcome.warnings)
@@ -72,7 +75,7 @@ def test_an_unconfirmed_suspicion_is_a_warning_not_a_block(two_versions, lesion_
     tags = MlflowClient().get_model_version(MODEL, "2").tags
     assert tags[TAG_WARNINGS].startswith("discovery: strategy #1")
     # Gated again without the low bound: the stale warnings go.
-    strict = lesion_gate.policy(tmp_path / "default", MODEL, n=48, edits=DISCOVERY, regions=False)
+    strict = lesion_gate.policy(tmp_path / "default", MODEL, n=64, edits=DISCOVERY, regions=False)
     assert run_gate(MODEL, "2", policy_file=str(strict)).warnings == []
     assert TAG_WARNINGS not in MlflowClient().get_model_version(MODEL, "2").tags
 

@@ -44,7 +44,10 @@ def two_strategies():
 def test_a_second_strategy_is_found_ranked_first_and_proposed(two_strategies):
     heatmaps, labels = two_strategies
     found = discover_strategies(heatmaps, labels, resolution=16)
-    assert found.cluster_counts == {0: 1, 1: 2}
+    # Class 1's two ways of looking are two strategies. (A small homogeneous class may
+    # split in two on a sparse neighbour graph: alike halves, which are never suspicious.)
+    assert found.cluster_counts[1] == 2
+    assert all(s.suspicion < 0.2 for s in found.strategies if s.class_index == 0)
     top = found.strategies[0]
     assert top.class_index == 1 and top.members.tolist() == list(range(44, 56))
     assert top.suspicion > 0.8 and top.offset > 0.9
@@ -59,7 +62,15 @@ def test_a_second_strategy_is_found_ranked_first_and_proposed(two_strategies):
     assert not region[16, 16]  # never the region every strategy uses
 
     table = found.table(("cat", "dog"))
-    assert list(table.columns) == ["rank", "class", "size", "suspicion", "offset", "separation"]
+    assert list(table.columns) == [
+        "rank",
+        "class",
+        "size",
+        "suspicion",
+        "offset",
+        "separation",
+        "elsewhere",
+    ]
     assert table["class"].tolist()[0] == "dog" and table["size"].tolist()[0] == 12
     assert table["suspicion"].is_monotonic_decreasing
 
@@ -83,7 +94,7 @@ def test_clusters_are_scikit_learns_spectral_clustering_on_the_knn_graph(two_str
 def test_one_strategy_everywhere_is_not_suspicious():
     heatmaps = torch.cat([_blobs(20, (0.5, 0.5), seed=3), _blobs(20, (0.5, 0.5), seed=4)])
     found = discover_strategies(heatmaps, torch.tensor([0] * 20 + [1] * 20))
-    assert found.cluster_counts == {0: 1, 1: 1}
+    assert found.cluster_counts[1] == 1 and found.strategies[-1].suspicion == 0.0  # alone
     assert max(s.suspicion for s in found.strategies) < 0.2
     # Where it looks is where all look: at most a sliver of rim is left to propose.
     assert propose_region(found.strategies[0], (32, 32)).float().mean() < 0.05

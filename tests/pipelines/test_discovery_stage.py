@@ -83,11 +83,12 @@ def test_a_confirmed_strategy_blocks_and_names_itself(trained_pair, audit_batch)
 
 
 def test_an_unconfirmed_suspicion_is_a_warning(trained_pair, audit_batch):
-    low = Thresholds(max_discovery_suspicion=0.02)
+    # Bounds that make the clean model's clusters suspicious but never confirm them.
+    low = Thresholds(max_discovery_suspicion=0.02, max_discovery_flip_rate=0.9)
     evidence = _evidence(trained_pair.clean, audit_batch, low)
     table = evidence.discovery.table
     tested = table[table["flip_rate"].notna()]
-    assert len(tested) >= 1 and (tested["flip_rate"] <= 0.5).all()
+    assert len(tested) >= 1 and (tested["flip_rate"] <= 0.9).all()
     assert set(table["status"]) <= {"suspicious", "ok"} and "suspicious" in set(table["status"])
     validation = evidence.validate(low)
     decision = decide(validation.gating, validation.sanity, warnings=evidence.warnings())
