@@ -21,6 +21,7 @@ from pipelines.gate import Verdict
 pytestmark = pytest.mark.slow
 MODEL = "lesion-classifier"
 TEXT_MODEL = "review-classifier"
+UNLABELLED = "lesion-classifier-unlabelled"
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_shortcut_version_blocked_clean_version_promoted(demo):
 
 def test_text_shortcut_version_blocked_clean_version_promoted(demo):
     _, _, rows = demo
-    v1, v2 = (row.outcome for row in rows[2:])
+    v1, v2 = (row.outcome for row in rows[2:4])
     assert (v1.model_name, v1.version, v1.verdict) == (TEXT_MODEL, "1", Verdict.BLOCKED)
     assert (v2.version, v2.verdict, v2.promoted) == ("2", Verdict.PASSED, True)
     for check in ("spurious_mass mean", "removal flip rate", "spurious score"):
@@ -65,6 +66,32 @@ def test_text_shortcut_version_blocked_clean_version_promoted(demo):
     # Signed reviews look perfect to v1; unsigned ones are a coin toss.
     assert rows[2].accuracy > 0.98 and rows[2].accuracy_no_shortcut < 0.6
     assert rows[3].accuracy_no_shortcut > 0.65
+
+
+def test_without_masks_discovery_finds_the_ruler_and_blocks_v1(demo):
+    workdir, _, rows = demo
+    v1, v2 = (row.outcome for row in rows[4:])
+    assert (v1.model_name, v1.verdict, v1.promoted) == (UNLABELLED, Verdict.BLOCKED, False)
+    assert (v2.model_name, v2.verdict, v2.promoted) == (UNLABELLED, Verdict.PASSED, True)
+    assert "discovery found an unlabelled shortcut: strategy #1 of class 'malignant'" in (
+        v1.message
+    )
+    assert v1.summary["discovery.top_suspicion"] > 0.5 > v2.summary["discovery.top_suspicion"]
+    assert v1.summary["discovery.top_flip_rate"] > 0.8
+    header = (workdir / "audit" / "unlabelled.csv").read_text().splitlines()[0]
+    assert header == "image,label"  # nobody labelled the rulers
+    client = MlflowClient()
+    tags = client.get_model_version(UNLABELLED, "1").tags
+    assert tags["xai_gate.checks"] == "sanity,discovery"
+    # The same logged models as the labelled registry entry, gated a second way.
+    for version in "12":
+        assert (
+            client.get_model_version(UNLABELLED, version).source
+            == client.get_model_version(MODEL, version).source
+        )
+    table = pd.read_csv(client.download_artifacts(tags["xai_gate.run_id"], "xai/discovery.csv"))
+    assert table.loc[0, "status"] == "confirmed" and table.loc[0, "class"] == "malignant"
+    assert champion_version(UNLABELLED) == "2"
 
 
 def test_text_evidence_in_mlflow(demo):

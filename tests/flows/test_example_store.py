@@ -45,7 +45,7 @@ def test_example_store_is_small_and_holds_the_demo_verdicts(tmp_path):
     shutil.copytree(EXAMPLE, store)
     with mlflow_server(store) as uri:
         client = MlflowClient(uri, registry_uri=uri)
-        for model in ("lesion-classifier", "review-classifier"):
+        for model in ("lesion-classifier", "review-classifier", "lesion-classifier-unlabelled"):
             tags = {v: client.get_model_version(model, v).tags["xai_gate.verdict"] for v in "12"}
             assert tags == {"1": "blocked", "2": "passed"}
             assert str(client.get_model_version_by_alias(model, "champion").version) == "2"
