@@ -52,16 +52,16 @@ class GeneratedLesions:
         return torch.stack([self._one(int(i)) for i in wanted.reshape(-1)])
 
     def _one(self, i: int) -> torch.Tensor:
-        images, masks = _chunk(i // CHUNK)
+        images, masks, _ = _chunk(i // CHUNK)
         return (masks if self.masks else images)[i % CHUNK]
 
 
 @lru_cache(maxsize=2)
-def _chunk(number: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _chunk(number: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from xai_checks.synthetic import make_lesions
 
     batch = make_lesions(CHUNK, ruler="always", seed=number)
-    return batch.images, batch.masks
+    return batch.images, batch.masks, batch.labels
 
 
 def _labels(n: int) -> torch.Tensor:
@@ -101,13 +101,14 @@ def write_lesions(folder: Path, n: int) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["image", "label", "spurious_mask"])
         for i in range(n):
-            images, masks = _chunk(i // CHUNK)
+            images, masks, labels = _chunk(i // CHUNK)
             pixels = (images[i % CHUNK] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
             Image.fromarray(pixels).save(folder / f"images/{i:05d}.png")
             Image.fromarray(masks[i % CHUNK].to(torch.uint8).numpy() * 255).save(
                 folder / f"masks/{i:05d}.png"
             )
-            writer.writerow([f"images/{i:05d}.png", CLASS_NAMES[i % 2], f"masks/{i:05d}.png"])
+            label = CLASS_NAMES[int(labels[i % CHUNK])]
+            writer.writerow([f"images/{i:05d}.png", label, f"masks/{i:05d}.png"])
     return manifest
 
 

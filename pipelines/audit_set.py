@@ -92,16 +92,26 @@ class FileStack:
         return replace(self, sources=self.sources[start:stop], wheres=self.wheres[start:stop])
 
     def __getitem__(self, index: int | slice | Sequence[int] | Tensor) -> Tensor:
-        if isinstance(index, Tensor) and index.ndim == 0:
+        if isinstance(index, tuple):
+            raise TypeError(
+                "a stack of files indexes rows only (images[i], images[a:b], images[rows]); "
+                "index the decoded tensor for elements"
+            )
+        if isinstance(index, Tensor | np.ndarray) and index.ndim == 0:
             index = int(index)
-        if isinstance(index, int | np.integer):
+        if isinstance(index, int | np.integer) and not isinstance(index, bool):
             return self.decode(self.sources[index], self.wheres[index])
         if isinstance(index, slice):
             rows: Sequence[int] = range(len(self))[index]
-        elif isinstance(index, Tensor):
-            rows = index.flatten().tolist()
         else:
-            rows = list(index)
+            picked = torch.as_tensor(np.asarray(index) if not isinstance(index, Tensor) else index)
+            if picked.ndim != 1:
+                raise TypeError(f"row indices must be one-dimensional, got {tuple(picked.shape)}")
+            if picked.dtype == torch.bool:  # a mask over the rows, as for a tensor
+                if picked.numel() != len(self):
+                    raise IndexError(f"boolean index of {picked.numel()} for {len(self)} rows")
+                picked = picked.nonzero().flatten()
+            rows = picked.tolist()
         if not rows:
             return torch.empty(0, *self.row_shape, dtype=self.dtype)
         return torch.stack([self.decode(self.sources[i], self.wheres[i]) for i in rows])
@@ -120,7 +130,12 @@ class ImageFiles(FileStack):
         return (3, *self.size)
 
     def decode(self, source: Any, where: str) -> Tensor:
-        return _load_image(source, where)
+        image = _load_image(source, where)
+        if tuple(image.shape[-2:]) != self.size:  # the file changed since it was checked
+            raise AuditSetError(
+                f"{where}: size {tuple(image.shape[-2:])} differs from the audit set's {self.size}"
+            )
+        return image
 
 
 @dataclass(frozen=True)
@@ -332,7 +347,10 @@ def read_manifest(manifest: Path) -> pd.DataFrame:
 
 
 def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = None) -> AuditSet:
-    """Validate a manifest with Great Expectations, then load images and masks.
+    """Validate a manifest with Great Expectations, then check every image and mask file.
+
+    Nothing is kept in memory: the returned set's ``images`` and ``masks``
+    decode the rows a batch asks for.
 
     ``class_names`` are the model's classes; labels must be one of them (or an
     index). Without them, labels must be integer indices.
@@ -399,7 +417,7 @@ def _open(path: Path, where: str) -> Image.Image:
         with Image.open(path) as handle:
             handle.load()
             return handle.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise AuditSetError(f"{where}: cannot decode {path.name}: {exc}") from None
 
 
@@ -409,7 +427,7 @@ def _check_image(path: Path, where: str) -> tuple[int, int]:
         with Image.open(path) as handle:
             width, height = handle.size
             handle.verify()  # chunk checksums and truncation, at a fraction of a decode
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise AuditSetError(f"{where}: cannot decode {path.name}: {exc}") from None
     return height, width
 

@@ -134,6 +134,11 @@ def sanity_stage(model: LoadedModel, data: AuditSet, plan: AuditPlan) -> SanityE
 
 def load_text_audit_set(model: LoadedModel, policy: GatePolicy) -> TextAuditSet:
     """The policy's text audit set, after checking the model can read text at all."""
+    if policy.checks.discovery.enabled:
+        raise GateError(
+            "checks.discovery clusters image heatmaps and does not apply to the text audit set "
+            f"{policy.audit_set}: disable it in this policy"
+        )
     if model.tokenizer is None:
         raise GateError(
             f"{model.uri} has no tokenizer, so it cannot be gated on a text audit set: log it "

@@ -1,10 +1,10 @@
 """The discovery stage: unlabelled shortcuts found by clustering heatmaps (SpRAy).
 
-Runs on the heatmaps the CAM stage already computed (``MethodAudit.low_res``,
-16 x 16 per image), so it costs a clustering per class plus, for each of the
-few most suspicious strategies, one fill-and-predict pass over its images.
-Needs no spurious masks: on an audit set without any it is the only image
-check of the known-region kind.
+Runs on the heatmaps the CAM stage already computed (``MethodAudit.low_res``
+of the gating method, 16 x 16 per image), so it costs a clustering per class
+plus, for each of the few most suspicious strategies, one fill-and-predict
+pass over its images. Needs no spurious masks: on an audit set without any it
+is the check that gates (with the sanity check beside it).
 
 Contribution to the verdict: a strategy whose suspicion exceeds the policy's
 bound is a *warning*; it *blocks* only when filling its proposed region
@@ -21,6 +21,7 @@ import pandas as pd
 from torch import Tensor, nn
 
 from pipelines.audit import AuditResult
+from pipelines.errors import GateError
 from pipelines.policy import DISCOVERY_COLUMNS, DiscoveryPlan, Thresholds
 from xai_checks.discovery import (
     Discovery,
@@ -67,11 +68,14 @@ class DiscoveryEvidence:
         for row in self.table.to_dict("records"):
             if row["status"] != "suspicious":
                 continue
-            tested = (
-                f"filling its proposed region flips {row['flip_rate']:.2f} of its predictions"
-                if not math.isnan(row["flip_rate"])
-                else "its region was not tested (below min_cluster_size or max_proposals)"
-            )
+            if not math.isnan(row["flip_rate"]):
+                tested = (
+                    f"filling its proposed region flips {row['flip_rate']:.2f} of its predictions"
+                )
+            elif row["proposed_area"] == 0:
+                tested = "its proposed region is empty (it looks where the rest of its class does)"
+            else:
+                tested = "its region was not tested (below min_cluster_size or max_proposals)"
             out.append(
                 f"discovery: strategy #{row['rank']} of class {row['class']!r} ({row['size']} "
                 f"images) looks away from the rest (suspicion {row['suspicion']:.2f}); {tested}: "
@@ -102,10 +106,17 @@ def discovery_audit(
         n_neighbors=plan.n_neighbors,
         max_clusters=plan.max_clusters,
     )
+    total = int(audit.predictions.numel())
+    if discovery.empty_maps * 2 > total:
+        raise GateError(
+            f"discovery: {discovery.empty_maps} of {total} heatmaps have no relevance anywhere, "
+            "so where the model looks cannot be compared; check the target layer"
+        )
     size = (int(images.shape[-2]), int(images.shape[-1]))
     proposals: dict[int, Proposal] = {}
+    tested = 0
     for rank, strategy in enumerate(discovery.strategies, start=1):
-        if len(proposals) >= plan.max_proposals:
+        if tested >= plan.max_proposals:
             break
         if strategy.suspicion <= thresholds.max_discovery_suspicion:
             break  # ranked: no later strategy is suspicious either
@@ -113,6 +124,7 @@ def discovery_audit(
             continue
         mask = propose_region(strategy, size, threshold=plan.mask_threshold)
         proposals[rank] = confirm_proposal(model, images, strategy, mask, batch_size=batch_size)
+        tested += bool(mask.any())  # an empty region is listed, and its slot goes on
     names = tuple(class_names) if class_names is not None else None
     table = _table(discovery, proposals, thresholds, names)
     return DiscoveryEvidence(discovery, proposals, table, names, audit.gating.low_res)

@@ -90,7 +90,7 @@ def cluster_samples(
 
 def proposal_figure(evidence: DiscoveryEvidence, images, *, title: str = "") -> Figure:
     """Per tested proposal: the region, a member image, and that image with the region filled."""
-    proposals = list(evidence.proposals.items())
+    proposals = [(rank, p) for rank, p in evidence.proposals.items() if p.mask.any()]
     fig, axes = plt.subplots(
         max(1, len(proposals)), 3, figsize=(7.2, 2.6 * max(1, len(proposals))), squeeze=False
     )

@@ -199,7 +199,7 @@ def _discovery_figures(
             discovery, images, title=title
         ),
     }
-    if discovery.proposals:
+    if any(proposal.mask.any() for proposal in discovery.proposals.values()):
         figures["xai/discovery_proposals.png"] = lambda: discovery_plots.proposal_figure(
             discovery, images, title=title
         )

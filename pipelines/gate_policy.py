@@ -164,17 +164,20 @@ class GatePolicy(_Strict):
             mask_threshold=found.mask_threshold,
         )
 
-    def metric_thresholds(self, *, text: bool = False) -> dict[str, MetricThreshold]:
+    def metric_thresholds(
+        self, *, text: bool = False, regions: bool = True
+    ) -> dict[str, MetricThreshold]:
         """The policy's bounds as MLflow ``MetricThreshold``s, lower is better for each.
 
         ``mlflow.validate_evaluation_results`` checks an ``EvaluationResult``
         against them; the names are the gate's MLflow metric names.
+        ``regions=False`` for an audit set without spurious masks.
         """
         from mlflow.models import MetricThreshold
 
         return {
             name: MetricThreshold(threshold=bound, greater_is_better=False)
-            for name, bound in self.bounds(text=text).items()
+            for name, bound in self.bounds(text=text, regions=regions).items()
         }
 
     def bounds(self, *, text: bool = False, regions: bool = True) -> dict[str, float]:

@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 _SILHOUETTE_SAMPLE = 1000
-"""At most this many reference heatmaps in a cluster's silhouette: the cost stays linear."""
+"""At most this many heatmaps per side in a cluster's silhouette: its cost stays bounded."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,8 @@ class Discovery:
     eigenvalues: dict[int, Tensor]
     """Per class, the smallest eigenvalues of the normalised Laplacian (the eigengap's input)."""
     resolution: int
+    empty_maps: int = 0
+    """Heatmaps with no relevance anywhere: they say nothing about where the model looks."""
 
     @property
     def cluster_counts(self) -> dict[int, int]:
@@ -150,13 +152,13 @@ def discover_strategies(
     from sklearn.cluster import SpectralClustering
     from sklearn.neighbors import kneighbors_graph
 
-    features, distributions = _features(heatmaps, resolution)
-    labels = _check_labels(labels, features.shape[0])
     if resolution < 2 or n_neighbors < 1 or max_clusters < 1:
         raise XAICheckError(
             "resolution must be >= 2, n_neighbors and max_clusters >= 1; got "
             f"{resolution}, {n_neighbors}, {max_clusters}"
         )
+    features, distributions, empty = _features(heatmaps, resolution)
+    labels = _check_labels(labels, features.shape[0])
     clusters: list[tuple[int, np.ndarray]] = []
     eigenvalues: dict[int, Tensor] = {}
     for cls in sorted(set(labels.tolist())):
@@ -164,23 +166,29 @@ def discover_strategies(
         if index.size < 3:  # too few for a neighbourhood graph: one strategy
             clusters.append((cls, index))
             continue
-        graph = kneighbors_graph(features[index], _neighbours(index.size, n_neighbors))
-        affinity = 0.5 * (graph + graph.T)
-        values = _smallest_eigenvalues(laplacian(affinity, normed=True), max_clusters + 1)
-        eigenvalues[cls] = torch.from_numpy(values)
-        count = eigengap(values, max_inside=max_inside)
-        if count == 1:
-            clusters.append((cls, index))
-            continue
-        with warnings.catch_warnings():
-            # Disconnected graphs are expected: distinct strategies are what we look for.
-            warnings.filterwarnings("ignore", message="Graph is not fully connected")
-            assignment = SpectralClustering(
-                n_clusters=count,
-                affinity="precomputed",
-                assign_labels="cluster_qr",
-                random_state=seed,
-            ).fit_predict(affinity)
+        try:
+            graph = kneighbors_graph(features[index], _neighbours(index.size, n_neighbors))
+            affinity = 0.5 * (graph + graph.T)
+            values = _smallest_eigenvalues(laplacian(affinity, normed=True), max_clusters + 1)
+            eigenvalues[cls] = torch.from_numpy(values)
+            count = eigengap(values, max_inside=max_inside)
+            if count == 1:
+                clusters.append((cls, index))
+                continue
+            with warnings.catch_warnings():
+                # Disconnected graphs are expected: distinct strategies are what we look for.
+                warnings.filterwarnings("ignore", message="Graph is not fully connected")
+                assignment = SpectralClustering(
+                    n_clusters=count,
+                    affinity="precomputed",
+                    assign_labels="cluster_qr",
+                    random_state=seed,
+                ).fit_predict(affinity)
+        except (ValueError, ArithmeticError, RuntimeError) as exc:  # scipy/sklearn numerics
+            raise XAICheckError(
+                f"clustering the {index.size} heatmaps of class {cls} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         clusters += [(cls, index[assignment == k]) for k in np.unique(assignment)]
 
     strategies = [
@@ -188,7 +196,7 @@ def discover_strategies(
         for cls, members in clusters
     ]
     strategies.sort(key=lambda s: (-s.suspicion, -s.size, s.class_index, int(s.members[0])))
-    return Discovery(tuple(strategies), eigenvalues, resolution)
+    return Discovery(tuple(strategies), eigenvalues, resolution, empty_maps=empty)
 
 
 @dataclass(frozen=True)
@@ -201,7 +209,8 @@ class Proposal:
     filled: Tensor
     """(H, W) bool: the region actually filled, the mask grown by a margin."""
     flipped: Tensor
-    """(M,) whether each member's prediction changed when the region was filled."""
+    """(M,) whether each member's prediction changed when the region was filled; empty when
+    the region is (nothing was filled)."""
 
     @property
     def flip_rate(self) -> float:
@@ -252,11 +261,16 @@ def confirm_proposal(
     height, width = (int(v) for v in images.shape[-2:])
     if mask.ndim != 2 or tuple(mask.shape) != (height, width):
         raise XAICheckError(f"mask must be (H, W) = {(height, width)}, got {tuple(mask.shape)}")
-    if not mask.any():
-        return Proposal(strategy, mask, mask, torch.zeros(strategy.size, dtype=torch.bool))
+    if not mask.any():  # nothing to fill: no evidence either way (flip rate NaN)
+        return Proposal(strategy, mask, mask, torch.zeros(0, dtype=torch.bool))
     if margin is None:
         margin = math.ceil(max(height, width) / strategy.mean_heatmap.shape[-1] / 2)
     filled = _grow(mask, margin)
+    if filled.all():
+        raise XAICheckError(
+            f"the proposed region of a class-{strategy.class_index} strategy, grown by "
+            f"{margin} px, covers the whole image: nothing is left to fill it from"
+        )
     flipped = []
     for start in range(0, strategy.size, batch_size):
         batch = images[strategy.members[start : start + batch_size]]
@@ -293,8 +307,8 @@ def eigengap(values: np.ndarray, *, max_inside: float = 0.1) -> int:
     return count
 
 
-def _features(heatmaps: Tensor, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, r*r) Hellinger features and (N, r*r) relevance distributions."""
+def _features(heatmaps: Tensor, resolution: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(N, r*r) Hellinger features, (N, r*r) relevance distributions, and the empty maps."""
     if not isinstance(heatmaps, Tensor) or heatmaps.ndim != 3 or heatmaps.shape[0] == 0:
         shape = tuple(heatmaps.shape) if isinstance(heatmaps, Tensor) else type(heatmaps).__name__
         raise XAICheckError(f"heatmaps must be a (N, H, W) tensor with N >= 1, got {shape}")
@@ -305,7 +319,8 @@ def _features(heatmaps: Tensor, resolution: int) -> tuple[np.ndarray, np.ndarray
     total = small.sum(dim=1, keepdim=True)
     # A heatmap with no relevance at all says nothing about where: spread it evenly.
     distributions = torch.where(total > 0, small / total.clamp_min(1e-12), 1.0 / small.shape[1])
-    return distributions.sqrt().double().numpy(), distributions.double().numpy()
+    empty = int((total <= 0).sum())
+    return distributions.sqrt().double().numpy(), distributions.double().numpy(), empty
 
 
 def _check_labels(labels: Tensor | Sequence[int], n: int) -> Tensor:
@@ -361,13 +376,12 @@ def _score(
     if reference.size:
         ref_mean = distributions[reference].mean(axis=0)
         offset = _apart(mean, ref_mean)
-        if reference.size > _SILHOUETTE_SAMPLE:
-            rng = np.random.default_rng(seed)
-            reference = np.sort(rng.choice(reference, _SILHOUETTE_SAMPLE, replace=False))
-        if members.size + reference.size >= 3:
-            rows = np.concatenate([members, reference])
-            groups = np.r_[np.zeros(members.size), np.ones(reference.size)]
-            silhouette = silhouette_samples(features[rows], groups)[: members.size]
+        rng = np.random.default_rng(seed)
+        inside, outside = _sample(members, rng), _sample(reference, rng)
+        if inside.size + outside.size >= 3:
+            rows = np.concatenate([inside, outside])
+            groups = np.r_[np.zeros(inside.size), np.ones(outside.size)]
+            silhouette = silhouette_samples(features[rows], groups)[: inside.size]
             separation = float(np.clip(silhouette.mean(), 0.0, 1.0))
     others_mean = distributions[other_classes].mean(axis=0) if other_classes.size else None
     return Strategy(
@@ -380,6 +394,13 @@ def _score(
         elsewhere=_apart(mean, others_mean) if others_mean is not None else 1.0,
         alone=reference.size == 0,
     )
+
+
+def _sample(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """At most ``_SILHOUETTE_SAMPLE`` of ``index``: silhouettes cost quadratic memory."""
+    if index.size <= _SILHOUETTE_SAMPLE:
+        return index
+    return np.sort(rng.choice(index, _SILHOUETTE_SAMPLE, replace=False))
 
 
 def _apart(p: np.ndarray, q: np.ndarray) -> float:

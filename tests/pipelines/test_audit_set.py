@@ -54,6 +54,29 @@ def test_images_and_masks_index_like_tensors_and_decode_only_what_is_asked(audit
     assert loaded.images[3][0].min() == 1.0 and loaded.images[3][1].max() == 0.0
 
 
+def test_stacks_take_boolean_row_masks_and_refuse_element_indexing(audit_dir):
+    loaded = load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+    rows = torch.tensor([True, False, False, True, False, False])
+    assert torch.equal(loaded.images[rows], loaded.images[:][rows])
+    assert torch.equal(loaded.masks[rows.numpy()], loaded.masks[:][rows])
+    with pytest.raises(TypeError, match="indexes rows only"):
+        loaded.images[0, 1]
+    with pytest.raises(IndexError, match="boolean index of 2 for 6 rows"):
+        loaded.images[torch.tensor([True, False])]
+    with pytest.raises(TypeError, match="one-dimensional"):
+        loaded.images[torch.tensor([[0, 1]])]
+
+
+def test_an_image_resized_after_loading_is_refused_when_read(audit_dir):
+    loaded = load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+    Image.new("RGB", (16, 16)).save(audit_dir / "images/00002.png")
+    with pytest.raises(
+        AuditSetError,
+        match=r"manifest\.csv:4 column 'image': size \(16, 16\) differs from the audit set's",
+    ):
+        loaded.images[1:3]
+
+
 def test_an_image_that_breaks_after_loading_names_its_line_when_read(audit_dir):
     loaded = load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
     (audit_dir / "images/00004.png").write_bytes(b"not a png")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import pytest
@@ -10,11 +11,12 @@ import torch
 
 from pipelines.audit import audit_images
 from pipelines.audit_set import load_audit_set, write_audit_set
-from pipelines.collect import image_checks, image_plan
+from pipelines.collect import image_checks, image_plan, load_text_audit_set
 from pipelines.discovery import discovery_audit
 from pipelines.errors import GateError
 from pipelines.evidence import GateEvidence
 from pipelines.gate import Verdict, decide
+from pipelines.gate_policy import GatePolicy
 from pipelines.policy import (
     DISCOVERY_COLUMNS,
     UNSCORED_COLUMNS,
@@ -23,6 +25,7 @@ from pipelines.policy import (
     Thresholds,
 )
 from pipelines.report import render_report
+from pipelines.tracking import LoadedModel
 from xai_checks.synthetic import CLASS_NAMES, make_lesions
 
 pytestmark = pytest.mark.slow
@@ -146,3 +149,30 @@ def test_an_audit_set_without_masks_needs_discovery(tmp_path, audit_batch):
         "counterfactual",
         "sanity",
     )
+
+
+def test_heatmaps_without_relevance_are_an_error(trained_pair, audit_batch):
+    batch = audit_batch
+    audit = audit_images(
+        trained_pair.shortcut,
+        batch.images,
+        batch.labels,
+        torch.zeros_like(batch.masks),
+        regions=False,
+    )
+    gating = replace(audit.gating, low_res=torch.zeros_like(audit.gating.low_res))
+    dead = replace(audit, methods={gating.method: gating})
+    with pytest.raises(GateError, match="64 of 64 heatmaps have no relevance anywhere"):
+        discovery_audit(trained_pair.shortcut, batch.images, dead, DiscoveryPlan(), Thresholds())
+
+
+def test_discovery_on_a_text_audit_set_is_an_error(tmp_path):
+    policy = GatePolicy(
+        model="m",
+        audit_set=tmp_path / "reviews.csv",
+        modality="text",
+        checks={"discovery": {"enabled": True}},
+    )
+    model = LoadedModel(torch.nn.Identity(), "m", "1", "models:/m/1", None, None)
+    with pytest.raises(GateError, match="does not apply to the text audit set"):
+        load_text_audit_set(model, policy)

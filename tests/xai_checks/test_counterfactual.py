@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from xai_checks.counterfactual import (
+    _InsertionPlan,
     counterfactual_tests,
     fill_from_surroundings,
     inserted_images,
@@ -229,10 +230,14 @@ def test_one_streamed_pass_equals_the_separate_tests_and_reads_one_batch_at_a_ti
     assert torch.equal(insertion.target_index, separate.target_index)
     assert torch.equal(insertion.source_index, separate.source_index)
     torch.testing.assert_close(insertion.probability, separate.probability)
-    # Donors cycle over the class-1 images that have an artifact, in audit-set order.
+    # Donors cycle over the class-1 images that have an artifact, in audit-set order,
+    # and each batch pastes exactly the donors the result reports.
     donors = ((batch.labels == 1) & masks.flatten(1).any(dim=1)).nonzero().flatten()
     expected = donors[torch.arange(insertion.target_index.numel()) % donors.numel()]
     assert torch.equal(insertion.source_index, expected)
+    plan = _InsertionPlan(1, batch.labels != 1, donors)
+    pasted = torch.cat([plan.donors_of(start, min(start + 5, 23)) for start in range(0, 23, 5)])
+    assert torch.equal(pasted, expected)
     # The pairs a reviewer sees are redrawn from the indices: the paste made P(1) near 1.
     # (Receivers with an unmasked ruler keep it when cleaned, so take masked ones.)
     masked = masks[insertion.target_index].flatten(1).any(dim=1)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from sklearn.cluster import SpectralClustering
 from sklearn.neighbors import kneighbors_graph
 
 from xai_checks.cam import GradCAM
-from xai_checks.discovery import confirm_proposal, discover_strategies, propose_region
+from xai_checks.discovery import (
+    _neighbours,
+    confirm_proposal,
+    discover_strategies,
+    propose_region,
+)
 from xai_checks.errors import XAICheckError
 from xai_checks.synthetic import make_lesions
 
@@ -82,7 +89,7 @@ def test_clusters_are_scikit_learns_spectral_clustering_on_the_knn_graph(two_str
     index = (labels == 1).nonzero().flatten()
     pooled = torch.nn.functional.adaptive_avg_pool2d(heatmaps[index].unsqueeze(1), 16).flatten(1)
     features = (pooled / pooled.sum(dim=1, keepdim=True)).sqrt().double().numpy()
-    graph = kneighbors_graph(features, 5)
+    graph = kneighbors_graph(features, _neighbours(index.numel(), 10))
     reference = SpectralClustering(
         n_clusters=2, affinity="precomputed", assign_labels="cluster_qr", random_state=0
     ).fit_predict(0.5 * (graph + graph.T))
@@ -125,6 +132,27 @@ def test_bad_inputs_are_clear_errors(two_strategies):
     found = discover_strategies(heatmaps, labels)
     with pytest.raises(XAICheckError, match="threshold must lie in"):
         propose_region(found.strategies[0], (32, 32), threshold=1.0)
+
+
+def test_an_empty_proposal_is_no_evidence_and_a_full_one_an_error(two_strategies):
+    heatmaps, labels = two_strategies
+    top = discover_strategies(heatmaps, labels).strategies[0]
+    images = torch.rand(len(labels), 3, 32, 32)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 2))
+    empty = confirm_proposal(model, images, top, torch.zeros(32, 32, dtype=torch.bool))
+    assert empty.flipped.numel() == 0 and math.isnan(empty.flip_rate) and empty.area == 0.0
+    almost = torch.ones(32, 32, dtype=torch.bool)
+    almost[0, 0] = False  # grown by its margin, it covers everything
+    with pytest.raises(XAICheckError, match="covers the whole image"):
+        confirm_proposal(model, images, top, almost)
+
+
+def test_heatmaps_without_relevance_are_counted(two_strategies):
+    heatmaps, labels = two_strategies
+    dead = heatmaps.clone()
+    dead[:5] = 0
+    assert discover_strategies(dead, labels).empty_maps == 5
+    assert discover_strategies(heatmaps, labels).empty_maps == 0
 
 
 def _iou(proposal: torch.Tensor, masks: torch.Tensor) -> float:
