@@ -245,24 +245,23 @@ def _scan(
     n = _check_pair(images, masks)
     _check_batch_size(batch_size)
     labels = _check_labels(labels, n)
-    has_artifact = torch.cat(
-        [
-            _batch_masks(masks, start, batch_size).flatten(1).any(dim=1).cpu()
-            for start in range(0, n, batch_size)
-        ]
-    )
+    has_artifact = torch.zeros(n, dtype=torch.bool)
+    for start in range(0, n, batch_size):
+        batch_masks = _batch_masks(masks, start, batch_size)
+        has_artifact[start : start + len(batch_masks)] = batch_masks.flatten(1).any(dim=1).cpu()
     if not has_artifact.any():
         raise XAICheckError("no image has a spurious mask: there is no artifact to remove")
     plans = _insertion_plans(labels, has_artifact, artifact_class) if insert else []
-    before, after = [], []
-    pasted: dict[int, list[Tensor]] = {plan.artifact_class: [] for plan in plans}
+    # Outputs are preallocated, not lists of per-batch tensors: small tensors kept between
+    # the freed batch buffers would pin them in the heap, and memory would grow with the set.
+    outputs = _Outputs({"before": n, "after": n} | {plan.key: plan.count for plan in plans})
     with _predicting(model):
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             batch, batch_masks = images[start:stop], _batch_masks(masks, start, batch_size)
             cleaned = fill_from_surroundings(batch, batch_masks, first_index=start)
-            before.append(_probabilities(model, batch))
-            after.append(_probabilities(model, cleaned))
+            outputs.put("before", start, _probabilities(model, batch))
+            outputs.put("after", start, _probabilities(model, cleaned))
             for plan in plans:
                 receiving = plan.receiving[start:stop]
                 if receiving.any():
@@ -270,8 +269,9 @@ def _scan(
                     edited = paste_artifacts(
                         cleaned[receiving.to(cleaned.device)], images[donors], masks[donors]
                     )
-                    pasted[plan.artifact_class].append(_probabilities(model, edited))
-    probabilities, probabilities_without = torch.cat(before), torch.cat(after)
+                    offset = int(plan.receiving[:start].sum())
+                    outputs.put(plan.key, offset, _probabilities(model, edited))
+    probabilities, probabilities_without = outputs["before"], outputs["after"]
     removal = RemovalResult(
         labels=labels,
         has_artifact=has_artifact,
@@ -280,9 +280,22 @@ def _scan(
         probabilities=probabilities,
         probabilities_without=probabilities_without,
     )
-    return removal, [
-        plan.result(probabilities_without, torch.cat(pasted[plan.artifact_class])) for plan in plans
-    ]
+    return removal, [plan.result(probabilities_without, outputs[plan.key]) for plan in plans]
+
+
+class _Outputs:
+    """Named (rows, classes) results, allocated once the first batch shows the class count."""
+
+    def __init__(self, rows: dict[str, int]) -> None:
+        self.rows, self.tensors = rows, {}
+
+    def put(self, name: str, start: int, values: Tensor) -> None:
+        if name not in self.tensors:
+            self.tensors[name] = torch.empty(self.rows[name], values.shape[1])
+        self.tensors[name][start : start + len(values)] = values
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.tensors[name]
 
 
 def inserted_images(
@@ -302,6 +315,14 @@ class _InsertionPlan:
     """(N,) bool: the images of the other classes."""
     donors: Tensor
     """Class-A images with an artifact, cycled over the receiving images in order."""
+
+    @property
+    def key(self) -> str:
+        return f"pasted-{self.artifact_class}"
+
+    @property
+    def count(self) -> int:
+        return int(self.receiving.sum())
 
     def donors_of(self, start: int, stop: int) -> Tensor:
         rank = self.receiving[:start].sum() + torch.arange(int(self.receiving[start:stop].sum()))
