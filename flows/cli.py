@@ -333,7 +333,7 @@ def demo(
         )
     console = Console()
     if not console.is_terminal:  # logs and pipes: room for the whole table
-        console = Console(width=max(console.width, 130))
+        console = Console(width=max(console.width, 175))
     console.print(table)
     for row in rows:
         console.print(f"  v{row.outcome.version}: {row.outcome.message}", highlight=False)
