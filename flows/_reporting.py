@@ -216,9 +216,10 @@ def ask_for_approval(
             wait_for_input=Approval, timeout=timeout, poll_interval=2, key="xai-gate-approval"
         )
     except TimeoutError:
-        return GateDecision(Verdict.BLOCKED, [f"no approval within {timeout} s"])
+        return GateDecision(Verdict.BLOCKED, [f"no approval within {timeout} s"], decision.warnings)
     if answer is not None and answer.approve:
         return decision
     who = f" by {answer.reviewer}" if answer is not None and answer.reviewer else ""
     note = f": {answer.note}" if answer is not None and answer.note else ""
-    return GateDecision(Verdict.BLOCKED, [f"passed, but approval refused{who}{note}"])
+    refused = f"passed, but approval refused{who}{note}"
+    return GateDecision(Verdict.BLOCKED, [refused], decision.warnings)
