@@ -28,7 +28,7 @@ def cluster_grid(evidence: DiscoveryEvidence, size: tuple[int, int], *, title: s
     rows = evidence.table.head(_MAX_CLUSTERS).to_dict("records")
     columns = max(1, min(4, len(rows)))
     lines = max(1, math.ceil(len(rows) / columns))
-    fig, axes = plt.subplots(lines, columns, figsize=(2.6 * columns, 2.9 * lines), squeeze=False)
+    fig, axes = plt.subplots(lines, columns, figsize=(2.6 * columns, 3.3 * lines), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, row in zip(axes.flat, rows, strict=False):

@@ -159,8 +159,12 @@ class GateEvidence:
 
         figures: dict[str, Callable[[], Figure]] = {}
         for method, result in self.audit.methods.items():
+            # Without regions nothing is "worst": only the first images are shown.
+            worst = (
+                (("overlays", result.worst, "worst spurious mass first"),) if self.regions else ()
+            )
             for kind, cases, subtitle in (
-                ("overlays", result.worst, "worst spurious mass first"),
+                *worst,
                 ("samples", result.samples, "first images of the audit set"),
             ):
                 if len(cases.rows):

@@ -37,10 +37,12 @@ def overlay_grid(cases: Cases, *, columns: int = 4, title: str = "") -> Figure:
         row = cases.rows.iloc[i]
         ax.imshow(cases.images[i].permute(1, 2, 0).clamp(0, 1).numpy())
         ax.imshow(cases.heatmaps[i].numpy(), cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
-        ax.contour(cases.masks[i].float().numpy(), levels=[0.5], colors="white", linewidths=1.2)
+        if cases.masks[i].any():  # an audit set without regions has none to outline
+            ax.contour(cases.masks[i].float().numpy(), levels=[0.5], colors="white", linewidths=1.2)
+        mass = row["spurious_mass"]
         ax.set_title(
-            f"{row['image_id']}\n{row['label']} → {row['prediction']}  "
-            f"mass {row['spurious_mass']:.2f}",
+            f"{row['image_id']}\n{row['label']} → {row['prediction']}"
+            + (f"  mass {mass:.2f}" if math.isfinite(mass) else ""),
             fontsize=7,
             parse_math=False,  # image ids and labels are data: '$' must not start maths
         )

@@ -120,6 +120,13 @@ def test_figures_draw(trained_pair, audit_batch):
         "xai/discovery_samples.png",
         "xai/discovery_proposals.png",
     } <= set(figures)
+    # No regions: no "worst spurious mass" grid, and no mass in the sample captions.
+    assert "xai/gradcam_overlays.png" not in figures and "xai/gradcam_samples.png" in figures
+    samples = figures["xai/gradcam_samples.png"]()
+    try:
+        assert "mass" not in samples.axes[0].get_title()
+    finally:
+        plt.close(samples)
     for path, draw in figures.items():
         fig = draw()
         try:

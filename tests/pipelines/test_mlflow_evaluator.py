@@ -12,22 +12,14 @@ from xai_checks.synthetic import CLASS_NAMES, make_lesions
 pytestmark = pytest.mark.slow
 
 
-def _log(model, name: str) -> str:
-    import mlflow
-
-    with mlflow.start_run():
-        mlflow.pytorch.log_model(
-            model,
-            name="model",
-            registered_model_name=name,
-            serialization_format="pickle",
-            metadata={"class_names": list(CLASS_NAMES)},
-            pip_requirements=["torch"],
-        )
+def _log(lesion_gate, model, name: str) -> str:
+    lesion_gate.register(model, name)
     return f"models:/{name}/1"
 
 
-def test_evaluate_gives_the_gate_metrics_and_figures(trained_pair, tracking_uri, tmp_path):
+def test_evaluate_gives_the_gate_metrics_and_figures(
+    trained_pair, lesion_gate, tracking_uri, tmp_path
+):
     import mlflow
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
@@ -40,7 +32,7 @@ def test_evaluate_gives_the_gate_metrics_and_figures(trained_pair, tracking_uri,
     policy = load_policy(policy_path)
     results = {}
     for name, model in (("shortcut", trained_pair.shortcut), ("clean", trained_pair.clean)):
-        uri = _log(model, name)
+        uri = _log(lesion_gate, model, name)
         with mlflow.start_run():
             results[name] = mlflow.models.evaluate(
                 uri,
@@ -67,10 +59,12 @@ def test_evaluate_gives_the_gate_metrics_and_figures(trained_pair, tracking_uri,
     )
 
 
-def test_config_without_policy_or_audit_set_is_a_clear_error(trained_pair, tracking_uri):
+def test_config_without_policy_or_audit_set_is_a_clear_error(
+    trained_pair, lesion_gate, tracking_uri
+):
     import mlflow
 
-    uri = _log(trained_pair.clean, "noconfig")
+    uri = _log(lesion_gate, trained_pair.clean, "noconfig")
     with mlflow.start_run(), pytest.raises(ValueError, match="needs 'policy'"):
         mlflow.models.evaluate(
             uri,
