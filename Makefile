@@ -5,12 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-# Offline machine: no telemetry or analytics calls home.
-export DO_NOT_TRACK := 1
-export MLFLOW_DISABLE_TELEMETRY := true
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export HF_HUB_OFFLINE := 1
-export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+# Offline machine: every entry point (xai-gate, the tests, the benchmarks) applies the one list
+# in pipelines/offline.py before any library reads the environment.
 export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test lint format bench clean example browser postgres

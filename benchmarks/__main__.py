@@ -11,6 +11,7 @@ import importlib
 from pathlib import Path
 
 from benchmarks._common import print_rows, rows_to_json
+from pipelines.offline import apply_offline_defaults
 
 BENCHMARKS = (
     "gradcam_speed",
@@ -23,6 +24,7 @@ BENCHMARKS = (
 
 
 def main() -> None:
+    apply_offline_defaults()  # before any benchmark imports a library, or starts a child
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")

@@ -52,7 +52,8 @@ def _bare(model, tokenizer, texts: list[str]) -> object:
 
 
 def run(*, quick: bool = False) -> list[Row]:
-    from xai_checks.attention import attention_maps, load_text_model, text_rollout
+    from xai_checks.attention import attention_maps, text_rollout
+    from xai_checks.text_models import load_text_model
 
     count, tokens, repeats = (4, 32, 2) if quick else (32, 128, 15)
     model, tokenizer = load_text_model()

@@ -60,10 +60,10 @@ def _prepare(workdir: Path, n: int) -> Path:
     import mlflow
     import torch
 
-    from pipelines.audit_set import write_audit_set
-    from pipelines.gate_policy import EXAMPLE_POLICY
-    from xai_checks.synthetic import CLASS_NAMES, make_lesions
-    from xai_checks.toy_models import SmallCNN
+    from pipelines.audit_sets.images import write_audit_set
+    from pipelines.policy import GatePolicy, write_policy
+    from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
+    from xai_checks.examples.toy_models import SmallCNN
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     mlflow.set_experiment("bench")
@@ -79,23 +79,23 @@ def _prepare(workdir: Path, n: int) -> Path:
         )
     batch = make_lesions(n, ruler="always", seed=0)
     write_audit_set(workdir / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
-    policy = workdir / "policy.yaml"
-    policy.write_text(
-        EXAMPLE_POLICY.replace("model: lesion-classifier", "model: bench-model")
-        .replace("methods: [gradcam, layercam]", "methods: [gradcam]")
-        .replace("    enabled: true\n    max_flip_rate", "    enabled: false\n    max_flip_rate")
-        .replace("  enabled: true\n  images: 16", "  enabled: false\n  images: 16")
+    policy = GatePolicy.from_options(
+        model="bench-model",
+        audit_set=workdir / "audit" / "manifest.csv",
+        cam_methods="gradcam",
+        counterfactual=False,
+        sanity=False,
     )
-    return policy
+    return write_policy(policy, workdir / "policy.yaml")
 
 
 def _compute_seconds(workdir: Path) -> float:
     """Pure Grad-CAM over the audit images (already in memory), batch 32, in a fresh process."""
     code = (
         "import time, mlflow\n"
-        "from pipelines.audit_set import load_audit_set\n"
+        "from pipelines.audit_sets.images import load_audit_set\n"
         "from xai_checks import GradCAM\n"
-        "from xai_checks.synthetic import CLASS_NAMES\n"
+        "from xai_checks.examples.synthetic import CLASS_NAMES\n"
         f"data = load_audit_set({str(workdir / 'audit' / 'manifest.csv')!r}, "
         "class_names=CLASS_NAMES)\n"
         "images = data.images[:]  # decoded up front: the anchor is the compute alone\n"
@@ -120,10 +120,10 @@ def lap(name):
     now = time.perf_counter()
     seconds[name] = now - clock
     clock = now
-from pipelines.audit_set import load_audit_set
-from pipelines.collect import cam_stage
-from pipelines.evidence import GateEvidence
-from pipelines.gate_policy import load_policy
+from pipelines.audit_sets.images import load_audit_set
+from pipelines.stages.assembly import cam_stage
+from pipelines.evidence.images import ImageEvidence
+from pipelines.policy import load_policy
 from pipelines.tracking import configure_tracking, load_model_version, log_gate_evidence
 lap("imports")
 policy = load_policy(POLICY)
@@ -132,16 +132,16 @@ model = load_model_version("bench-model", "1")
 lap("load the model from MLflow")
 data = load_audit_set(policy.audit_set, class_names=model.class_names)
 lap("read and validate the audit set (GX)")
-thresholds = policy.thresholds()
-audit = cam_stage(model, data, thresholds, policy.plan())
+rules = policy.rules()
+audit = cam_stage(model, data, rules)
 lap("CAM audit (decodes the PNGs as it streams)")
-evidence = GateEvidence(audit, None, None, data.images, data.class_names, data.masks)
-validation = evidence.validate(thresholds)
+evidence = ImageEvidence(audit, None, None, data.images, data.class_names, data.masks)
+validation = evidence.validate(rules)
 lap("GX validation of the scores")
 log_gate_evidence(
     model_name="bench-model", model_version="1", params={}, metrics=evidence.metrics(),
     series=evidence.series(), tables=evidence.tables(), documents=validation.documents(),
-    figures=evidence.figures(thresholds, "bench"), pages=evidence.pages(),
+    figures=evidence.figures(rules, "bench"), pages=evidence.pages(),
 )
 lap("figures and MLflow logging")
 print(json.dumps(seconds))

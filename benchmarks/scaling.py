@@ -58,7 +58,7 @@ class GeneratedLesions:
 
 @lru_cache(maxsize=2)
 def _chunk(number: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from xai_checks.synthetic import make_lesions
+    from xai_checks.examples.synthetic import make_lesions
 
     batch = make_lesions(CHUNK, ruler="always", seed=number)
     return batch.images, batch.masks, batch.labels
@@ -70,8 +70,8 @@ def _labels(n: int) -> torch.Tensor:
 
 def audit_once(n: int, in_memory: bool) -> dict[str, float]:
     """In this (fresh) process: one CAM audit of ``n`` images; the peak memory and time."""
-    from pipelines.audit import audit_images
-    from xai_checks.toy_models import SmallCNN
+    from pipelines.stages.cam import audit_images
+    from xai_checks.examples.toy_models import SmallCNN
 
     torch.manual_seed(0)
     model = SmallCNN().eval()
@@ -92,7 +92,7 @@ def write_lesions(folder: Path, n: int) -> Path:
     """``n`` synthetic lesions as PNGs plus a manifest, one chunk in memory at a time."""
     from PIL import Image
 
-    from xai_checks.synthetic import CLASS_NAMES
+    from xai_checks.examples.synthetic import CLASS_NAMES
 
     for sub in ("images", "masks"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -114,21 +114,21 @@ def write_lesions(folder: Path, n: int) -> Path:
 
 def stages_once(manifest: str) -> dict[str, float]:
     """In this (fresh) process: the gate's image stages on an audit set on disk."""
-    from pipelines.audit_set import load_audit_set
-    from pipelines.collect import cam_stage, counterfactual_stage
-    from pipelines.policy import AuditPlan, Thresholds
+    from pipelines.audit_sets.images import load_audit_set
+    from pipelines.policy import AuditRules
+    from pipelines.stages.assembly import cam_stage, counterfactual_stage
     from pipelines.tracking import LoadedModel
-    from xai_checks.synthetic import CLASS_NAMES
-    from xai_checks.toy_models import SmallCNN
+    from xai_checks.examples.synthetic import CLASS_NAMES
+    from xai_checks.examples.toy_models import SmallCNN
 
     torch.manual_seed(0)
     model = LoadedModel(SmallCNN().eval(), "bench", "1", "bench", tuple(CLASS_NAMES), None)
-    plan = AuditPlan(batch_size=64, sanity=False)
+    rules = AuditRules.from_options(batch_size=64, sanity=False)
     baseline = current_peak_mb()
     start = time.perf_counter()
     data = load_audit_set(manifest, class_names=model.class_names)
-    cam_stage(model, data, Thresholds(), plan)
-    counterfactual_stage(model, data, plan)
+    cam_stage(model, data, rules)
+    counterfactual_stage(model, data, rules)
     return {
         "baseline_mb": baseline,
         "peak_mb": current_peak_mb(),
@@ -137,8 +137,8 @@ def stages_once(manifest: str) -> dict[str, float]:
 
 
 def _shard(bounds: tuple[int, int], n: int):
-    from pipelines.audit import audit_images
-    from xai_checks.toy_models import SmallCNN
+    from pipelines.stages.cam import audit_images
+    from xai_checks.examples.toy_models import SmallCNN
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -160,7 +160,7 @@ def dask_seconds(n: int, workers: int, shards: int) -> float:
     """Wall time of the sharded audit on a fresh local cluster (its start not counted)."""
     from distributed import Client, LocalCluster
 
-    from pipelines.audit import merge_audits, shard_bounds
+    from pipelines.stages.cam import merge_audits, shard_bounds
 
     with (
         LocalCluster(

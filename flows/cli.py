@@ -6,11 +6,12 @@ Heavy imports (torch, MLflow, Prefect) happen inside the commands, so
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from flows.options import with_policy_options
 from pipelines.offline import apply_offline_defaults
 
 apply_offline_defaults()  # before any library import reads the environment
@@ -25,41 +26,11 @@ app = typer.Typer(
 
 
 @app.command()
+@with_policy_options
 def gate(
     version: str = typer.Option(..., "--version", help="Model version to gate."),
     policy: Path | None = typer.Option(
-        None, "--policy", help="Gate policy YAML: every rule below comes from it."
-    ),
-    model: str | None = typer.Option(None, "--model", help="Registered model name."),
-    audit_set: Path | None = typer.Option(
-        None, "--audit-set", help="Audit-set manifest (images) or CSV (text)."
-    ),
-    max_spurious_mass: float = typer.Option(0.30, help="Max mean spurious mass."),
-    max_flagged_fraction: float = typer.Option(0.10, help="Max share of flagged images."),
-    flag_mass: float = typer.Option(0.50, help="Spurious mass above which an image is flagged."),
-    max_flip_rate: float = typer.Option(0.20, help="Max share of flips on artifact removal."),
-    max_spurious_score: float = typer.Option(
-        0.50, help="Max mean P(artifact class) after pasting the artifact."
-    ),
-    max_sanity_correlation: float = typer.Option(
-        0.50, help="Max Spearman of maps vs. a randomised model (else inconclusive)."
-    ),
-    alias: str = typer.Option("champion", help="Alias set only when the gate passes."),
-    method: list[str] = typer.Option(
-        ["gradcam", "layercam"],
-        "--method",
-        help="CAM method, repeatable; the first gates (gradcam, gradcampp, hirescam, layercam).",
-    ),
-    target_layer: str | None = typer.Option(
-        None, help="Layer(s) to explain, comma-separated and averaged (default: auto)."
-    ),
-    modality: str = typer.Option(
-        "auto", help="image, text, or auto (text when the CSV has a 'text' column)."
-    ),
-    counterfactual: bool = typer.Option(True, help="Run artifact removal and insertion."),
-    sanity: bool = typer.Option(True, help="Run the model-randomisation sanity check."),
-    discovery: bool = typer.Option(
-        False, help="Find unlabelled shortcuts by clustering heatmaps (SpRAy); needs no masks."
+        None, "--policy", help="Gate policy YAML: every rule comes from it (rule flags ignored)."
     ),
     tracking_uri: str | None = typer.Option(
         None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
@@ -81,55 +52,50 @@ def gate(
     shards: int | None = typer.Option(
         None, help="Split the image audit into this many tasks (default: 1, or the workers)."
     ),
+    **rules: Any,
 ) -> None:
     """Audit one model version and promote it only if it passes.
 
-    Give --policy FILE, or --model and --audit-set with the options below.
+    Give --policy FILE, or --model and --audit-set with the rule options (each
+    a key of the policy schema; unset ones take the schema's default).
     Exit 0 passed, 1 blocked, 2 error, 3 inconclusive (explanations failed their sanity check).
     """
     from flows.run import exit_code, run_gate
 
+    model, audit_set = rules.pop("model"), rules.pop("audit_set")
     if policy is None and (model is None or audit_set is None):
         typer.echo("error: give --policy FILE, or both --model and --audit-set", err=True)
         raise typer.Exit(2)
     if policy is not None:
-        from pipelines.gate_policy import PolicyError, load_policy
+        from pipelines.policy import PolicyError, load_policy
 
         try:
             loaded = load_policy(policy)
         except PolicyError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        model, alias = model or loaded.model, loaded.alias
+        ignored = [name for name, value in rules.items() if value is not None]
+        if ignored:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in ignored)
+            typer.echo(f"note: {flags} ignored: --policy {policy} sets every rule", err=True)
+        model, rules = model or loaded.model, {}
     outcome = run_gate(
         model,
         version,
         audit_set,
-        policy_file=str(policy) if policy is not None else None,
-        max_spurious_mass=max_spurious_mass,
-        max_flagged_fraction=max_flagged_fraction,
-        flag_mass=flag_mass,
-        max_flip_rate=max_flip_rate,
-        max_spurious_score=max_spurious_score,
-        max_sanity_correlation=max_sanity_correlation,
-        alias=alias,
-        cam_methods=method,
-        target_layer=target_layer,
-        counterfactual=counterfactual,
-        sanity=sanity,
-        discovery=discovery,
+        policy_file=policy,
         tracking_uri=tracking_uri,
-        modality=modality,
         force=force,
         task_runner=task_runner,
         dask_address=dask_address,
         dask_workers=dask_workers,
-        **({"shards": shards} if shards else {}),
+        shards=shards,
+        **rules,
     )
     code = exit_code(outcome)
     typer.echo(outcome.message, err=code == 2)
     if outcome.promoted:
-        typer.echo(f"alias {alias!r} -> {model} v{version}")
+        typer.echo(f"alias {outcome.alias!r} -> {outcome.model_name} v{version}")
     raise typer.Exit(code)
 
 
@@ -143,7 +109,7 @@ def policy_init(
     force: bool = typer.Option(False, help="Overwrite an existing file."),
 ) -> None:
     """Write a commented example policy to edit."""
-    from pipelines.gate_policy import EXAMPLE_POLICY
+    from pipelines.policy import EXAMPLE_POLICY
 
     if path.exists() and not force:
         typer.echo(f"error: {path} exists (use --force to overwrite)", err=True)
@@ -155,7 +121,7 @@ def policy_init(
 @policy_app.command("check")
 def policy_check(path: Path = typer.Argument(..., help="The policy YAML.")) -> None:
     """Validate a policy; name the bad key and its line. Exit 0 valid, 2 invalid."""
-    from pipelines.gate_policy import PolicyError, load_policy
+    from pipelines.policy import PolicyError, load_policy
 
     try:
         policy = load_policy(path)
@@ -218,10 +184,12 @@ def attention(
     """Draw a Transformer's token x token attention map for one layer and head, offline."""
     import matplotlib.pyplot as plt
 
-    from pipelines.attention_html import attention_html
-    from pipelines.attention_plots import attention_map
-    from xai_checks.attention import attention_maps, load_text_model, pronoun_probe
+    from pipelines.report.attention_html import attention_html
+    from pipelines.report.attention_plots import attention_map
+    from xai_checks.attention import attention_maps
     from xai_checks.errors import XAICheckError
+    from xai_checks.probes import pronoun_probe
+    from xai_checks.text_models import load_text_model
 
     try:
         if pronoun is not None and not candidates:
@@ -275,10 +243,10 @@ def demo(
 ) -> None:
     """Train a shortcut and a clean lesion classifier, gate both, print the verdicts."""
     from rich.console import Console
-    from rich.table import Table
 
-    from flows.demo import DemoConfig, champion_version, demo_succeeded, run_demo
+    from flows.demo import DemoConfig, champion_version, demo_succeeded, demo_table, run_demo
     from pipelines.tracking import configure_tracking
+    from pipelines.verdict.decision import DEFAULT_ALIAS
 
     config = DemoConfig(
         workdir=workdir,
@@ -290,47 +258,7 @@ def demo(
     uri = configure_tracking(tracking_uri)
     rows = run_demo(config)
 
-    table = Table(
-        title="xai-gate demo",
-        caption="ρ: shortcut strength in training. Mass: Grad-CAM on the ruler (images), "
-        "gradient x input saliency on the signature (text). Discovered: the most suspicious "
-        "heatmap cluster found with no masks, and how many predictions flip when its region "
-        "is filled",
-    )
-    columns = (
-        "model",
-        "ver",
-        "ρ",
-        "acc",
-        "acc w/o shortcut",
-        "spur. mass",
-        "enrich.",
-        "flip rate",
-        "spur. score",
-        "sanity ρ",
-        "discovered",
-        "verdict",
-    )
-    for column in columns:
-        table.add_column(column, justify="left" if column in {"model", "verdict"} else "right")
-    for row in rows:
-        outcome = row.outcome
-        summary = outcome.summary
-        colour = {"passed": "green", "blocked": "red"}.get(outcome.verdict.value, "yellow")
-        table.add_row(
-            outcome.model_name,
-            outcome.version,
-            f"{row.shortcut_strength:g}",
-            f"{row.accuracy:.3f}",
-            f"{row.accuracy_no_shortcut:.3f}",
-            _fmt(summary.get("spurious_mass")),
-            _fmt(summary.get("enrichment")),
-            _fmt(summary.get("counterfactual.removal_flip_rate")),
-            _fmt(summary.get("counterfactual.spurious_score")),
-            _fmt(summary.get("sanity.final_spearman")),
-            _discovered(summary),
-            f"[{colour}]{outcome.verdict.value}[/{colour}]",
-        )
+    table = demo_table(rows)
     console = Console()
     if not console.is_terminal:  # logs and pipes: room for the whole table
         console = Console(width=max(console.width, 175))
@@ -339,7 +267,7 @@ def demo(
         console.print(f"  v{row.outcome.version}: {row.outcome.message}", highlight=False)
     console.print("")
     for name in (config.model_name, config.text_model_name, config.unlabelled_model_name):
-        console.print(f"alias 'champion' -> {name} v{champion_version(name)}")
+        console.print(f"alias {DEFAULT_ALIAS!r} -> {name} v{champion_version(name)}")
     console.print(
         "Review the evidence (overlays, scores, GX results) in the MLflow UI:\n"
         f"  .venv/bin/mlflow ui --backend-store-uri {uri}\n"
@@ -353,20 +281,6 @@ def demo(
             "[red]demo did not reach the expected verdicts (each v1 blocked, each v2 passed)[/red]"
         )
         raise typer.Exit(1)
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "-"
-
-
-def _discovered(summary: dict) -> str:
-    """The top strategy's suspicion, and its flip rate where its region was tested."""
-    suspicion = summary.get("discovery.top_suspicion")
-    if not isinstance(suspicion, float):
-        return "-"
-    flips = summary.get("discovery.top_flip_rate")
-    tested = f", flips {flips:.2f}" if isinstance(flips, float) and math.isfinite(flips) else ""
-    return f"susp. {suspicion:.2f}{tested}"
 
 
 @app.command(hidden=True)

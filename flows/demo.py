@@ -19,21 +19,27 @@ Expected: every v1 blocked, every v2 passed, alias ``champion`` on each v2.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from rich.table import Table
 
+from flows.outcome import GateOutcome
 from flows.run import run_gate
-from flows.xai_gate import GateOutcome
-from pipelines.audit_set import write_audit_set
-from pipelines.audit_texts import write_text_audit_set
-from pipelines.gate import DEFAULT_ALIAS, Verdict
+from pipelines.audit_sets.images import write_audit_set
+from pipelines.audit_sets.texts import write_text_audit_set
 from pipelines.tracking import configure_tracking
-from xai_checks.synthetic import CLASS_NAMES, make_lesions
-from xai_checks.synthetic_text import REVIEW_CLASSES, make_reviews
-from xai_checks.toy_models import SmallCNN, accuracy, train_classifier
-from xai_checks.toy_text_models import text_accuracy, tiny_bert_classifier, train_text_classifier
+from pipelines.verdict.decision import DEFAULT_ALIAS, Verdict
+from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
+from xai_checks.examples.synthetic_text import REVIEW_CLASSES, make_reviews
+from xai_checks.examples.toy_models import SmallCNN, accuracy, train_classifier
+from xai_checks.examples.toy_text_models import (
+    text_accuracy,
+    tiny_bert_classifier,
+    train_text_classifier,
+)
 
 __all__ = ["DemoConfig", "DemoRow", "run_demo"]
 
@@ -152,7 +158,7 @@ def _tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
     if not (folder / "tokenizer_config.json").is_file():
-        from xai_checks.attention import default_text_model_path
+        from xai_checks.text_models import default_text_model_path
 
         AutoTokenizer.from_pretrained(str(default_text_model_path())).save_pretrained(folder)
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -248,3 +254,63 @@ def champion_version(model_name: str, alias: str = DEFAULT_ALIAS) -> str | None:
         return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
     except MlflowException:
         return None
+
+
+def demo_table(rows: list[DemoRow]) -> Table:
+    """The demo's verdicts, one row per gated version, with the numbers behind each."""
+    table = Table(
+        title="xai-gate demo",
+        caption="ρ: shortcut strength in training. Mass: Grad-CAM on the ruler (images), "
+        "gradient x input saliency on the signature (text). Discovered: the most suspicious "
+        "heatmap cluster found with no masks, and how many predictions flip when its region "
+        "is filled",
+    )
+    columns = (
+        "model",
+        "ver",
+        "ρ",
+        "acc",
+        "acc w/o shortcut",
+        "spur. mass",
+        "enrich.",
+        "flip rate",
+        "spur. score",
+        "sanity ρ",
+        "discovered",
+        "verdict",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in {"model", "verdict"} else "right")
+    for row in rows:
+        outcome = row.outcome
+        summary = outcome.summary
+        colour = {"passed": "green", "blocked": "red"}.get(outcome.verdict.value, "yellow")
+        table.add_row(
+            outcome.model_name,
+            outcome.version,
+            f"{row.shortcut_strength:g}",
+            f"{row.accuracy:.3f}",
+            f"{row.accuracy_no_shortcut:.3f}",
+            _fmt(summary.get("spurious_mass")),
+            _fmt(summary.get("enrichment")),
+            _fmt(summary.get("counterfactual.removal_flip_rate")),
+            _fmt(summary.get("counterfactual.spurious_score")),
+            _fmt(summary.get("sanity.final_spearman")),
+            _discovered(summary),
+            f"[{colour}]{outcome.verdict.value}[/{colour}]",
+        )
+    return table
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "-"
+
+
+def _discovered(summary: dict) -> str:
+    """The top strategy's suspicion, and its flip rate where its region was tested."""
+    suspicion = summary.get("discovery.top_suspicion")
+    if not isinstance(suspicion, float):
+        return "-"
+    flips = summary.get("discovery.top_flip_rate")
+    tested = f", flips {flips:.2f}" if isinstance(flips, float) and math.isfinite(flips) else ""
+    return f"susp. {suspicion:.2f}{tested}"

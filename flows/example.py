@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pipelines.report import compact_png
+from pipelines.report.html import compact_png
 
 __all__ = ["MlflowServer", "make_example", "mlflow_server", "start_mlflow_server"]
 

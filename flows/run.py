@@ -7,41 +7,86 @@ from pathlib import Path
 from typing import Any
 
 from flows._console import hide_expected_tracebacks
-from flows.xai_gate import EXPECTED_ERRORS, GateOutcome, xai_gate
-from pipelines.gate import Verdict
+from flows.outcome import EXPECTED_ERRORS, GateOutcome, describe_error
+from flows.xai_gate import xai_gate
+from pipelines.errors import GateError
+from pipelines.policy import GatePolicy, load_policy
+from pipelines.verdict.decision import Verdict
 
-__all__ = ["EXIT_CODES", "dask_runner", "exit_code", "run_gate"]
+__all__ = ["EXIT_CODES", "dask_runner", "exit_code", "gate_policy", "run_gate"]
 
 EXIT_CODES = {Verdict.PASSED: 0, Verdict.BLOCKED: 1, Verdict.ERROR: 2, Verdict.INCONCLUSIVE: 3}
 
 
-def run_gate(
-    model_name: str,
-    version: str,
-    audit_set: Path | None = None,
+def gate_policy(
+    model_name: str | None,
+    audit_set: str | Path | None = None,
     *,
+    policy_file: str | Path | None = None,
+    **rules: Any,
+) -> GatePolicy:
+    """The policy a gate runs under: the file's, or one built from flat options.
+
+    With ``policy_file`` every rule comes from the file and ``model_name``, if
+    given, must match its model. Otherwise ``model_name``, ``audit_set`` and
+    ``rules`` (flat option names: ``max_spurious_mass``, ``cam_methods``,
+    ``discovery``, ...; see ``pipelines.policy.policy_options``) build one,
+    unset rules taking the schema's defaults.
+    """
+    if policy_file is not None:
+        policy = load_policy(policy_file)
+        if model_name and model_name != policy.model:
+            raise GateError(
+                f"model {model_name!r} does not match the policy's model {policy.model!r} "
+                f"({policy_file})"
+            )
+        return policy
+    if audit_set is None:
+        raise GateError("an audit set or a policy file is required")
+    return GatePolicy.from_options(model=model_name, audit_set=Path(audit_set), **rules)
+
+
+def run_gate(
+    model_name: str | None,
+    version: str,
+    audit_set: str | Path | None = None,
+    *,
+    policy_file: str | Path | None = None,
+    policy: GatePolicy | None = None,
+    tracking_uri: str | None = None,
+    force: bool = False,
+    shards: int | None = None,
     task_runner: str = "threads",
     dask_address: str | None = None,
     dask_workers: int = 2,
-    **options: Any,
+    **rules: Any,
 ) -> GateOutcome:
-    """Run ``xai_gate`` and return its outcome; an unexpected crash becomes ``error``.
+    """Run ``xai_gate`` and return its outcome; a bad option or a crash becomes ``error``.
 
-    ``options`` are the flow's keyword arguments, ``policy_file`` among them.
-    ``task_runner="dask"`` runs the stages on Dask: on the cluster at
-    ``dask_address`` (``tcp://host:8786``), or on a local cluster of
-    ``dask_workers`` processes; the image audit is then sharded over the
-    workers unless ``shards`` says otherwise.
+    The policy is ``policy``, or ``policy_file``, or built from ``model_name``,
+    ``audit_set`` and flat ``rules`` (:func:`gate_policy`). An invalid policy
+    or option gates nothing: no version is touched. ``task_runner="dask"``
+    runs the stages on Dask: on the cluster at ``dask_address``
+    (``tcp://host:8786``), or on a local cluster of ``dask_workers`` processes;
+    the image audit is then sharded over the workers unless ``shards`` says
+    otherwise.
     """
     hide_expected_tracebacks(EXPECTED_ERRORS)
-    manifest = Path(audit_set) if audit_set is not None else None
+    version = str(version)
+    try:
+        if policy is None:
+            policy = gate_policy(model_name, audit_set, policy_file=policy_file, **rules)
+        elif rules or policy_file is not None:
+            raise GateError("give a policy, or a policy file, or rules: not several")
+    except EXPECTED_ERRORS as exc:
+        return GateOutcome(model_name or "?", version, Verdict.ERROR, [describe_error(exc)])
     gate = xai_gate
     if task_runner == "dask":
         gate = xai_gate.with_options(task_runner=dask_runner(dask_address, dask_workers))
-        options.setdefault("shards", dask_workers)
+        shards = shards or dask_workers
     elif task_runner != "threads":
         raise ValueError(f"task_runner must be 'threads' or 'dask', got {task_runner!r}")
-    state = gate(model_name, str(version), manifest, return_state=True, **options)
+    state = gate(policy, version, tracking_uri, force=force, shards=shards or 1, return_state=True)
     try:
         result = state.result(raise_on_failure=False)
     except Exception as exc:  # the state carries no result: a crash
@@ -51,7 +96,7 @@ def run_gate(
     message = (
         f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else state.message
     )
-    return GateOutcome(model_name, str(version), Verdict.ERROR, [message or "flow run crashed"])
+    return GateOutcome(policy.model, version, Verdict.ERROR, [message or "flow run crashed"])
 
 
 def dask_runner(address: str | None, workers: int) -> Any:

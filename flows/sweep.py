@@ -15,9 +15,9 @@ from prefect import flow, get_run_logger
 
 from flows.run import run_gate
 from flows.xai_gate import GateOutcome
-from pipelines.gate_policy import load_policy
-from pipelines.signing import TAG_VERDICT
+from pipelines.policy import load_policy
 from pipelines.tracking import configure_tracking
+from pipelines.verdict.signing import TAG_VERDICT
 
 __all__ = ["run_sweep", "sweep_deployment", "ungated_versions", "xai_gate_sweep"]
 

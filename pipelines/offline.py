@@ -1,4 +1,5 @@
-"""Offline defaults: no library phones home (telemetry, analytics, hub downloads)."""
+"""Environment defaults: no library phones home (telemetry, analytics, hub downloads), and
+Prefect's temporary server gets time to start on a small machine."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ OFFLINE_ENV = {
     # Quiet logs: no per-download progress bars in a gate's output.
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    # Prefect's temporary server migrates a fresh database on first start; on a small or busy
+    # machine that takes longer than its default 20 s wait, and the gate would die for it.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 

@@ -47,8 +47,8 @@ class TrainedPair:
 @pytest.fixture(scope="session")
 def trained_pair() -> TrainedPair:
     """SmallCNNs trained at ρ = 1 (ruler shortcut) and ρ = 0 (clean), once per session."""
-    from xai_checks.synthetic import make_lesions
-    from xai_checks.toy_models import SmallCNN, train_classifier
+    from xai_checks.examples.synthetic import make_lesions
+    from xai_checks.examples.toy_models import SmallCNN, train_classifier
 
     models = []
     for rho in (1.0, 0.0):
@@ -63,8 +63,8 @@ def trained_pair() -> TrainedPair:
 @pytest.fixture(scope="session")
 def trained_tag_model() -> torch.nn.Module:
     """A SmallCNN trained where every malignant image carries a hospital tag (ρ = 1)."""
-    from xai_checks.synthetic import make_lesions
-    from xai_checks.toy_models import SmallCNN, train_classifier
+    from xai_checks.examples.synthetic import make_lesions
+    from xai_checks.examples.toy_models import SmallCNN, train_classifier
 
     data = make_lesions(2000, shortcut_strength=1.0, seed=1, artifact="tag")
     torch.manual_seed(0)
@@ -85,9 +85,9 @@ def trained_text_pair() -> TrainedTextPair:
     """Tiny BERT review classifiers at ρ = 1 (signature shortcut) and ρ = 0, once per session."""
     from transformers import AutoTokenizer
 
-    from xai_checks.attention import default_text_model_path
-    from xai_checks.synthetic_text import make_reviews
-    from xai_checks.toy_text_models import tiny_bert_classifier, train_text_classifier
+    from xai_checks.examples.synthetic_text import make_reviews
+    from xai_checks.examples.toy_text_models import tiny_bert_classifier, train_text_classifier
+    from xai_checks.text_models import default_text_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(default_text_model_path()))
     models = []
@@ -201,7 +201,7 @@ def register_lesion_model(model: torch.nn.Module, name: str) -> None:
     """Log ``model`` as the next version of ``name`` in the current MLflow store (pickle)."""
     import mlflow
 
-    from xai_checks.synthetic import CLASS_NAMES
+    from xai_checks.examples.synthetic import CLASS_NAMES
 
     with mlflow.start_run():
         mlflow.pytorch.log_model(
@@ -220,20 +220,20 @@ def write_lesion_policy(
     *,
     n: int = 16,
     seed: int = 100,
-    edits: dict[str, str] | None = None,
+    rules: dict[str, object] | None = None,
     regions: bool = True,
 ) -> Path:
-    """A lesion audit set (ruler in every image) and the example policy for ``model``.
+    """A lesion audit set (ruler in every image) and a policy for ``model`` that gates on it.
 
-    Gradcam only and 4 sanity images keep the gate quick; ``edits`` replaces
-    further lines of the example policy (``{"batch_size: 32": "batch_size: 8"}``).
+    Gradcam only and 4 sanity images keep the gate quick; ``rules`` sets further
+    flat policy options (``{"batch_size": 8}``), the rest keep the schema's defaults.
     ``regions=False`` leaves the ruler masks out of the manifest: nobody labelled them.
     """
     import csv
 
-    from pipelines.audit_set import write_audit_set
-    from pipelines.gate_policy import EXAMPLE_POLICY
-    from xai_checks.synthetic import CLASS_NAMES, make_lesions
+    from pipelines.audit_sets.images import write_audit_set
+    from pipelines.policy import GatePolicy, write_policy
+    from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
 
     batch = make_lesions(n, ruler="always", seed=seed)
     manifest = write_audit_set(
@@ -243,15 +243,9 @@ def write_lesion_policy(
         rows = list(csv.reader(manifest.read_text().splitlines()))
         with manifest.open("w", newline="") as handle:
             csv.writer(handle).writerows(row[:2] for row in rows)
-    text = EXAMPLE_POLICY.replace("model: lesion-classifier", f"model: {model}")
-    replacements = {"methods: [gradcam, layercam]": "methods: [gradcam]", "images: 16": "images: 4"}
-    for old, new in (replacements | (edits or {})).items():
-        if old not in text:
-            raise ValueError(f"the example policy has no line {old!r} to edit")
-        text = text.replace(old, new)
-    path = folder / "policy.yaml"
-    path.write_text(text)
-    return path
+    quick = {"cam_methods": "gradcam", "sanity_images": 4}
+    policy = GatePolicy.from_options(model=model, audit_set=manifest, **(quick | (rules or {})))
+    return write_policy(policy, folder / "policy.yaml")
 
 
 @pytest.fixture(scope="session")

@@ -210,10 +210,10 @@ def test_only_a_passed_verdict_can_move_an_alias():
     }
     # The guard's override only forwards a checked call to MLflow's store.
     assert sites == {
-        "pipelines/gate.py:record_verdict",
-        "pipelines/registry_guard.py:set_registered_model_alias",
+        "pipelines/verdict/decision.py:record_verdict",
+        "pipelines/verdict/guard.py:set_registered_model_alias",
     }
-    source = (root / "pipelines" / "gate.py").read_text(encoding="utf-8")
+    source = (root / "pipelines" / "verdict" / "decision.py").read_text(encoding="utf-8")
     record = source[source.index("def record_verdict") :]
     guard = record.index("if decision.verdict is not Verdict.PASSED:\n        return False")
     assert guard < record.index("client.set_registered_model_alias")

@@ -8,102 +8,54 @@ build on this one, never the other way. Attributes load lazily, so
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from xai_checks import (
-        attention,
-        cam,
-        counterfactual,
-        errors,
-        metrics,
-        rollout,
-        saliency,
-        sanity,
-        synthetic,
-        synthetic_text,
-        text_counterfactual,
-        toy_models,
-        toy_text_models,
-    )
-    from xai_checks.cam import (
-        CAM_METHODS,
-        CAMEngine,
-        CAMResult,
-        GradCAM,
-        GradCAMPlusPlus,
-        HiResCAM,
-        LayerCAM,
-    )
-    from xai_checks.errors import NonFiniteError, TargetLayerError, XAICheckError
-    from xai_checks.rollout import AttentionRollout, RolloutResult
+from xai_checks.compat import lazy_exports, redirect_moved_modules
 
-_ATTRIBUTES = {
-    "AttentionRollout": "xai_checks.rollout",
-    "CAM_METHODS": "xai_checks.cam",
-    "CAMEngine": "xai_checks.cam",
-    "CAMResult": "xai_checks.cam",
-    "GradCAM": "xai_checks.cam",
-    "GradCAMPlusPlus": "xai_checks.cam",
-    "HiResCAM": "xai_checks.cam",
-    "LayerCAM": "xai_checks.cam",
-    "RolloutResult": "xai_checks.rollout",
-    "NonFiniteError": "xai_checks.errors",
-    "TargetLayerError": "xai_checks.errors",
-    "XAICheckError": "xai_checks.errors",
-}
-_SUBMODULES = {
+_SUBMODULES = (
     "attention",
     "cam",
     "counterfactual",
+    "discovery",
     "errors",
+    "examples",
+    "labels",
+    "methods",
     "metrics",
+    "predict",
+    "probes",
     "rollout",
     "saliency",
     "sanity",
-    "synthetic",
-    "synthetic_text",
     "text_counterfactual",
-    "toy_models",
-    "toy_text_models",
-}
+    "text_models",
+    "words",
+)
 
-__all__ = [
-    "CAM_METHODS",
-    "AttentionRollout",
-    "CAMEngine",
-    "CAMResult",
-    "GradCAM",
-    "GradCAMPlusPlus",
-    "HiResCAM",
-    "LayerCAM",
-    "NonFiniteError",
-    "RolloutResult",
-    "TargetLayerError",
-    "XAICheckError",
-    "attention",
-    "cam",
-    "counterfactual",
-    "errors",
-    "metrics",
-    "rollout",
-    "saliency",
-    "sanity",
-    "synthetic",
-    "synthetic_text",
-    "text_counterfactual",
-    "toy_models",
-    "toy_text_models",
-]
+_EXPORTS = {
+    **{name: f"{__name__}.{name}" for name in _SUBMODULES},
+    **dict.fromkeys(("CAM_METHODS", "CAMEngine", "CAMResult"), "xai_checks.cam"),
+    **dict.fromkeys(("GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM"), "xai_checks.cam"),
+    **dict.fromkeys(("NonFiniteError", "TargetLayerError", "XAICheckError"), "xai_checks.errors"),
+    **dict.fromkeys(("AttentionRollout", "RolloutResult"), "xai_checks.rollout"),
+}
+"""Every public name, by the module that defines it (a submodule by itself)."""
+
+MOVED_MODULES = {
+    "xai_checks.synthetic": "xai_checks.examples.synthetic",
+    "xai_checks.synthetic_text": "xai_checks.examples.synthetic_text",
+    "xai_checks.toy_models": "xai_checks.examples.toy_models",
+    "xai_checks.toy_text_models": "xai_checks.examples.toy_text_models",
+}
+"""Modules of release 0.1 and where they went; the old paths import, with a warning, until
+the next release, so pickles that name the old modules still load."""
+
+redirect_moved_modules(MOVED_MODULES)
+__all__ = sorted(_EXPORTS)
+_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _ATTRIBUTES:
-        return getattr(importlib.import_module(_ATTRIBUTES[name]), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"xai_checks.{name}")
-    raise AttributeError(f"module 'xai_checks' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+    if f"{__name__}.{name}" in MOVED_MODULES:  # xai_checks.toy_models: the redirect warns
+        return importlib.import_module(f"{__name__}.{name}")
+    return _lazy_getattr(name)

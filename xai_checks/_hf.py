@@ -1,5 +1,10 @@
-"""A workaround for Hugging Face models that went through pickle (MLflow's pickle format).
+"""Hugging Face attention plumbing shared by text attention maps and ViT rollout.
 
+Attention weights exist only with eager attention: fused SDPA / flash
+kernels never form the matrix, so a model using one is refused before a
+forward pass is wasted on it.
+
+Models that went through pickle (MLflow's pickle format) need a repair:
 transformers 5 collects ``output_attentions`` with forward hooks, driven by a
 registry of each model class's capturable outputs that ``__init__`` fills.
 Unpickling does not run ``__init__``, so in a fresh process the registry is
@@ -11,9 +16,17 @@ from __future__ import annotations
 
 import sys
 
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["restore_output_capture"]
+from xai_checks.errors import XAICheckError
+
+__all__ = ["require_eager_attention", "restore_output_capture", "returned_attentions"]
+
+_HOW_TO_SWITCH = (
+    'load it with from_pretrained(..., attn_implementation="eager") (text models: '
+    "xai_checks.text_models.load_text_model does), or call "
+    'model.set_attn_implementation("eager")'
+)
 
 _MARK = "_output_capturing_hooks_installed"
 _HOOK_NAME = "output_capturing_hook"
@@ -40,3 +53,25 @@ def restore_output_capture(model: nn.Module) -> None:
         for module in model.modules():
             if getattr(module, _MARK, False):
                 setattr(module, _MARK, False)
+
+
+def require_eager_attention(model: nn.Module, needed_for: str) -> None:
+    """Refuse a model whose config selects fused attention; ``needed_for`` names the check."""
+    implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if implementation is not None and implementation != "eager":
+        raise XAICheckError(
+            f"the model uses {implementation!r} attention, which is fused and returns no "
+            f"attention weights; eager attention is required for {needed_for}: {_HOW_TO_SWITCH}"
+        )
+
+
+def returned_attentions(output: object, needed_for: str) -> tuple[Tensor, ...]:
+    """The per-layer attentions of a forward pass run with ``output_attentions=True``."""
+    attentions = getattr(output, "attentions", None)
+    if not attentions:
+        raise XAICheckError(
+            "the model returned no attention weights for output_attentions=True (fused "
+            f"attention kernels return none); eager attention is required for {needed_for}: "
+            f"{_HOW_TO_SWITCH}"
+        )
+    return tuple(attentions)

@@ -18,6 +18,8 @@ from xai_checks.errors import XAICheckError
 __all__ = [
     "Targets",
     "as_logits",
+    "check_batch_size",
+    "check_image_batch",
     "check_target_shape",
     "prepare_images",
     "resolve_targets",
@@ -33,14 +35,28 @@ def prepare_images(model: nn.Module, images: Tensor) -> Tensor:
     """Check (N, C, H, W), move to the model's device and dtype, leave inference mode."""
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise XAICheckError(
-            f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}"
-        )
+    check_image_batch(images)
     param = next(model.parameters(), None)
     if param is not None:
         images = images.to(device=param.device, dtype=param.dtype)
     return images.clone() if images.is_inference() else images
+
+
+def check_image_batch(images: Tensor) -> int:
+    """N, after checking that ``images`` (a tensor or a lazy stack) is (N, C, H, W), N >= 1.
+
+    Only the shape is read, so a lazy stack of files is not loaded.
+    """
+    if len(images.shape) != 4 or images.shape[0] == 0:
+        raise XAICheckError(
+            f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}"
+        )
+    return int(images.shape[0])
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise XAICheckError(f"batch_size must be >= 1, got {batch_size}")
 
 
 def check_target_shape(targets: Targets, n: int) -> Tensor | None:

@@ -19,17 +19,15 @@ could then be caused by the box instead of the missing ruler.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xai_checks._inputs import as_logits, prepare_images
-from xai_checks._model_state import explanation_mode
-from xai_checks.errors import NonFiniteError, XAICheckError
+from xai_checks._inputs import check_batch_size, check_image_batch
+from xai_checks.errors import XAICheckError
+from xai_checks.predict import batch_proba, predict_proba, predicting
 
 __all__ = [
     "InsertionResult",
@@ -39,7 +37,7 @@ __all__ = [
     "inserted_images",
     "insertion_test",
     "paste_artifacts",
-    "predict_proba",
+    "predict_proba",  # re-exported from xai_checks.predict, where it lives
     "removal_test",
 ]
 
@@ -85,22 +83,6 @@ def paste_artifacts(images: Tensor, donors: Tensor, donor_masks: Tensor) -> Tens
             f"images {tuple(images.shape)} and donors {tuple(donors.shape)} must have one shape"
         )
     return torch.where(donor_masks.unsqueeze(1).to(images.device), donors, images)
-
-
-def predict_proba(model: nn.Module, images: Tensor, *, batch_size: int = 64) -> Tensor:
-    """Softmax probabilities (N, classes) in eval mode; the model's flags are restored."""
-    _check_batch_size(batch_size)
-    if len(images.shape) != 4 or images.shape[0] == 0:
-        raise XAICheckError(
-            f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}"
-        )
-    with _predicting(model):
-        return torch.cat(
-            [
-                _probabilities(model, images[start : start + batch_size])
-                for start in range(0, images.shape[0], batch_size)
-            ]
-        )
 
 
 @dataclass(frozen=True)
@@ -243,7 +225,7 @@ def _scan(
     insert: bool,
 ) -> tuple[RemovalResult, list[InsertionResult]]:
     n = _check_pair(images, masks)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     labels = _check_labels(labels, n)
     has_artifact = torch.zeros(n, dtype=torch.bool)
     for start in range(0, n, batch_size):
@@ -255,13 +237,13 @@ def _scan(
     # Outputs are preallocated, not lists of per-batch tensors: small tensors kept between
     # the freed batch buffers would pin them in the heap, and memory would grow with the set.
     outputs = _Outputs({"before": n, "after": n} | {plan.key: plan.count for plan in plans})
-    with _predicting(model):
+    with predicting(model):
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             batch, batch_masks = images[start:stop], _batch_masks(masks, start, batch_size)
             cleaned = fill_from_surroundings(batch, batch_masks, first_index=start)
-            outputs.put("before", start, _probabilities(model, batch))
-            outputs.put("after", start, _probabilities(model, cleaned))
+            outputs.put("before", start, batch_proba(model, batch))
+            outputs.put("after", start, batch_proba(model, cleaned))
             for plan in plans:
                 receiving = plan.receiving[start:stop]
                 if receiving.any():
@@ -270,7 +252,7 @@ def _scan(
                         cleaned[receiving.to(cleaned.device)], images[donors], masks[donors]
                     )
                     offset = int(plan.receiving[:start].sum())
-                    outputs.put(plan.key, offset, _probabilities(model, edited))
+                    outputs.put(plan.key, offset, batch_proba(model, edited))
     probabilities, probabilities_without = outputs["before"], outputs["after"]
     removal = RemovalResult(
         labels=labels,
@@ -368,31 +350,11 @@ def _insertion_plans(
     ]
 
 
-@contextmanager
-def _predicting(model: nn.Module) -> Iterator[None]:
-    with torch.inference_mode(False), explanation_mode(model), torch.no_grad():
-        yield
-
-
-def _probabilities(model: nn.Module, images: Tensor) -> Tensor:
-    """One batch's softmax on the CPU; NaN or Inf is an error, since its argmax means nothing."""
-    logits = as_logits(model(prepare_images(model, images))).float()
-    probabilities = logits.softmax(dim=1)
-    if not torch.isfinite(probabilities).all():
-        raise NonFiniteError("the model's outputs contain NaN or Inf")
-    return probabilities.cpu()
-
-
 def _batch_masks(masks: Tensor, start: int, batch_size: int) -> Tensor:
     batch = masks[start : start + batch_size]
     if batch.dtype != torch.bool:
         raise XAICheckError(f"masks must be boolean, got dtype {batch.dtype}")
     return batch
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise XAICheckError(f"batch_size must be >= 1, got {batch_size}")
 
 
 def _neighbour_mean(x: Tensor) -> Tensor:
@@ -411,19 +373,16 @@ def _check_pair(images: Tensor, masks: Tensor) -> int:
             raise TypeError(
                 f"{name} must be a torch tensor or a stack of them, got {type(value).__name__}"
             )
-    if len(images.shape) != 4 or images.shape[0] == 0:
-        raise XAICheckError(
-            f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}"
-        )
+    n = check_image_batch(images)
     if isinstance(masks, Tensor) and masks.dtype != torch.bool:
         raise XAICheckError(f"masks must be boolean, got dtype {masks.dtype}")
-    expected = (images.shape[0], *images.shape[-2:])
+    expected = (n, *images.shape[-2:])
     if tuple(masks.shape) != expected:
         raise XAICheckError(
             f"masks must have shape (N, H, W) = {expected} to match the images, "
             f"got {tuple(masks.shape)}"
         )
-    return int(images.shape[0])
+    return n
 
 
 def _check_tensors(images: Tensor, masks: Tensor) -> None:

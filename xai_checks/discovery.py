@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from xai_checks.counterfactual import removal_test
 from xai_checks.errors import XAICheckError
+from xai_checks.labels import class_labels
 
 __all__ = [
     "Discovery",
@@ -113,15 +114,15 @@ class Discovery:
         return counts
 
     def table(self, class_names: Sequence[str] | None = None) -> pd.DataFrame:
-        """One row per strategy, ranked: the reviewer's short list."""
+        """One row per strategy, ranked: the reviewer's short list.
 
-        def name(index: int) -> str | int:
-            return class_names[index] if class_names and 0 <= index < len(class_names) else index
-
+        ``class`` holds the class names, or the class indices when none are given.
+        """
+        classes = [s.class_index for s in self.strategies]
         return pd.DataFrame(
             {
                 "rank": range(1, len(self.strategies) + 1),
-                "class": [name(s.class_index) for s in self.strategies],
+                "class": class_labels(classes, class_names) if class_names else classes,
                 "size": [s.size for s in self.strategies],
                 "suspicion": [s.suspicion for s in self.strategies],
                 "offset": [s.offset for s in self.strategies],

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from xai_checks._hf import restore_output_capture
+from xai_checks._hf import require_eager_attention, restore_output_capture, returned_attentions
 from xai_checks._inputs import as_logits, prepare_images, upsample_and_scale
 from xai_checks._model_state import explanation_mode
 from xai_checks._tokens import infer_token_grid
@@ -156,26 +156,10 @@ def _is_hugging_face(model: nn.Module) -> bool:
 
 
 def _hugging_face_attentions(model: nn.Module, images: Tensor) -> tuple[object, list[Tensor]]:
-    how_to_switch = (
-        'load the model with attn_implementation="eager" or call '
-        'model.set_attn_implementation("eager")'
-    )
-    implementation = getattr(model.config, "_attn_implementation", None)
-    if implementation is not None and implementation != "eager":
-        # Checked before running: with a fused kernel the forward pass is wasted.
-        raise XAICheckError(
-            f"the model uses {implementation!r} attention, which is fused and returns no "
-            f"attention weights; rollout needs eager attention: {how_to_switch}"
-        )
+    require_eager_attention(model, "rollout")
     restore_output_capture(model)
     output = model(pixel_values=images, output_attentions=True, return_dict=True)
-    attentions = getattr(output, "attentions", None)
-    if not attentions:
-        raise XAICheckError(
-            "the model returned no attention weights for output_attentions=True; fused "
-            f"attention kernels return none, rollout needs eager attention: {how_to_switch}"
-        )
-    return output, list(attentions)
+    return output, list(returned_attentions(output, "rollout"))
 
 
 class _WeightsCapture:

@@ -19,6 +19,7 @@ from xai_checks._inputs import Targets, as_logits, check_target_shape, resolve_t
 from xai_checks._model_state import explanation_mode
 from xai_checks._text import encode_texts
 from xai_checks.errors import NonFiniteError, XAICheckError
+from xai_checks.words import word_spans
 
 __all__ = ["TokenSaliency", "token_saliency", "word_scores"]
 
@@ -89,7 +90,8 @@ def token_saliency(
                 ids = encoded.word_ids(row)[:n]
                 tokens.append(tokenizer.convert_ids_to_tokens(encoded["input_ids"][row][:n]))
                 word_ids.append(ids)
-                text_spans = _word_spans(ids, offsets[row][:n])
+                by_word = word_spans(ids, offsets[row][:n])
+                text_spans = [by_word[word] for word in sorted(by_word)]
                 spans.append(text_spans)
                 words.append([text[start:end] for start, end in text_spans])
     width = max(chunk[0].shape[1] for chunk in chunks)
@@ -148,15 +150,3 @@ def word_scores(scores: Tensor, word_ids: Sequence[int | None]) -> Tensor:
         if word is not None:
             out[word] += scores[token]
     return out
-
-
-def _word_spans(word_ids: Sequence[int | None], offsets: Tensor) -> list[tuple[int, int]]:
-    """Each word's character span, from the offsets of its pieces."""
-    spans: dict[int, list[int]] = {}
-    for token, word in enumerate(word_ids):
-        if word is None:
-            continue
-        start, end = (int(x) for x in offsets[token])
-        span = spans.setdefault(word, [start, end])
-        span[0], span[1] = min(span[0], start), max(span[1], end)
-    return [(spans[w][0], spans[w][1]) for w in sorted(spans)]

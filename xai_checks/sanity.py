@@ -18,13 +18,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from xai_checks._inputs import Targets, as_logits, check_target_shape, prepare_images
-from xai_checks._model_state import explanation_mode
-from xai_checks.cam import CAM_METHODS
+from xai_checks._inputs import Targets, check_target_shape, prepare_images
 from xai_checks.cam.core import CAMEngine
 from xai_checks.errors import NonFiniteError, XAICheckError
+from xai_checks.methods import get_method
+from xai_checks.predict import predict_labels
 
-__all__ = ["Explainer", "SanityResult", "cam_explainer", "cascading_randomization", "spearman"]
+__all__ = [
+    "Explainer",
+    "SanityResult",
+    "cam_explainer",
+    "cascading_randomization",
+    "method_explainer",
+    "spearman",
+]
 
 Explainer = Callable[[nn.Module, Tensor, Tensor], Tensor]
 """``(model, images, targets) -> (N, H, W)`` heatmaps of the model it is given."""
@@ -76,10 +83,7 @@ def cam_explainer(
     anew; None probes each model for its default layer.
     """
     if isinstance(method, str):
-        if method not in CAM_METHODS:
-            known = ", ".join(repr(name) for name in sorted(CAM_METHODS))
-            raise XAICheckError(f"unknown CAM method {method!r}; known methods: {known}")
-        engine = CAM_METHODS[method]
+        engine = get_method(method, kind="cam").load()
     elif isinstance(method, type) and issubclass(method, CAMEngine):
         engine = method
     else:
@@ -88,6 +92,23 @@ def cam_explainer(
 
     def explain(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
         return engine(model, layers)(images, targets)
+
+    return explain
+
+
+def method_explainer(method: str, target_layer: str | Sequence[str] | None = None) -> Explainer:
+    """An explainer for any registered method (``xai_checks.methods``), built anew per model.
+
+    CAM methods take the target layer (:func:`cam_explainer`); attention
+    methods (rollout) are class-agnostic, so the fixed targets select nothing.
+    """
+    spec = get_method(method)
+    if spec.needs_target_layer:
+        return cam_explainer(method, target_layer)
+    explainer = spec.load()
+
+    def explain(model: nn.Module, images: Tensor, _targets: Tensor) -> Tensor:
+        return explainer(model)(images)
 
     return explain
 
@@ -154,7 +175,10 @@ def cascading_randomization(
 
     twin = copy.deepcopy(model)
     n = images.shape[0]
-    fixed = _predict(twin, images) if targets is None else check_target_shape(targets, n)
+    if targets is None:  # all images in one pass, as the explainer sees them
+        fixed = predict_labels(twin, images, batch_size=n)
+    else:
+        fixed = check_target_shape(targets, n)
     fixed = fixed.to(images.device)
     original = _explain(explainer, twin, images, fixed, "the original model")
     modules = dict(twin.named_modules())
@@ -219,11 +243,6 @@ def _layer_names(target_layer: str | Sequence[str] | None) -> str | tuple[str, .
                 "object, so a CAM hooked on it would explain the original model"
             )
     return layers
-
-
-def _predict(model: nn.Module, images: Tensor) -> Tensor:
-    with explanation_mode(model), torch.no_grad():
-        return as_logits(model(images)).argmax(dim=1)
 
 
 def _randomize(module: nn.Module, seed: int) -> None:

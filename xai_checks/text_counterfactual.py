@@ -16,15 +16,13 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
-from xai_checks._inputs import as_logits
-from xai_checks._model_state import explanation_mode
-from xai_checks._text import encode_texts
 from xai_checks.counterfactual import InsertionResult, RemovalResult
-from xai_checks.errors import NonFiniteError, XAICheckError
+from xai_checks.errors import XAICheckError
+from xai_checks.predict import predict_text_proba
 
 __all__ = [
     "insert_words",
-    "predict_text_proba",
+    "predict_text_proba",  # re-exported from xai_checks.predict, where it lives
     "remove_words",
     "text_insertion_test",
     "text_removal_test",
@@ -41,31 +39,6 @@ def remove_words(text: str, words: Sequence[str]) -> str:
 def insert_words(text: str, words: Sequence[str]) -> str:
     """``text`` with ``words`` appended."""
     return " ".join([text.rstrip(), *words]) if words else text
-
-
-def predict_text_proba(
-    model: nn.Module,
-    tokenizer,
-    texts: Sequence[str],
-    *,
-    batch_size: int = 64,
-    max_length: int = 256,
-) -> Tensor:
-    """Softmax probabilities (N, classes) in eval mode; the model's flags are restored."""
-    texts = list(texts)
-    chunks = []
-    with torch.inference_mode(False), explanation_mode(model), torch.no_grad():
-        device = next(model.parameters()).device
-        for start in range(0, len(texts), batch_size):
-            encoded = encode_texts(
-                tokenizer, texts[start : start + batch_size], model=model, max_length=max_length
-            )
-            logits = as_logits(model(**{k: v.to(device) for k, v in encoded.items()}))
-            chunks.append(logits.float().softmax(dim=1).cpu())
-    probabilities = torch.cat(chunks)
-    if not torch.isfinite(probabilities).all():
-        raise NonFiniteError("the model's outputs contain NaN or Inf")
-    return probabilities
 
 
 def text_removal_test(

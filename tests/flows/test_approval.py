@@ -9,9 +9,9 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.run import run_gate
-from pipelines.audit_set import write_audit_set
-from pipelines.gate_policy import EXAMPLE_POLICY
-from xai_checks.synthetic import CLASS_NAMES, make_lesions
+from pipelines.audit_sets.images import write_audit_set
+from pipelines.policy import EXAMPLE_POLICY
+from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
 
 pytestmark = pytest.mark.slow
 MODEL = "approval-model"

@@ -25,7 +25,7 @@ def test_attention_map_pronoun_probe_and_html_offline(tmp_path):
 
 
 def test_any_local_model_path_and_clear_errors(tmp_path):
-    from xai_checks.attention import default_text_model_path
+    from xai_checks.text_models import default_text_model_path
 
     ok = CliRunner().invoke(
         app,
@@ -56,8 +56,8 @@ def test_another_local_model_folder_works(tmp_path):
     """A tiny BERT saved to disk with its tokenizer: any local HF folder, not just MiniLM."""
     from transformers import AutoTokenizer
 
-    from xai_checks.attention import default_text_model_path
-    from xai_checks.toy_text_models import tiny_bert_classifier
+    from xai_checks.examples.toy_text_models import tiny_bert_classifier
+    from xai_checks.text_models import default_text_model_path
 
     folder = tmp_path / "tiny"
     tokenizer = AutoTokenizer.from_pretrained(str(default_text_model_path()))

@@ -22,10 +22,12 @@ def test_init_writes_an_example_that_check_accepts(tmp_path):
 def test_check_names_the_bad_key_and_its_line(tmp_path):
     path = tmp_path / "p.yaml"
     CliRunner().invoke(app, ["policy", "init", str(path)])
-    path.write_text(path.read_text().replace("max_flip_rate: 0.20", "max_flip_rate: 2"))
+    text = path.read_text()
+    line = text[: text.index("max_flip_rate: 0.2")].count("\n") + 1  # the first: counterfactual
+    path.write_text(text.replace("max_flip_rate: 0.2", "max_flip_rate: 2", 1))
     result = CliRunner().invoke(app, ["policy", "check", str(path)])
     assert result.exit_code == 2
-    assert "p.yaml:18 checks.counterfactual.max_flip_rate: Input should be less than or" in (
+    assert f"p.yaml:{line} checks.counterfactual.max_flip_rate: Input should be less than or" in (
         result.output
     )
 

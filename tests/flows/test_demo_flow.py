@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.demo import DemoConfig, champion_version, run_demo
-from flows.xai_gate import GateOutcome, xai_gate
-from pipelines.gate import Verdict
+from flows.outcome import GateOutcome
+from flows.xai_gate import xai_gate
+from pipelines.policy import GatePolicy
+from pipelines.verdict.decision import Verdict
 
 pytestmark = pytest.mark.slow
 MODEL = "lesion-classifier"
@@ -203,12 +205,13 @@ def test_artifacts_exist_and_hold_the_scores(demo):
 def test_flow_state_is_failed_for_blocked_and_a_rerun_changes_nothing(demo):
     workdir, uri, _ = demo
     manifest = workdir / "audit" / "manifest.csv"
-    state = xai_gate(MODEL, "1", manifest, tracking_uri=uri, return_state=True)
+    policy = GatePolicy(model=MODEL, audit_set=manifest)
+    state = xai_gate(policy, "1", tracking_uri=uri, return_state=True)
     assert state.is_failed()
     assert "blocked: spurious_mass mean" in state.message
     outcome = state.result(raise_on_failure=False)
     assert isinstance(outcome, GateOutcome) and outcome.verdict is Verdict.BLOCKED
-    passed = xai_gate(MODEL, "2", manifest, tracking_uri=uri, return_state=True)
+    passed = xai_gate(policy, "2", tracking_uri=uri, return_state=True)
     assert passed.is_completed()
     assert champion_version(MODEL) == "2"
 

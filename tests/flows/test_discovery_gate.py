@@ -8,11 +8,11 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.run import exit_code, run_gate
-from pipelines.gate import TAG_WARNINGS, Verdict
+from pipelines.verdict.decision import TAG_WARNINGS, Verdict
 
 pytestmark = pytest.mark.slow
 MODEL = "discovery-model"
-DISCOVERY = {"    enabled: false\n    max_suspicion": "    enabled: true\n    max_suspicion"}
+DISCOVERY = {"discovery": True}
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def _artifacts(run_id: str) -> set[str]:
 def test_discovery_blocks_the_ruler_model_and_promotes_the_clean_one_without_masks(
     two_versions, lesion_gate, tmp_path
 ):
-    policy = lesion_gate.policy(tmp_path, MODEL, n=48, edits=DISCOVERY, regions=False)
+    policy = lesion_gate.policy(tmp_path, MODEL, n=48, rules=DISCOVERY, regions=False)
     shortcut = run_gate(MODEL, "1", policy_file=str(policy))
     assert shortcut.verdict is Verdict.BLOCKED and exit_code(shortcut) == 1
     assert not shortcut.promoted
@@ -63,11 +63,8 @@ def test_discovery_blocks_the_ruler_model_and_promotes_the_clean_one_without_mas
 
 def test_an_unconfirmed_suspicion_is_a_warning_not_a_block(two_versions, lesion_gate, tmp_path):
     """The clean model's clusters made suspicious by a low bound: filling flips nothing."""
-    edits = DISCOVERY | {
-        "max_suspicion: 0.50": "max_suspicion: 0.02",
-        "max_flip_rate: 0.50": "max_flip_rate: 0.90",
-    }
-    policy = lesion_gate.policy(tmp_path, MODEL, n=64, edits=edits, regions=False)
+    rules = DISCOVERY | {"max_discovery_suspicion": 0.02, "max_discovery_flip_rate": 0.90}
+    policy = lesion_gate.policy(tmp_path, MODEL, n=64, rules=rules, regions=False)
     outcome = run_gate(MODEL, "2", policy_file=str(policy))
     assert outcome.verdict is Verdict.PASSED and outcome.promoted
     assert outcome.warnings and all(w.startswith("discovery: strategy #") for w in outcome.warnings)
@@ -75,7 +72,7 @@ def test_an_unconfirmed_suspicion_is_a_warning_not_a_block(two_versions, lesion_
     tags = MlflowClient().get_model_version(MODEL, "2").tags
     assert tags[TAG_WARNINGS].startswith("discovery: strategy #1")
     # Gated again without the low bound: the stale warnings go.
-    strict = lesion_gate.policy(tmp_path / "default", MODEL, n=64, edits=DISCOVERY, regions=False)
+    strict = lesion_gate.policy(tmp_path / "default", MODEL, n=64, rules=DISCOVERY, regions=False)
     assert run_gate(MODEL, "2", policy_file=str(strict)).warnings == []
     assert TAG_WARNINGS not in MlflowClient().get_model_version(MODEL, "2").tags
 

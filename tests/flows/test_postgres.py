@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flows.run import run_gate
-from pipelines.gate import Verdict
+from pipelines.verdict.decision import Verdict
 
 pytestmark = pytest.mark.slow
 MODEL = "pg-model"

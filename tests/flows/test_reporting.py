@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from flows._reporting import code_span, markdown_text, summary_markdown
-from pipelines.gate import GateDecision, Verdict
+from flows.reporting import code_span, markdown_text, summary_markdown
+from pipelines.verdict.decision import GateDecision, Verdict
 
 HOSTILE = "x](http://evil) ![img](http://evil/x.png) <img src=x onerror=alert(1)>"
 

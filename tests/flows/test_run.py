@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.run import run_gate
-from pipelines.gate import Verdict
+from pipelines.verdict.decision import Verdict
 
 pytestmark = pytest.mark.slow
 MODEL = "dask-model"
@@ -27,11 +27,8 @@ def test_a_sharded_gate_on_two_dask_workers_equals_the_single_process_gate(
     for model in (trained_pair.shortcut, trained_pair.clean):
         lesion_gate.register(model, MODEL)
     # Both CAM methods, and five batches of 8 to shard.
-    edits = {
-        "methods: [gradcam]": "methods: [gradcam, layercam]",
-        "batch_size: 32": "batch_size: 8",
-    }
-    policy = lesion_gate.policy(tmp_path, MODEL, n=40, edits=edits)
+    rules = {"cam_methods": ["gradcam", "layercam"], "batch_size": 8}
+    policy = lesion_gate.policy(tmp_path, MODEL, n=40, rules=rules)
     single = run_gate(MODEL, "1", policy_file=str(policy))
     assert single.verdict is Verdict.BLOCKED
     scaled = run_gate(

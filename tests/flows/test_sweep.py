@@ -10,10 +10,10 @@ import torch
 from mlflow import MlflowClient
 
 from flows.sweep import sweep_deployment, ungated_versions, xai_gate_sweep
-from pipelines.audit_set import write_audit_set
-from pipelines.gate_policy import EXAMPLE_POLICY
-from xai_checks.synthetic import CLASS_NAMES, make_lesions
-from xai_checks.toy_models import SmallCNN
+from pipelines.audit_sets.images import write_audit_set
+from pipelines.policy import EXAMPLE_POLICY
+from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
+from xai_checks.examples.toy_models import SmallCNN
 
 MODEL = "sweep-model"
 

@@ -12,16 +12,12 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flows.run import exit_code, run_gate
-from pipelines.gate import Verdict
-from pipelines.signing import verify_passed
+from pipelines.verdict.decision import Verdict
+from pipelines.verdict.signing import verify_passed
 
 pytestmark = pytest.mark.slow
 MODEL = "gate-model"
 SECRET = "gate-test-secret"
-
-
-def _stricter(max_flip_rate: str) -> dict[str, str]:
-    return {"max_flip_rate: 0.2": f"max_flip_rate: {max_flip_rate}"}
 
 
 @pytest.fixture
@@ -75,7 +71,7 @@ def test_a_rerun_reuses_the_verdict_and_moves_no_alias(
     assert tags["xai_gate.run_id"] == forced.run_id
 
     # Another rule, or other audit data, is another question: gated again.
-    stricter = lesion_gate.policy(tmp_path / "stricter", MODEL, edits=_stricter("0.19"))
+    stricter = lesion_gate.policy(tmp_path / "stricter", MODEL, rules={"max_flip_rate": 0.19})
     assert not run_gate(MODEL, "1", policy_file=str(stricter)).reused
     other_data = lesion_gate.policy(tmp_path / "other", MODEL, seed=7)
     assert not run_gate(MODEL, "1", policy_file=str(other_data)).reused
@@ -213,7 +209,7 @@ def test_the_server_dying_while_evidence_is_logged_ends_in_error_and_no_alias(
 def test_a_model_that_produces_nan_ends_in_error_never_passed(
     lesion_gate, tracking_uri, tmp_path, monkeypatch
 ):
-    from xai_checks.toy_models import SmallCNN
+    from xai_checks.examples.toy_models import SmallCNN
 
     monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
     broken = SmallCNN()

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import torch
 
-from pipelines.attention_html import DATA_ELEMENT_ID, attention_html, attention_html_multi
+from pipelines.report.attention_html import DATA_ELEMENT_ID, attention_html, attention_html_multi
 from xai_checks.errors import NonFiniteError, XAICheckError
 
 EVIL = "<script>alert(1)</script>"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.attention_plots import attention_grid, attention_map, query_bars
+from pipelines.report.attention_plots import attention_grid, attention_map, query_bars
 from xai_checks.errors import NonFiniteError, XAICheckError
 
 TOKENS = ["[CLS]", "the", "$5", "trophy", "didn", "'t", "fit", "in", "it", ".", "[SEP]", "x"]

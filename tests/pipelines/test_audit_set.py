@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.audit_set import AuditSetError, load_audit_set, write_audit_set
-from xai_checks.synthetic import CLASS_NAMES, make_lesions
+from pipelines.audit_sets.images import AuditSetError, load_audit_set, write_audit_set
+from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
 
 
 @pytest.fixture

@@ -8,16 +8,12 @@ from typing import Any
 import pytest
 import torch
 
-from pipelines.audit_set import AuditSetError
-from pipelines.audit_texts import (
-    audit_texts,
-    is_text_manifest,
-    load_text_audit_set,
-    write_text_audit_set,
-)
-from pipelines.policy import TEXT_SCORE_COLUMNS
+from pipelines.audit_sets.images import AuditSetError
+from pipelines.audit_sets.texts import is_text_manifest, load_text_audit_set, write_text_audit_set
+from pipelines.evidence.columns import TEXT_SCORE_COLUMNS
+from pipelines.stages.text import audit_texts
 from xai_checks.errors import NonFiniteError, XAICheckError
-from xai_checks.synthetic_text import REVIEW_CLASSES, make_reviews
+from xai_checks.examples.synthetic_text import REVIEW_CLASSES, make_reviews
 
 
 def _csv(tmp_path: Path, body: str) -> Path:
@@ -135,8 +131,8 @@ def tiny_text_model() -> tuple[Any, torch.nn.Module]:
     """
     from transformers import AutoTokenizer
 
-    from xai_checks.attention import default_text_model_path
-    from xai_checks.toy_text_models import tiny_bert_classifier
+    from xai_checks.examples.toy_text_models import tiny_bert_classifier
+    from xai_checks.text_models import default_text_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(default_text_model_path()))
     return tokenizer, tiny_bert_classifier(tokenizer.vocab_size)
@@ -220,7 +216,7 @@ def test_a_text_csv_that_is_not_utf8_is_a_clear_error_naming_the_file(tmp_path):
 
 def test_nan_logits_are_an_error_even_when_the_saliency_is_finite(tmp_path, tiny_text_model):
     """A NaN bias leaves every gradient finite, so only the logits themselves show it."""
-    from xai_checks.toy_text_models import tiny_bert_classifier
+    from xai_checks.examples.toy_text_models import tiny_bert_classifier
 
     tokenizer, _ = tiny_text_model
     model = tiny_bert_classifier(tokenizer.vocab_size)

@@ -9,24 +9,18 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from pipelines.audit import audit_images
-from pipelines.audit_set import load_audit_set, write_audit_set
-from pipelines.collect import image_checks, image_plan, load_text_audit_set
-from pipelines.discovery import discovery_audit
+from pipelines.audit_sets.images import load_audit_set, write_audit_set
 from pipelines.errors import GateError
-from pipelines.evidence import GateEvidence
-from pipelines.gate import Verdict, decide
-from pipelines.gate_policy import GatePolicy
-from pipelines.policy import (
-    DISCOVERY_COLUMNS,
-    UNSCORED_COLUMNS,
-    AuditPlan,
-    DiscoveryPlan,
-    Thresholds,
-)
-from pipelines.report import render_report
+from pipelines.evidence.columns import DISCOVERY_COLUMNS, UNSCORED_COLUMNS
+from pipelines.evidence.images import ImageEvidence
+from pipelines.policy import AuditRules, DiscoveryChecks, GatePolicy
+from pipelines.report.html import render_report
+from pipelines.stages.assembly import rules_for_audit_set, text_audit_set_stage
+from pipelines.stages.cam import audit_images
+from pipelines.stages.discovery import discovery_audit
 from pipelines.tracking import LoadedModel
-from xai_checks.synthetic import CLASS_NAMES, make_lesions
+from pipelines.verdict.decision import Verdict, decide
+from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +30,7 @@ def audit_batch():
     return make_lesions(64, ruler="always", seed=100)
 
 
-def _evidence(model, batch, thresholds: Thresholds) -> GateEvidence:
+def _evidence(model, batch, rules: AuditRules) -> ImageEvidence:
     """The image evidence as the gate builds it for an audit set without masks."""
     no_masks = torch.zeros_like(batch.masks)
     with warnings.catch_warnings():
@@ -45,9 +39,9 @@ def _evidence(model, batch, thresholds: Thresholds) -> GateEvidence:
             model, batch.images, batch.labels, no_masks, class_names=CLASS_NAMES, regions=False
         )
     found = discovery_audit(
-        model, batch.images, audit, DiscoveryPlan(), thresholds, class_names=CLASS_NAMES
+        model, batch.images, audit, rules.checks.discovery, class_names=CLASS_NAMES
     )
-    return GateEvidence(
+    return ImageEvidence(
         audit=audit,
         images=batch.images,
         class_names=CLASS_NAMES,
@@ -58,7 +52,7 @@ def _evidence(model, batch, thresholds: Thresholds) -> GateEvidence:
 
 
 def test_a_confirmed_strategy_blocks_and_names_itself(trained_pair, audit_batch):
-    evidence = _evidence(trained_pair.shortcut, audit_batch, Thresholds())
+    evidence = _evidence(trained_pair.shortcut, audit_batch, AuditRules())
     table = evidence.discovery.table
     assert list(table.columns) == list(DISCOVERY_COLUMNS)
     assert table["rank"].tolist() == list(range(1, len(table) + 1))
@@ -70,7 +64,7 @@ def test_a_confirmed_strategy_blocks_and_names_itself(trained_pair, audit_batch)
     assert set(evidence.score_table().columns) == set(UNSCORED_COLUMNS)
     assert evidence.audit.scores["spurious_mass"].isna().all()
 
-    validation = evidence.validate(Thresholds())
+    validation = evidence.validate(AuditRules())
     assert validation.scores.success and not validation.discovery.success
     decision = decide(validation.gating, validation.sanity, warnings=evidence.warnings())
     assert decision.verdict is Verdict.BLOCKED
@@ -87,7 +81,7 @@ def test_a_confirmed_strategy_blocks_and_names_itself(trained_pair, audit_batch)
 
 def test_an_unconfirmed_suspicion_is_a_warning(trained_pair, audit_batch):
     # Bounds that make the clean model's clusters suspicious but never confirm them.
-    low = Thresholds(max_discovery_suspicion=0.02, max_discovery_flip_rate=0.9)
+    low = AuditRules.from_options(max_discovery_suspicion=0.02, max_discovery_flip_rate=0.9)
     evidence = _evidence(trained_pair.clean, audit_batch, low)
     table = evidence.discovery.table
     tested = table[table["flip_rate"].notna()]
@@ -113,8 +107,8 @@ def test_an_unconfirmed_suspicion_is_a_warning(trained_pair, audit_batch):
 
 
 def test_figures_draw(trained_pair, audit_batch):
-    evidence = _evidence(trained_pair.shortcut, audit_batch, Thresholds())
-    figures = evidence.figures(Thresholds(), "v1")
+    evidence = _evidence(trained_pair.shortcut, audit_batch, AuditRules())
+    figures = evidence.figures(AuditRules(), "v1")
     assert {
         "xai/discovery_clusters.png",
         "xai/discovery_samples.png",
@@ -144,13 +138,13 @@ def test_an_audit_set_without_masks_needs_discovery(tmp_path, audit_batch):
     )
     data = load_audit_set(plain, class_names=CLASS_NAMES)
     with pytest.raises(GateError, match=r"has no spurious regions .* enable checks\.discovery"):
-        image_plan(data, AuditPlan())
-    plan = image_plan(data, AuditPlan(discovery=DiscoveryPlan()))
-    assert not plan.counterfactual  # nothing to remove without a region
-    assert image_checks(plan, regions=False) == ("sanity", "discovery")
+        rules_for_audit_set(data, AuditRules())
+    rules = rules_for_audit_set(data, AuditRules.from_options(discovery=True))
+    assert not rules.checks.counterfactual.enabled  # nothing to remove without a region
+    assert rules.evidence_lines(regions=False) == ("sanity", "discovery")
     with_masks = load_audit_set(manifest, class_names=CLASS_NAMES)
-    assert image_plan(with_masks, AuditPlan()) == AuditPlan()
-    assert image_checks(AuditPlan(), regions=True) == (
+    assert rules_for_audit_set(with_masks, AuditRules()) == AuditRules()
+    assert AuditRules().evidence_lines(regions=True) == (
         "gradcam",
         "layercam",
         "counterfactual",
@@ -170,7 +164,7 @@ def test_heatmaps_without_relevance_are_an_error(trained_pair, audit_batch):
     gating = replace(audit.gating, low_res=torch.zeros_like(audit.gating.low_res))
     dead = replace(audit, methods={gating.method: gating})
     with pytest.raises(GateError, match="64 of 64 heatmaps have no relevance anywhere"):
-        discovery_audit(trained_pair.shortcut, batch.images, dead, DiscoveryPlan(), Thresholds())
+        discovery_audit(trained_pair.shortcut, batch.images, dead, DiscoveryChecks())
 
 
 def test_discovery_on_a_text_audit_set_is_an_error(tmp_path):
@@ -182,4 +176,4 @@ def test_discovery_on_a_text_audit_set_is_an_error(tmp_path):
     )
     model = LoadedModel(torch.nn.Identity(), "m", "1", "models:/m/1", None, None)
     with pytest.raises(GateError, match="does not apply to the text audit set"):
-        load_text_audit_set(model, policy)
+        text_audit_set_stage(model, policy)

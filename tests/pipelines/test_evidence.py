@@ -6,13 +6,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pipelines.audit import audit_images
-from pipelines.counterfactual import counterfactual_audit
-from pipelines.evidence import GateEvidence
-from pipelines.gate import Verdict, decide
-from pipelines.policy import COUNTERFACTUAL_COLUMNS, SCORE_COLUMNS, Thresholds
-from pipelines.sanity import sanity_audit
-from xai_checks.synthetic import CLASS_NAMES, make_lesions
+from pipelines.evidence.columns import COUNTERFACTUAL_COLUMNS, SCORE_COLUMNS
+from pipelines.evidence.images import ImageEvidence
+from pipelines.policy import AuditRules
+from pipelines.stages.cam import audit_images
+from pipelines.stages.counterfactual import counterfactual_audit
+from pipelines.stages.sanity import sanity_audit
+from pipelines.verdict.decision import Verdict, decide
+from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
 
 pytestmark = pytest.mark.slow
 
@@ -22,10 +23,10 @@ def audit_batch():
     return make_lesions(32, ruler="always", seed=100)
 
 
-def _evidence(model, batch) -> GateEvidence:
+def _evidence(model, batch) -> ImageEvidence:
     ids = [f"img{i}" for i in range(len(batch))]
     args = (model, batch.images, batch.labels, batch.masks)
-    return GateEvidence(
+    return ImageEvidence(
         audit=audit_images(*args, image_ids=ids, class_names=CLASS_NAMES),
         counterfactual=counterfactual_audit(*args, class_names=CLASS_NAMES),
         sanity=sanity_audit(model, batch.images, image_ids=ids, n_images=6),
@@ -67,7 +68,7 @@ def test_shortcut_model_is_blocked_on_heatmap_and_counterfactual_evidence(
         *SCORE_COLUMNS,
         *COUNTERFACTUAL_COLUMNS,
     ]
-    validation = evidence.validate(Thresholds())
+    validation = evidence.validate(AuditRules())
     decision = decide(validation.scores, validation.sanity)
     assert decision.verdict is Verdict.BLOCKED
     reasons = " ".join(decision.reasons)
@@ -79,7 +80,7 @@ def test_shortcut_model_is_blocked_on_heatmap_and_counterfactual_evidence(
 
 def test_clean_model_passes_every_line_of_evidence(trained_pair, audit_batch):
     evidence = _evidence(trained_pair.clean, audit_batch)
-    validation = evidence.validate(Thresholds())
+    validation = evidence.validate(AuditRules())
     assert validation.success, (validation.scores.failures, validation.sanity.failures)
     metrics = evidence.metrics()
     assert metrics["sanity.final_spearman"] < 0.5
@@ -101,7 +102,7 @@ def test_sanity_stage_uses_the_gating_method_on_the_first_images(trained_pair, a
 def test_figures_draw_for_every_method_and_stage(trained_pair, audit_batch):
     import matplotlib.pyplot as plt
 
-    evidence = GateEvidence(
+    evidence = ImageEvidence(
         audit=audit_images(
             trained_pair.shortcut,
             audit_batch.images,
@@ -116,7 +117,7 @@ def test_figures_draw_for_every_method_and_stage(trained_pair, audit_batch):
         class_names=CLASS_NAMES,
         masks=audit_batch.masks,
     )
-    figures = evidence.figures(Thresholds(), "v1")
+    figures = evidence.figures(AuditRules(), "v1")
     assert set(figures) == {
         "xai/gradcam_overlays.png",
         "xai/gradcam_samples.png",
@@ -140,7 +141,7 @@ def test_an_explanation_that_ignores_the_weights_makes_the_gate_inconclusive(tra
     even for the clean model whose scores pass."""
     import torch.nn.functional as F
 
-    from pipelines.sanity import SanityEvidence
+    from pipelines.stages.sanity import SanityEvidence
     from xai_checks.sanity import cascading_randomization
 
     def edges(_model, images, _targets):
@@ -154,13 +155,15 @@ def test_an_explanation_that_ignores_the_weights_makes_the_gate_inconclusive(tra
     clean = _evidence(trained_pair.clean, batch)
     result = cascading_randomization(trained_pair.clean, batch.images, edges)
     table = pd.DataFrame({"image_id": list("abcdefgh"), "spearman": result.spearman[-1].numpy()})
-    evidence = GateEvidence(
+    evidence = ImageEvidence(
         audit=clean.audit,
         counterfactual=clean.counterfactual,
         sanity=SanityEvidence(result, batch.images, table, "edges"),
     )
-    validation = evidence.validate(Thresholds())
-    assert validation.scores.success  # the clean model's scores alone would pass
+    # The clean model's raw P(malignant) after pasting sits near 0.5 (it is a coin flip on
+    # ruler-only evidence); what matters here is that its scores alone would pass.
+    validation = evidence.validate(AuditRules.from_options(max_spurious_score=0.6))
+    assert validation.scores.success
     decision = decide(validation.scores, validation.sanity)
     assert result.final_spearman == 1.0
     assert decision.verdict is Verdict.INCONCLUSIVE
@@ -175,8 +178,8 @@ def test_overlay_titles_show_data_strings_literally():
     """Image ids and labels are data: a '$' must not be read as maths (or crash the plot)."""
     import matplotlib.pyplot as plt
 
-    from pipelines.audit import Cases
-    from pipelines.plots import overlay_grid
+    from pipelines.report.plots import overlay_grid
+    from pipelines.stages.cam import Cases
 
     rows = pd.DataFrame(
         {"image_id": ["a$x^{2$.png"], "label": ["$b"], "prediction": ["c"], "spurious_mass": [0.5]}

@@ -10,7 +10,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from pipelines.gate import (
+from pipelines.tracking import ModelLoadError, load_model_version
+from pipelines.verdict.decision import (
     GateDecision,
     PriorVerdict,
     Verdict,
@@ -18,8 +19,7 @@ from pipelines.gate import (
     prior_verdict,
     record_verdict,
 )
-from pipelines.tracking import ModelLoadError, load_model_version
-from xai_checks.toy_models import SmallCNN
+from xai_checks.examples.toy_models import SmallCNN
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def two_versions(tracking_uri) -> str:
 
 
 def test_passed_sets_alias_and_tags(two_versions, monkeypatch):
-    from pipelines.signing import sign_verdict
+    from pipelines.verdict.signing import sign_verdict
 
     monkeypatch.setenv("XAI_GATE_SECRET", "k")
     client = MlflowClient()
@@ -206,7 +206,7 @@ def test_weights_only_models_are_rebuilt_without_unpickling_the_registry_blob(
     import torch
 
     from pipelines.tracking import load_model_version, weights_only_metadata
-    from xai_checks.toy_models import SmallCNN
+    from xai_checks.examples.toy_models import SmallCNN
 
     torch.manual_seed(3)
     model = SmallCNN(num_classes=2, width=16)
@@ -220,7 +220,9 @@ def test_weights_only_models_are_rebuilt_without_unpickling_the_registry_blob(
             serialization_format="pickle",
             metadata={
                 "class_names": ["a", "b"],
-                **weights_only_metadata("xai_checks.toy_models:SmallCNN", num_classes=2, width=16),
+                **weights_only_metadata(
+                    "xai_checks.examples.toy_models:SmallCNN", num_classes=2, width=16
+                ),
             },
             extra_files=[str(weights)],
             pip_requirements=["torch"],
@@ -241,7 +243,7 @@ def test_a_weights_only_model_with_a_bad_architecture_is_a_clear_error(tracking_
     import torch
 
     from pipelines.tracking import ModelLoadError, load_model_version, weights_only_metadata
-    from xai_checks.toy_models import SmallCNN
+    from xai_checks.examples.toy_models import SmallCNN
 
     weights = tmp_path / "state_dict.pt"
     torch.save(SmallCNN().state_dict(), weights)
@@ -252,10 +254,10 @@ def test_a_weights_only_model_with_a_bad_architecture_is_a_clear_error(tracking_
             registered_model_name="bad-arch",
             serialization_format="pickle",
             extra_files=[str(weights)],
-            metadata=weights_only_metadata("xai_checks.toy_models:NoSuchNet"),
+            metadata=weights_only_metadata("xai_checks.examples.toy_models:NoSuchNet"),
             pip_requirements=["torch"],
         )
     with pytest.raises(
-        ModelLoadError, match=r"architecture 'xai_checks\.toy_models:NoSuchNet' is not"
+        ModelLoadError, match=r"architecture 'xai_checks\.examples\.toy_models:NoSuchNet' is not"
     ):
         load_model_version("bad-arch", "1")

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.gate_policy import EXAMPLE_POLICY, GatePolicy, PolicyError, load_policy
-from pipelines.policy import AuditPlan, DiscoveryPlan, Thresholds
+from pipelines.policy import (
+    EXAMPLE_POLICY,
+    AuditRules,
+    DiscoveryChecks,
+    GatePolicy,
+    PolicyError,
+    load_policy,
+)
 
 POLICIES = Path(__file__).parents[2] / "pipelines" / "policies"
 
@@ -18,12 +24,11 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_the_example_loads_and_maps_onto_thresholds_and_plan(tmp_path):
+def test_the_example_loads_and_states_every_default(tmp_path):
     policy = load_policy(_write(tmp_path, EXAMPLE_POLICY))
     assert policy.model == "lesion-classifier" and policy.alias == "champion"
     assert policy.audit_set == tmp_path / "audit" / "manifest.csv"  # relative to the file
-    assert policy.thresholds() == Thresholds()  # the example states the defaults
-    assert policy.plan() == AuditPlan()
+    assert policy.rules() == AuditRules()  # the example states the defaults
     assert policy.inconclusive == "hold" and policy.approval is False
 
 
@@ -36,40 +41,45 @@ def test_shipped_example_policies_are_valid():
 
 
 @pytest.mark.parametrize(
-    ("edit", "message"),
+    ("old", "new", "below", "message"),
     [
         (
-            ("max_spurious_mass: 0.30", "max_spurious_mass: 3"),
-            r"policy.yaml:13 checks.heatmaps.max_spurious_mass: Input should be less than or "
-            "equal to 1",
+            "max_spurious_mass: 0.3",
+            "max_spurious_mass: 3",
+            0,
+            r"checks.heatmaps.max_spurious_mass: Input should be less than or equal to 1",
         ),
         (
-            ("flag_mass: 0.50", "flag_mass: 0.50\n    typo_key: 1"),
-            r"policy.yaml:16 checks.heatmaps.typo_key: Extra inputs are not permitted",
+            "flag_mass: 0.5",
+            "typo_key: 1\n    flag_mass: 0.5",
+            0,
+            r"checks.heatmaps.typo_key: Extra inputs are not permitted",
         ),
         (
-            ("methods: [gradcam, layercam]", "methods: [gradcam, scorecam]"),
-            r"policy.yaml:11 checks.heatmaps.methods: Value error, unknown method\(s\) "
-            r"\['scorecam'\]",
+            "methods: [gradcam, layercam]",
+            "methods: [gradcam, scorecam]",
+            0,
+            r"checks.heatmaps.methods: Value error, unknown method\(s\) \['scorecam'\]",
         ),
         (
-            ("inconclusive: hold", "inconclusive: maybe"),
-            r"policy.yaml:32 inconclusive: Input should be 'hold' or 'block'",
+            "inconclusive: hold",
+            "inconclusive: maybe",
+            0,
+            r"inconclusive: Input should be 'hold' or 'block'",
         ),
         (
-            ("max_suspicion: 0.50", "max_suspicion: 2"),
-            r"policy.yaml:22 checks.discovery.max_suspicion: Input should be less than or equal",
+            "max_suspicion: 0.5",
+            "max_suspicion: 2",
+            0,
+            r"checks.discovery.max_suspicion: Input should be less than or equal",
         ),
-        (
-            ("model: lesion-classifier", "modell: lesion-classifier"),
-            r"policy.yaml:4 modell: Extra inputs",
-        ),
+        ("model: lesion-classifier", "modell: lesion-classifier", 0, r"modell: Extra inputs"),
     ],
 )
-def test_errors_name_the_key_and_its_line(tmp_path, edit, message):
-    old, new = edit
-    assert old in EXAMPLE_POLICY
-    with pytest.raises(PolicyError, match=message):
+def test_errors_name_the_key_and_its_line(tmp_path, old, new, below, message):
+    assert EXAMPLE_POLICY.count(old) == 1
+    line = EXAMPLE_POLICY[: EXAMPLE_POLICY.index(old)].count("\n") + 1 + below
+    with pytest.raises(PolicyError, match=rf"policy\.yaml:{line} {message}"):
         load_policy(_write(tmp_path, EXAMPLE_POLICY.replace(old, new)))
 
 
@@ -115,18 +125,21 @@ def test_metric_thresholds_mirror_the_policy_and_gate_mlflow_validation(tmp_path
     assert "sanity.final_spearman" not in text
 
 
-def test_discovery_maps_onto_plan_thresholds_and_bounds(tmp_path):
+def test_discovery_maps_onto_the_rules_and_bounds(tmp_path):
     text = EXAMPLE_POLICY.replace(
-        "    enabled: false\n    max_suspicion: 0.50", "    enabled: true\n    max_suspicion: 0.40"
-    ).replace("max_proposals: 3", "max_proposals: 2")
+        "enabled: false  # Find unlabelled", "enabled: true  # Find unlabelled"
+    )
+    text = text.replace("max_suspicion: 0.5", "max_suspicion: 0.40")
+    text = text.replace("max_proposals: 3", "max_proposals: 2")
     policy = load_policy(_write(tmp_path, text))
-    assert policy.plan().discovery == DiscoveryPlan(max_proposals=2)
-    assert policy.thresholds().max_discovery_suspicion == 0.40
-    assert policy.thresholds().max_discovery_flip_rate == 0.50
+    assert policy.checks.discovery == DiscoveryChecks(
+        enabled=True, max_suspicion=0.40, max_proposals=2
+    )
+    assert policy.rules().checks.discovery.max_flip_rate == 0.50
     assert policy.bounds()["discovery.confirmed"] == 0.0
     # Without spurious regions only the checks that need none are gated.
     assert set(policy.bounds(regions=False)) == {"discovery.confirmed", "sanity.final_spearman"}
-    assert load_policy(_write(tmp_path, EXAMPLE_POLICY)).plan().discovery is None
+    assert not load_policy(_write(tmp_path, EXAMPLE_POLICY)).checks.discovery.enabled
 
 
 def test_digest_changes_with_any_rule():
@@ -135,3 +148,53 @@ def test_digest_changes_with_any_rule():
     assert base.digest() == GatePolicy(model="m", audit_set=Path("a.csv")).digest()
     assert base.digest() != stricter.digest()
     assert len(base.digest()) == 64
+
+
+def test_the_example_is_generated_from_the_schema_and_documents_every_key():
+    from pipelines.policy import policy_options
+
+    for option in policy_options():
+        key = option.path[-1]
+        assert f"{key}:" in EXAMPLE_POLICY, key
+        description = option.field.description
+        assert description.split()[0] in EXAMPLE_POLICY, key  # its comment is the description
+
+
+def test_flat_options_build_the_same_policy_as_the_nested_file(tmp_path):
+    from pipelines.errors import GateError
+    from pipelines.policy import policy_options
+
+    names = [option.name for option in policy_options()]
+    assert len(names) == len(set(names)), "flat option names must be unique"
+    flat = GatePolicy.from_options(
+        model="m",
+        audit_set=Path("a.csv"),
+        cam_methods="hirescam,gradcam",
+        max_flip_rate=0.25,
+        max_discovery_flip_rate=0.4,
+        discovery=True,
+        sanity_images=8,
+        alias="prod",
+    )
+    nested = GatePolicy(
+        model="m",
+        audit_set=Path("a.csv"),
+        protected_aliases=("prod",),
+        checks={
+            "heatmaps": {"methods": ("hirescam", "gradcam")},
+            "counterfactual": {"max_flip_rate": 0.25},
+            "discovery": {"enabled": True, "max_flip_rate": 0.4},
+        },
+        sanity={"images": 8},
+    )
+    assert flat == nested and flat.digest() == nested.digest()
+    assert flat.options()["max_discovery_flip_rate"] == 0.4
+    assert AuditRules().with_options(flag_mass=0.7).checks.heatmaps.flag_mass == 0.7
+    with pytest.raises(GateError, match=r"'max_flip_rat' \(did you mean max_flip_rate"):
+        GatePolicy.from_options(model="m", audit_set="a.csv", max_flip_rat=0.1)
+
+
+def test_the_digest_of_a_shipped_policy_is_stable():
+    """Verdicts carry the policy hash: a refactor that changed it would re-gate every version."""
+    policy = GatePolicy(model="lesion-classifier", audit_set=Path("/audit/manifest.csv"))
+    assert policy.digest() == "30a3cf3a2f06e969d8d9456cd88f4dff1df53fdf407fcea3c9be2441e258b466"

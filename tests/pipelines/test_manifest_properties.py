@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.audit_set import AuditSetError, load_audit_set
-from pipelines.audit_texts import load_text_audit_set
+from pipelines.audit_sets.images import AuditSetError, load_audit_set
+from pipelines.audit_sets.texts import load_text_audit_set
 
 CELL = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 HEADERS = st.sampled_from(

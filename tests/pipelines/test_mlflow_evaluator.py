@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipelines.audit_set import write_audit_set
-from pipelines.gate_policy import EXAMPLE_POLICY, load_policy
-from xai_checks.synthetic import CLASS_NAMES, make_lesions
+from pipelines.audit_sets.images import write_audit_set
+from pipelines.policy import EXAMPLE_POLICY, load_policy
+from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipelines.gate import GateDecision, Verdict, record_verdict
-from pipelines.signing import sign_verdict
+from pipelines.verdict.decision import GateDecision, Verdict, record_verdict
+from pipelines.verdict.signing import sign_verdict
 
 SECRET = "test-secret"
 

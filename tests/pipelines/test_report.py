@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from pipelines.report import render_report
+from pipelines.report.html import render_report
 
 PNG = b"\x89PNG\r\n\x1a\n fake"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.signing import sign_verdict, signature_age, verify_passed
+from pipelines.verdict.signing import sign_verdict, signature_age, verify_passed
 
 SECRET = b"s3cret"
 

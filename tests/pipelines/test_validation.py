@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from pipelines.gate import Verdict, decide
-from pipelines.policy import AuditPlan, Thresholds, sanity_checks, score_checks
-from pipelines.validation import run_checks
+from pipelines.errors import GateError
+from pipelines.evidence.expectations import sanity_checks, score_checks
+from pipelines.evidence.gx import run_checks
+from pipelines.policy import AuditRules
+from pipelines.verdict.decision import Verdict, decide
 
 
 def _scores(masses: list[float], flag_mass: float = 0.5) -> pd.DataFrame:
@@ -29,7 +31,7 @@ def _scores(masses: list[float], flag_mass: float = 0.5) -> pd.DataFrame:
 
 
 def _validate(df: pd.DataFrame, **thresholds: float):
-    checks = score_checks(Thresholds(**thresholds), counterfactual=False)
+    checks = score_checks(AuditRules.from_options(**thresholds), counterfactual=False)
     return run_checks(df, checks, suite="test-scores")
 
 
@@ -47,7 +49,7 @@ def test_clean_scores_pass_and_the_result_is_json():
     assert decide(report).verdict is Verdict.PASSED
     stored = json.loads(json.dumps(report.result))
     assert stored["success"] is True
-    assert len(stored["results"]) == len(score_checks(Thresholds(), counterfactual=False))
+    assert len(stored["results"]) == len(score_checks(AuditRules(), counterfactual=False))
 
 
 def test_high_mean_mass_blocks_and_says_by_how_much():
@@ -90,25 +92,26 @@ def test_nulls_block_with_the_column_named():
     ],
 )
 def test_thresholds_are_validated(bad):
-    with pytest.raises(ValidationError):
-        Thresholds(**bad)
+    with pytest.raises((ValidationError, GateError)):
+        AuditRules.from_options(**bad)
 
 
 def test_removal_flip_rate_counts_only_images_with_an_artifact():
     # 1 flip among 3 images with an artifact (the nulls have none): 0.333.
     df = _with_counterfactuals([True, None, None, False, False], [0.1, None, 0.2, 0.1, 0.1])
-    checks = score_checks(Thresholds(max_flip_rate=0.3))
+    checks = score_checks(AuditRules.from_options(max_flip_rate=0.3))
     report = run_checks(df, checks, suite="cf")
     assert report.failures == [
         "removal flip rate 0.333 exceeds max_flip_rate 0.300: predictions change when the "
         "artifact is removed"
     ]
-    assert run_checks(df, score_checks(Thresholds(max_flip_rate=0.34)), suite="cf").success
+    lenient = AuditRules.from_options(max_flip_rate=0.34)
+    assert run_checks(df, score_checks(lenient), suite="cf").success
 
 
 def test_spurious_score_is_the_mean_over_images_that_received_the_artifact():
     df = _with_counterfactuals([False] * 4, [0.9, float("nan"), 0.8, 0.7])
-    report = run_checks(df, score_checks(Thresholds()), suite="cf")
+    report = run_checks(df, score_checks(AuditRules()), suite="cf")
     assert report.failures == [
         "spurious score 0.800 exceeds max_spurious_score 0.500: adding the artifact to other "
         "classes' inputs moves predictions to its class"
@@ -120,7 +123,7 @@ def test_spurious_score_is_the_mean_over_images_that_received_the_artifact():
 def _sanity(correlations: list[float], threshold: float = 0.5):
     table = pd.DataFrame({"image_id": [str(i) for i in range(len(correlations))]})
     table["spearman"] = correlations
-    checks = sanity_checks(Thresholds(max_sanity_correlation=threshold), steps=8)
+    checks = sanity_checks(AuditRules.from_options(max_sanity_correlation=threshold), steps=8)
     return run_checks(table, checks, suite="sanity")
 
 
@@ -153,13 +156,13 @@ def test_sanity_pass_leaves_the_score_verdict_and_constant_maps_are_undefined():
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        ({"cam_methods": ("gradcam", "scorecam")}, "unknown CAM method"),
+        ({"cam_methods": ("gradcam", "scorecam")}, "unknown method"),
         ({"cam_methods": ("gradcam", "gradcam")}, "lists a method twice"),
         ({"cam_methods": ()}, "at least 1"),
         ({"sanity_images": 1}, "greater than or equal to 2"),
     ],
 )
-def test_audit_plan_is_validated(bad, message):
+def test_audit_rules_are_validated(bad, message):
     with pytest.raises(ValidationError, match=message):
-        AuditPlan(**bad)
-    assert AuditPlan().gating_method == "gradcam"
+        AuditRules.from_options(**bad)
+    assert AuditRules().gating_method == "gradcam"

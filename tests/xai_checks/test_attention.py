@@ -1,36 +1,23 @@
-"""Attention maps of HF text models: padding, word pieces, rollout, pronoun probe, errors."""
+"""Attention maps of HF text models: padding, layer and head selection, rollout, errors."""
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
-from transformers import BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 import xai_checks.attention as attention
-from xai_checks.attention import (
-    AttentionMaps,
-    attention_maps,
-    load_text_model,
-    pronoun_probe,
-    text_rollout,
-    to_words,
-    word_level,
-    word_units,
-)
+from xai_checks import probes, text_models, words
+from xai_checks.attention import AttentionMaps, attention_maps, text_rollout
 from xai_checks.errors import XAICheckError
 from xai_checks.rollout import rollout
+from xai_checks.words import word_level
 
 BALL_BOX = "The ball didn't fit in the box because it was too big."
 TEXTS = [BALL_BOX, "Hi there, unbelievably short.", "A tokenization test for attention maps."]
-
-
-@pytest.fixture(scope="module")
-def minilm() -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    return load_text_model()
 
 
 @pytest.fixture(scope="module")
@@ -52,23 +39,6 @@ def _gpt2(vocab_size: int) -> nn.Module:
         attn_implementation="eager",
     )
     return GPT2LMHeadModel(config)
-
-
-def test_default_model_loads_bert_with_eager_attention(
-    minilm: tuple[nn.Module, PreTrainedTokenizerBase],
-) -> None:
-    model, tokenizer = minilm
-    assert isinstance(model, BertModel)
-    assert model.config._attn_implementation == "eager"
-    assert tokenizer.is_fast
-    assert Path(attention.DEFAULT_TEXT_MODEL) == attention.default_text_model_path()
-    assert (Path(attention.DEFAULT_TEXT_MODEL) / "config.json").is_file()
-
-
-def test_missing_model_path_is_named(tmp_path: Path) -> None:
-    missing = tmp_path / "no-such-model"
-    with pytest.raises(XAICheckError, match="no-such-model"):
-        load_text_model(missing)
 
 
 def test_shapes_padding_and_mask(maps: AttentionMaps) -> None:
@@ -119,50 +89,6 @@ def test_layer_and_head_selection(
     torch.testing.assert_close(picked.weights, expected, atol=1e-5, rtol=0)
 
 
-def test_word_units_group_word_pieces(maps: AttentionMaps) -> None:
-    i = 1
-    assert maps.tokens[i][4:9] == ["un", "##bel", "##ie", "##va", "##bly"]
-    labels, assignment = word_units(maps.tokens[i], maps.word_ids[i], maps.words[i])
-    assert labels == ["[CLS]", "Hi", "there", ",", "unbelievably", "short", ".", "[SEP]"]
-    assert assignment.shape == (8, len(maps.tokens[i]))
-    assert (assignment.sum(dim=0) == 1).all()  # every token in exactly one unit
-    assert assignment[4].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0]
-    assert assignment[0].tolist() == [1] + [0] * 11
-
-    words, weights = word_level(maps, i)
-    assert words == labels
-    assert weights.shape == (6, 12, 8, 8)
-    torch.testing.assert_close(weights.sum(-1), torch.ones(6, 12, 8), atol=1e-5, rtol=0)
-
-
-def test_to_words_by_hand() -> None:
-    # Tokens: [CLS] un ##bel [SEP]; units: [CLS], unbel, [SEP].
-    weights = torch.tensor(
-        [
-            [0.4, 0.1, 0.2, 0.3],
-            [0.1, 0.2, 0.3, 0.4],
-            [0.5, 0.0, 0.5, 0.0],
-            [0.25, 0.25, 0.25, 0.25],
-        ]
-    )
-    labels, assignment = word_units(
-        ["[CLS]", "un", "##bel", "[SEP]"], [None, 0, 0, None], ["unbel"]
-    )
-    assert labels == ["[CLS]", "unbel", "[SEP]"]
-    expected = torch.tensor(
-        [
-            [0.4, 0.1 + 0.2, 0.3],
-            [(0.1 + 0.5) / 2, (0.2 + 0.3 + 0.0 + 0.5) / 2, (0.4 + 0.0) / 2],
-            [0.25, 0.5, 0.25],
-        ]
-    )
-    result = to_words(weights, assignment)
-    torch.testing.assert_close(result, expected)
-    torch.testing.assert_close(result.sum(-1), torch.ones(3))
-    stacked = to_words(weights.expand(2, 3, 4, 4), assignment)  # leading dims pass through
-    torch.testing.assert_close(stacked, expected.expand(2, 3, 3, 3))
-
-
 def test_text_rollout_matches_rollout_per_text(maps: AttentionMaps) -> None:
     result = text_rollout(maps)
     total = maps.weights.shape[-1]
@@ -180,46 +106,6 @@ def test_text_rollout_needs_all_heads(minilm: tuple[nn.Module, PreTrainedTokeniz
     some_heads = attention_maps(model, tokenizer, ["Hi"], heads=[0, 1])
     with pytest.raises(XAICheckError, match="all heads"):
         text_rollout(some_heads)
-
-
-def test_pronoun_probe_prefers_ball(minilm: tuple[nn.Module, PreTrainedTokenizerBase]) -> None:
-    model, tokenizer = minilm
-    probe = pronoun_probe(model, tokenizer, BALL_BOX, "It", ["ball", "Box"])
-    assert probe.weights.shape == (6, 12, 2)
-    average = probe.head_average
-    assert average.shape == (6, 2)
-    assert (average[3:, 0] > average[3:, 1]).all()
-    assert average[5, 0].item() == pytest.approx(0.210, abs=2e-3)
-    assert average[5, 1].item() == pytest.approx(0.071, abs=2e-3)
-    assert probe.winner_by_layer()[3:] == ["ball"] * 3
-
-    resolved = probe.resolved()
-    assert len(resolved) == 6 * 12
-    assert list(resolved.columns) == ["layer", "head", "candidate", "weight", "margin"]
-    assert (resolved["margin"] >= 0).all()
-    row = resolved[(resolved["layer"] == 5) & (resolved["head"] == 3)].iloc[0]
-    best = probe.weights[5, 3].max().item()
-    assert row.weight == pytest.approx(best)
-    assert row.candidate == ["ball", "Box"][int(probe.weights[5, 3].argmax())]
-
-    table = probe.table()
-    assert len(table) == 6 * 12 * 2
-    assert list(table.columns) == ["layer", "head", "candidate", "weight"]
-    layer5 = table[table["layer"] == 5].groupby("candidate")["weight"].mean()
-    assert layer5["ball"] == pytest.approx(average[5, 0].item(), abs=1e-6)
-
-
-def test_pronoun_probe_single_candidate_and_last_occurrence(
-    minilm: tuple[nn.Module, PreTrainedTokenizerBase],
-) -> None:
-    model, tokenizer = minilm
-    # 'the' occurs twice before 'it': the key must be the second one (unit 8: '[CLS]' + 7 words).
-    probe = pronoun_probe(model, tokenizer, BALL_BOX, "it", ["the"])
-    labels, weights = word_level(attention_maps(model, tokenizer, [BALL_BOX]), 0)
-    query = labels.index("it")
-    assert labels[8] == "the" and labels[1] == "The"
-    torch.testing.assert_close(probe.weights[..., 0], weights[:, :, query, 8])
-    assert probe.resolved()["margin"].isna().all()
 
 
 def test_sdpa_model_is_refused_with_a_fix(
@@ -255,18 +141,6 @@ def test_gpt2_style_decoder_is_causal(minilm: tuple[nn.Module, PreTrainedTokeniz
         torch.testing.assert_close(alone, real, atol=1e-5, rtol=0)
 
 
-def test_unknown_words_are_refused(minilm: tuple[nn.Module, PreTrainedTokenizerBase]) -> None:
-    model, tokenizer = minilm
-    with pytest.raises(XAICheckError, match=r"'she'.*'ball'"):
-        pronoun_probe(model, tokenizer, BALL_BOX, "she", ["ball", "box"])
-    with pytest.raises(XAICheckError, match="'table'"):
-        pronoun_probe(model, tokenizer, BALL_BOX, "it", ["ball", "table"])
-    with pytest.raises(XAICheckError, match="before the pronoun"):
-        pronoun_probe(model, tokenizer, BALL_BOX, "it", ["ball", "big"])
-    with pytest.raises(XAICheckError, match="not a word"):
-        pronoun_probe(model, tokenizer, BALL_BOX, "it", ["cls"])  # '[CLS]' is no word
-
-
 def test_bad_indices_and_empty_texts(minilm: tuple[nn.Module, PreTrainedTokenizerBase]) -> None:
     model, tokenizer = minilm
     with pytest.raises(XAICheckError, match=r"layer 6 is out of range.*0\.\.5"):
@@ -292,8 +166,6 @@ def test_text_rollout_on_a_hand_built_padded_stack():
     Text 1 (3 tokens, uniform attention U): Â = 0.5 U + 0.5 I; Â Â = 0.25 U + 0.5 U + 0.25 I
     (U U = U), so R = 0.75 U + 0.25 I: 1/3 * .75 + .25 = .5 on the diagonal, .25 elsewhere.
     """
-    from xai_checks.attention import AttentionMaps, text_rollout
-
     weights = torch.zeros(2, 2, 1, 3, 3)
     weights[0, :, 0] = torch.full((3, 3), 1 / 3)
     weights[1, 0, 0, :2, :2] = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
@@ -314,3 +186,27 @@ def test_text_rollout_on_a_hand_built_padded_stack():
     assert (result[1, 2] == 0).all() and (result[1, :, 2] == 0).all()  # padding stays empty
     expected = torch.full((3, 3), 0.25) + torch.eye(3) * 0.25
     torch.testing.assert_close(result[0], expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [
+        ("DEFAULT_TEXT_MODEL", text_models),
+        ("default_text_model_path", text_models),
+        ("load_text_model", text_models),
+        ("to_words", words),
+        ("word_level", words),
+        ("word_units", words),
+        ("PronounProbe", probes),
+        ("pronoun_probe", probes),
+    ],
+)
+def test_names_that_moved_out_still_import_from_here_with_a_warning(name, module) -> None:
+    with pytest.warns(DeprecationWarning, match=rf"xai_checks\.attention\.{name} is now "):
+        moved = getattr(attention, name)
+    if name == "DEFAULT_TEXT_MODEL":  # a str made on each access: equal, not identical
+        assert moved == module.DEFAULT_TEXT_MODEL
+    else:
+        assert moved is getattr(module, name)
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        attention.no_such_name  # noqa: B018

@@ -11,7 +11,7 @@ import torch
 from torchvision.models import resnet18
 
 from xai_checks import GradCAM
-from xai_checks.toy_models import SmallCNN
+from xai_checks.examples.toy_models import SmallCNN
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])

@@ -19,7 +19,7 @@ from xai_checks.counterfactual import (
     removal_test,
 )
 from xai_checks.errors import NonFiniteError, XAICheckError
-from xai_checks.synthetic import _RULER_COLOUR, make_lesions
+from xai_checks.examples.synthetic import _RULER_COLOUR, make_lesions
 
 
 class RulerDetector(nn.Module):

@@ -17,7 +17,7 @@ from xai_checks.discovery import (
     propose_region,
 )
 from xai_checks.errors import XAICheckError
-from xai_checks.synthetic import make_lesions
+from xai_checks.examples.synthetic import make_lesions
 
 FLIP_THRESHOLD = 0.5
 """The policy's default max_discovery_flip_rate."""
@@ -80,6 +80,8 @@ def test_a_second_strategy_is_found_ranked_first_and_proposed(two_strategies):
     ]
     assert table["class"].tolist()[0] == "dog" and table["size"].tolist()[0] == 12
     assert table["suspicion"].is_monotonic_decreasing
+    assert found.table()["class"].tolist()[0] == 1  # without names: the class indices
+    assert found.table(("cat",))["class"].tolist()[0] == "1"  # an unnamed class: its index
 
 
 @pytest.mark.filterwarnings("ignore:Graph is not fully connected")

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from xai_checks.toy_text_models import tiny_bert_classifier
+from xai_checks.examples.toy_text_models import tiny_bert_classifier
 
 _LOAD = """
 import sys, torch

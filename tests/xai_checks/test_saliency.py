@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from xai_checks.errors import NonFiniteError, XAICheckError
+from xai_checks.examples.toy_text_models import tiny_bert_classifier
 from xai_checks.saliency import token_saliency, word_scores
-from xai_checks.toy_text_models import tiny_bert_classifier
 
 TEXTS = ["the kettle was unremarkable .", "a lovely lamp", "my chair is flimsy and poor ."]
 
@@ -16,7 +16,7 @@ TEXTS = ["the kettle was unremarkable .", "a lovely lamp", "my chair is flimsy a
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from xai_checks.attention import default_text_model_path
+    from xai_checks.text_models import default_text_model_path
 
     return AutoTokenizer.from_pretrained(str(default_text_model_path()))
 

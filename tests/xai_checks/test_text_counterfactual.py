@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from xai_checks.errors import NonFiniteError, XAICheckError
-from xai_checks.synthetic_text import make_reviews
+from xai_checks.examples.synthetic_text import make_reviews
 from xai_checks.text_counterfactual import (
     insert_words,
     predict_text_proba,
@@ -43,7 +43,7 @@ class WordDetector(nn.Module):
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from xai_checks.attention import default_text_model_path
+    from xai_checks.text_models import default_text_model_path
 
     return AutoTokenizer.from_pretrained(str(default_text_model_path()))
 

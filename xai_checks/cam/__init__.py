@@ -3,6 +3,7 @@
 from xai_checks._inputs import Targets
 from xai_checks.cam.core import CAMEngine, CAMResult, LayerSpec
 from xai_checks.cam.methods import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
+from xai_checks.methods import CAM_METHOD_NAMES, METHODS
 
 __all__ = [
     "CAM_METHODS",
@@ -16,10 +17,5 @@ __all__ = [
     "Targets",
 ]
 
-CAM_METHODS: dict[str, type[CAMEngine]] = {
-    "gradcam": GradCAM,
-    "gradcampp": GradCAMPlusPlus,
-    "hirescam": HiResCAM,
-    "layercam": LayerCAM,
-}
-"""Methods by the short name used in policies, metric prefixes and artifact names."""
+CAM_METHODS: dict[str, type[CAMEngine]] = {name: METHODS[name].load() for name in CAM_METHOD_NAMES}
+"""The CAM methods of :data:`xai_checks.methods.METHODS`, by name, as classes."""

@@ -1,0 +1,55 @@
+"""What one gate run ends with: the outcome every caller reads, and how errors are worded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from pipelines.errors import GateError
+from pipelines.verdict.decision import DEFAULT_ALIAS, Verdict
+from xai_checks.errors import XAICheckError
+
+__all__ = ["EXPECTED_ERRORS", "GateOutcome", "describe_error"]
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (GateError, XAICheckError, ValidationError)
+"""Errors whose message says it all: reported without a traceback."""
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    model_name: str
+    version: str
+    verdict: Verdict
+    reasons: list[str] = field(default_factory=list)
+    run_id: str | None = None
+    promoted: bool = False
+    alias: str = DEFAULT_ALIAS
+    summary: dict[str, float | int | str] = field(default_factory=dict)
+    reused: bool = False
+    """The version already had this verdict under the same policy and audit set."""
+    recorded: bool = False
+    """The version's verdict is written (or, after a lock timeout, is another gate's to
+    write), so ``on_failure`` must not tag it ``error``."""
+    warnings: list[str] = field(default_factory=list)
+    """Findings that did not block, e.g. a suspicious strategy filling did not confirm."""
+
+    @property
+    def message(self) -> str:
+        reason = "; ".join(self.reasons) if self.reasons else "all checks passed"
+        again = " [reused: already gated under this policy and audit set]" if self.reused else ""
+        notes = "".join(f"\n  warning: {warning}" for warning in self.warnings)
+        return f"{self.model_name} v{self.version} {self.verdict.value}: {reason}{again}{notes}"
+
+
+def describe_error(error: BaseException) -> str:
+    """One line per problem: pydantic's multi-line report becomes 'field: message'."""
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'options'}: {e['msg']}"
+            for e in error.errors()
+        )
+        return f"invalid gate options: {problems}"
+    if isinstance(error, EXPECTED_ERRORS):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

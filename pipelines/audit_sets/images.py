@@ -1,0 +1,498 @@
+"""Audit sets on disk: a CSV manifest of images with their spurious regions.
+
+Manifest columns:
+
+* ``image``: path to an image, relative to the manifest's folder;
+* ``label``: a class name of the model (or its integer index);
+* ``spurious_mask``: path to a PNG mask (non-zero = spurious), or
+  ``spurious_box``: ``x0,y0,x1,y1`` in pixels, end-exclusive. A manifest with
+  neither column has no known spurious regions at all: only checks that need
+  none (strategy discovery, sanity) can gate on it.
+
+Great Expectations checks the manifest before any image is decoded: columns
+present, labels known, files present inside the audit-set folder, no
+duplicates. Every error names the manifest, the CSV line and the column.
+Images are converted to RGB (grayscale and RGBA are accepted) and scaled to
+[0, 1]; all images must share one size.
+
+Loading checks every file (image headers and checksums, every mask decoded)
+but keeps none of them: ``AuditSet.images`` and ``masks`` are lazy stacks that
+decode the rows a batch asks for, so an audit set of any size streams through
+the gate in the memory of one batch.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from pipelines.errors import GateError
+from pipelines.evidence.gx import Check, run_checks
+
+__all__ = [
+    "AuditSet",
+    "AuditSetError",
+    "FileStack",
+    "ImageFiles",
+    "RegionMasks",
+    "load_audit_set",
+    "write_audit_set",
+]
+
+IMAGE, LABEL, MASK, BOX = "image", "label", "spurious_mask", "spurious_box"
+OK = "ok"
+
+
+class AuditSetError(GateError, ValueError):
+    """The audit set cannot be used; the message names file, line and column."""
+
+
+Region = Path | tuple[int, int, int, int] | None
+"""A row's spurious region: a mask file, a box ``(x0, y0, x1, y1)``, or None (no regions)."""
+
+
+@dataclass(frozen=True)
+class FileStack:
+    """Rows of an audit set decoded on access: indexes like an (N, ...) tensor.
+
+    ``[i]`` gives one row, ``[start:stop]`` and ``[index tensor or list]`` a
+    stacked batch. ``rows(start, stop)`` is a lazy window (a shard) that
+    decodes nothing. A decode error names the manifest line and column.
+    """
+
+    sources: tuple[Any, ...]
+    wheres: tuple[str, ...]
+    """``manifest.csv:LINE column 'NAME'`` of each row, for errors."""
+    size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), *self.row_shape))
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def decode(self, source: Any, where: str) -> Tensor:
+        raise NotImplementedError
+
+    def rows(self, start: int, stop: int) -> FileStack:
+        return replace(self, sources=self.sources[start:stop], wheres=self.wheres[start:stop])
+
+    def __getitem__(self, index: int | slice | Sequence[int] | Tensor) -> Tensor:
+        if isinstance(index, tuple):
+            raise TypeError(
+                "a stack of files indexes rows only (images[i], images[a:b], images[rows]); "
+                "index the decoded tensor for elements"
+            )
+        if isinstance(index, Tensor | np.ndarray) and index.ndim == 0:
+            index = int(index)
+        if isinstance(index, int | np.integer) and not isinstance(index, bool):
+            return self.decode(self.sources[index], self.wheres[index])
+        if isinstance(index, slice):
+            rows: Sequence[int] = range(len(self))[index]
+        else:
+            picked = torch.as_tensor(np.asarray(index) if not isinstance(index, Tensor) else index)
+            if picked.ndim != 1:
+                raise TypeError(f"row indices must be one-dimensional, got {tuple(picked.shape)}")
+            if picked.dtype == torch.bool:  # a mask over the rows, as for a tensor
+                if picked.numel() != len(self):
+                    raise IndexError(f"boolean index of {picked.numel()} for {len(self)} rows")
+                picked = picked.nonzero().flatten()
+            rows = picked.tolist()
+        if not rows:
+            return torch.empty(0, *self.row_shape, dtype=self.dtype)
+        return torch.stack([self.decode(self.sources[i], self.wheres[i]) for i in rows])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+
+@dataclass(frozen=True)
+class ImageFiles(FileStack):
+    """RGB images, (N, 3, H, W) float32 in [0, 1]."""
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return (3, *self.size)
+
+    def decode(self, source: Any, where: str) -> Tensor:
+        image = _load_image(source, where)
+        if tuple(image.shape[-2:]) != self.size:  # the file changed since it was checked
+            raise AuditSetError(
+                f"{where}: size {tuple(image.shape[-2:])} differs from the audit set's {self.size}"
+            )
+        return image
+
+
+@dataclass(frozen=True)
+class RegionMasks(FileStack):
+    """Spurious regions, (N, H, W) bool: mask files and boxes (``Region``)."""
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return self.size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bool
+
+    def decode(self, source: Any, where: str) -> Tensor:
+        return _region_mask(source, self.size, where)
+
+
+@dataclass(frozen=True)
+class AuditSet:
+    images: ImageFiles
+    """(N, 3, H, W) float32 in [0, 1], decoded on access."""
+    labels: Tensor
+    """(N,) class indices."""
+    masks: RegionMasks
+    """(N, H, W) bool: the known spurious region of each image, decoded on access."""
+    image_ids: list[str]
+    class_names: tuple[str, ...] | None
+    manifest: Path
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def has_regions(self) -> bool:
+        """Whether the manifest gives spurious regions (else every mask is empty)."""
+        return any(region is not None for region in self.masks.sources)
+
+    def subset(self, start: int, stop: int) -> AuditSet:
+        """Rows ``start:stop``, e.g. one shard of a scaled-out audit; nothing is decoded."""
+        return replace(
+            self,
+            images=self.images.rows(start, stop),
+            labels=self.labels[start:stop],
+            masks=self.masks.rows(start, stop),
+            image_ids=self.image_ids[start:stop],
+        )
+
+
+def line_of(index: int) -> int:
+    """CSV line of a data row: 1-based, after the header."""
+    return int(index) + 2
+
+
+def _inside(root: Path, value: str) -> tuple[Path | None, str]:
+    """Resolve a manifest path; refuse absolute paths and escapes from ``root``."""
+    candidate = Path(value)
+    if candidate.is_absolute():
+        return None, f"absolute path {value!r} is not allowed (paths are relative to the manifest)"
+    resolved = (root / candidate).resolve()
+    if not resolved.is_relative_to(root):
+        return None, f"path {value!r} leaves the audit-set folder"
+    if not resolved.is_file():
+        return None, f"file not found: {value}"
+    return resolved, OK
+
+
+def _parse_box(value: str) -> tuple[int, int, int, int] | None:
+    try:
+        x0, y0, x1, y1 = (int(part) for part in value.split(","))
+    except ValueError:
+        return None
+    return x0, y0, x1, y1
+
+
+def _region_status(root: Path, row: pd.Series) -> tuple[str, str]:
+    """(column, status) of a row's spurious region."""
+    mask = row.get(MASK)
+    box = row.get(BOX)
+    if isinstance(mask, str) and mask:
+        return MASK, _inside(root, mask)[1]
+    if isinstance(box, str) and box:
+        parsed = _parse_box(box)
+        if parsed is None:
+            return BOX, f"box {box!r} is not four integers x0,y0,x1,y1"
+        x0, y0, x1, y1 = parsed
+        if min(parsed) < 0:
+            return BOX, f"box {box!r} has a negative coordinate (pixels start at 0)"
+        if x0 >= x1 or y0 >= y1:
+            return BOX, f"box {box!r} is empty or inverted (needs x0 < x1 and y0 < y1)"
+        return BOX, OK
+    # Name a column the file has: a manifest with only boxes has no mask column.
+    return (MASK if MASK in row.index else BOX), f"no {MASK} or {BOX} given"
+
+
+def status_check(manifest: Path, frame: pd.DataFrame, status_column: str, column_of: str) -> Check:
+    def describe(result: dict[str, Any]) -> str:
+        rows = list(result.get("unexpected_index_list") or [])
+        parts = [
+            f"{manifest.name}:{line_of(i)} column {frame.at[i, column_of]!r}: "
+            f"{frame.at[i, status_column]}"
+            for i in rows[:5]
+        ]
+        more = f" (and {len(rows) - 5} more)" if len(rows) > 5 else ""
+        return "; ".join(parts) + more
+
+    return Check(
+        status_column,
+        lambda gxe: gxe.ExpectColumnValuesToBeInSet(column=status_column, value_set=[OK]),
+        describe,
+    )
+
+
+def required_columns(manifest: Path, frame: pd.DataFrame, columns: Sequence[str]) -> list[Check]:
+    """One check per required column, naming the columns the file does have."""
+    return [
+        Check(
+            f"{column} exists",
+            lambda gxe, c=column: gxe.ExpectColumnToExist(column=c),
+            lambda _r, c=column: (
+                f"{manifest.name}: required column {c!r} is missing "
+                f"(columns: {', '.join(map(str, frame.columns))})"
+            ),
+        )
+        for column in columns
+    ]
+
+
+def label_checks(
+    manifest: Path, frame: pd.DataFrame, known_labels: Sequence[str] | None
+) -> list[Check]:
+    """Labels present and known: class names of the model, or integer indices."""
+    name = manifest.name
+
+    def bad_labels(result: dict[str, Any]) -> str:
+        rows = list(result.get("unexpected_index_list") or [])[:5]
+        found = ", ".join(f"{name}:{line_of(i)} {frame.at[i, LABEL]!r}" for i in rows)
+        allowed = ", ".join(known_labels) if known_labels else "integer class indices"
+        return f"column 'label' has unknown labels: {found} (known: {allowed})"
+
+    if known_labels is not None:
+        allowed = [*known_labels, *map(str, range(len(known_labels)))]
+        build = lambda gxe: gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=allowed)  # noqa: E731
+    else:
+        build = lambda gxe: gxe.ExpectColumnValuesToMatchRegex(column=LABEL, regex=r"^\d+$")  # noqa: E731
+    return [
+        Check("labels known", build, bad_labels),
+        Check(
+            "label not null",
+            lambda gxe: gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
+            lambda r: (
+                "column 'label' is empty on "
+                + ", ".join(f"{name}:{line_of(i)}" for i in r.get("unexpected_index_list", [])[:5])
+            ),
+        ),
+    ]
+
+
+def _manifest_checks(
+    manifest: Path, frame: pd.DataFrame, known_labels: Sequence[str] | None
+) -> list[Check]:
+    name = manifest.name
+    checks = required_columns(manifest, frame, (IMAGE, LABEL))
+    if LABEL in frame.columns:
+        checks += label_checks(manifest, frame, known_labels)
+    if IMAGE in frame.columns:
+        checks.append(status_check(manifest, frame, "_image_status", "_image_column"))
+
+        def duplicates(result: dict[str, Any]) -> str:
+            rows = list(result.get("unexpected_index_list") or [])[:5]
+            found = ", ".join(f"{name}:{line_of(i)} {frame.at[i, IMAGE]!r}" for i in rows)
+            return f"column 'image' lists an image more than once: {found}"
+
+        checks.append(
+            Check(
+                "image unique",
+                lambda gxe: gxe.ExpectColumnValuesToBeUnique(column=IMAGE),
+                duplicates,
+            )
+        )
+    if MASK in frame.columns or BOX in frame.columns:
+        checks.append(status_check(manifest, frame, "_region_status", "_region_column"))
+    return checks
+
+
+def read_manifest(manifest: Path) -> pd.DataFrame:
+    """The manifest as strings, one row per CSV line; ragged rows are refused, not dropped."""
+    if not manifest.is_file():
+        raise AuditSetError(f"audit-set manifest not found: {manifest}")
+    try:
+        with manifest.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        frame = pd.read_csv(
+            manifest, dtype=str, keep_default_na=False, na_values=[""], index_col=False
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
+        raise AuditSetError(f"cannot read manifest {manifest}: {exc}") from None
+    header = rows[0] if rows else []
+    for number, row in enumerate(rows[1:], start=2):
+        if row and len(row) != len(header):
+            raise AuditSetError(
+                f"{manifest.name}:{number} has {len(row)} fields but the header has "
+                f"{len(header)}; quote values that contain commas"
+            )
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise AuditSetError(f"manifest {manifest} has no rows: the audit set is empty")
+    return frame.reset_index(drop=True)
+
+
+def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = None) -> AuditSet:
+    """Validate a manifest with Great Expectations, then check every image and mask file.
+
+    Nothing is kept in memory: the returned set's ``images`` and ``masks``
+    decode the rows a batch asks for.
+
+    ``class_names`` are the model's classes; labels must be one of them (or an
+    index). Without them, labels must be integer indices.
+    """
+    manifest = Path(manifest).absolute()
+    frame = read_manifest(manifest)
+    root = manifest.parent.resolve()
+    if IMAGE in frame.columns:
+        frame["_image_column"] = IMAGE
+        frame["_image_status"] = [
+            _inside(root, v)[1] if isinstance(v, str) else "empty image path" for v in frame[IMAGE]
+        ]
+    if MASK in frame.columns or BOX in frame.columns:
+        regions = [_region_status(root, row) for _, row in frame.iterrows()]
+        frame["_region_column"] = [column for column, _ in regions]
+        frame["_region_status"] = [status for _, status in regions]
+    report = run_checks(
+        frame, _manifest_checks(manifest, frame, class_names), suite="audit-set-manifest"
+    )
+    if not report.success:
+        raise AuditSetError("invalid audit set: " + "; ".join(report.failures))
+
+    size: tuple[int, int] | None = None
+    image_paths, image_wheres, regions, region_wheres = [], [], [], []
+    for index, row in frame.iterrows():
+        where = f"{manifest.name}:{line_of(int(index))}"
+        path = root / row[IMAGE]
+        image_size = _check_image(path, f"{where} column 'image'")
+        if size is None:
+            size = image_size
+        elif image_size != size:
+            raise AuditSetError(
+                f"{where} column 'image': size {image_size} differs from the first "
+                f"image's {size}; all audit images must share one size"
+            )
+        region, column = _region(root, row)
+        region_where = f"{where} column {column!r}"
+        _region_mask(region, size, region_where)  # checked now, decoded again per batch
+        image_paths.append(path)
+        image_wheres.append(f"{where} column 'image'")
+        regions.append(region)
+        region_wheres.append(region_where)
+    assert size is not None  # read_manifest refuses an empty manifest
+    return AuditSet(
+        images=ImageFiles(tuple(image_paths), tuple(image_wheres), size),
+        labels=torch.tensor(
+            [label_index(label, class_names) for label in frame[LABEL]], dtype=torch.long
+        ),
+        masks=RegionMasks(tuple(regions), tuple(region_wheres), size),
+        image_ids=[str(v) for v in frame[IMAGE]],
+        class_names=tuple(class_names) if class_names is not None else None,
+        manifest=manifest,
+    )
+
+
+def label_index(label: str, class_names: Sequence[str] | None) -> int:
+    if class_names is not None and label in class_names:
+        return list(class_names).index(label)
+    return int(label)
+
+
+def _open(path: Path, where: str) -> Image.Image:
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            return handle.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise AuditSetError(f"{where}: cannot decode {path.name}: {exc}") from None
+
+
+def _check_image(path: Path, where: str) -> tuple[int, int]:
+    """(H, W) from the header, after checking the file's structure without decoding pixels."""
+    try:
+        with Image.open(path) as handle:
+            width, height = handle.size
+            handle.verify()  # chunk checksums and truncation, at a fraction of a decode
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise AuditSetError(f"{where}: cannot decode {path.name}: {exc}") from None
+    return height, width
+
+
+def _load_image(path: Path, where: str) -> Tensor:
+    array = np.asarray(_open(path, where).convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _region(root: Path, row: pd.Series) -> tuple[Region, str]:
+    """A validated row's region, and the column it came from."""
+    if MASK not in row.index and BOX not in row.index:
+        return None, IMAGE
+    mask_path = row.get(MASK)
+    if isinstance(mask_path, str) and mask_path:
+        return root / mask_path, MASK
+    return _parse_box(row[BOX]), BOX  # type: ignore[return-value]  # validated above
+
+
+def _region_mask(region: Region, size: tuple[int, int], where: str) -> Tensor:
+    height, width = size
+    if region is None:
+        return torch.zeros(height, width, dtype=torch.bool)
+    if isinstance(region, Path):
+        mask_image = _open(region, where).convert("L")
+        mask = torch.from_numpy(np.asarray(mask_image, dtype=np.uint8).copy()) > 127
+        if tuple(mask.shape) != (height, width):
+            raise AuditSetError(
+                f"{where}: mask size {tuple(mask.shape)} differs from its image's {(height, width)}"
+            )
+        if not mask.any():
+            raise AuditSetError(f"{where}: mask {region.name} is empty")
+        return mask
+    x0, y0, x1, y1 = region
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise AuditSetError(
+            f"{where}: box {f'{x0},{y0},{x1},{y1}'!r} is empty or outside the "
+            f"{width}x{height} image"
+        )
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def write_audit_set(
+    folder: str | Path,
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    class_names: Sequence[str],
+) -> Path:
+    """Write images and masks as PNGs plus ``manifest.csv``; return the manifest path."""
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.csv"
+    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    mask_pixels = (masks.to(torch.uint8) * 255).numpy()
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([IMAGE, LABEL, MASK])
+        for i, (image, mask, label) in enumerate(zip(pixels, mask_pixels, labels, strict=True)):
+            image_path = f"images/{i:05d}.png"
+            mask_path = f"masks/{i:05d}.png"
+            Image.fromarray(image).save(folder / image_path)
+            Image.fromarray(mask).save(folder / mask_path)
+            writer.writerow([image_path, class_names[int(label)], mask_path])
+    return manifest

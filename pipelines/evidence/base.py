@@ -1,0 +1,103 @@
+"""What every line of evidence offers the gate, images and text alike.
+
+The flow, the MLflow evaluator and the report read evidence only through
+:class:`Evidence`, so a new modality is one new class, not a new branch in
+each of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from pipelines.evidence.gx import SuiteResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from pipelines.policy.schema import AuditRules
+
+__all__ = ["Evidence", "EvidenceValidation", "headline"]
+
+
+@dataclass(frozen=True)
+class EvidenceValidation:
+    """Every expectation suite of one gate run: the score table's, sanity's, discovery's."""
+
+    scores: SuiteResult
+    sanity: SuiteResult | None
+    discovery: SuiteResult | None = None
+
+    @property
+    def gating(self) -> SuiteResult:
+        """What decides passed or blocked: the score table's checks and the discovery table's."""
+        if self.discovery is None:
+            return self.scores
+        return SuiteResult(
+            success=self.scores.success and self.discovery.success,
+            failures=[*self.scores.failures, *self.discovery.failures],
+            result=self.scores.result,
+        )
+
+    @property
+    def success(self) -> bool:
+        return self.gating.success and (self.sanity is None or self.sanity.success)
+
+    def documents(self) -> dict[str, Any]:
+        docs = {"xai/validation.json": self.scores.result}
+        if self.sanity is not None:
+            docs["xai/validation_sanity.json"] = self.sanity.result
+        if self.discovery is not None:
+            docs["xai/validation_discovery.json"] = self.discovery.result
+        return docs
+
+
+@runtime_checkable
+class Evidence(Protocol):
+    """All lines of evidence of one gate run: what is validated, decided on, logged and drawn."""
+
+    modality: Literal["image", "text"]
+    evidence_lines: tuple[str, ...]
+    """The checks the verdict rests on (the ``xai_gate.checks`` tag)."""
+
+    @property
+    def regions(self) -> bool:
+        """Whether spurious regions were known, so the mass and counterfactual checks gate."""
+        ...
+
+    @property
+    def summary(self) -> dict[str, float | int | str]: ...
+
+    def validate(self, rules: AuditRules) -> EvidenceValidation: ...
+
+    def metrics(self) -> dict[str, float]: ...
+
+    def warnings(self) -> list[str]: ...
+
+    def score_table(self) -> pd.DataFrame: ...
+
+    def tables(self) -> dict[str, pd.DataFrame]: ...
+
+    def series(self) -> dict[str, list[float]]: ...
+
+    def report_tables(self) -> dict[str, pd.DataFrame]: ...
+
+    def figures(self, rules: AuditRules, title: str) -> dict[str, Callable[[], Figure]]: ...
+
+    def pages(self) -> dict[str, str]: ...
+
+
+def headline(evidence: Evidence) -> dict[str, float]:
+    """The counterfactual, sanity and discovery numbers a person reads first, one name each."""
+    metrics = evidence.metrics()
+    out = {}
+    for prefix in ("counterfactual", "text_counterfactual"):
+        for name in ("removal_flip_rate", "spurious_score"):
+            if f"{prefix}.{name}" in metrics:
+                out[f"counterfactual.{name}"] = metrics[f"{prefix}.{name}"]
+    for name in ("sanity.final_spearman", "discovery.top_suspicion", "discovery.top_flip_rate"):
+        if name in metrics:
+            out[name] = metrics[name]
+    return out

@@ -1,0 +1,303 @@
+"""The gate's stages, assembled once: a policy and a model in, the evidence out.
+
+:func:`collect_evidence` is the only place that decides which stage runs,
+on what, and in which order, for images and for text. *How* each stage runs
+is the runner's business (:class:`StageRunner`): a plain call
+(:data:`INLINE`, for the MLflow evaluator and scripts), or a Prefect task per
+stage (the gate flow), whose task runner may be Dask, in which case the CAM
+audit is cut into shards submitted side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from pipelines.audit_sets.images import AuditSet, load_audit_set
+from pipelines.audit_sets.texts import TextAuditSet, is_text_manifest, load_text_audit_set
+from pipelines.errors import GateError
+from pipelines.evidence.base import Evidence
+from pipelines.evidence.images import ImageEvidence
+from pipelines.evidence.texts import TextEvidence
+from pipelines.policy.schema import AuditRules, GatePolicy
+from pipelines.stages.cam import AuditResult, audit_images, merge_audits, shard_bounds
+from pipelines.stages.counterfactual import (
+    CounterfactualEvidence,
+    counterfactual_audit,
+    text_counterfactual_audit,
+)
+from pipelines.stages.discovery import DiscoveryEvidence, discovery_audit
+from pipelines.stages.sanity import SanityEvidence, sanity_audit
+from pipelines.stages.text import TextAuditResult, audit_texts
+from pipelines.tracking.models import LoadedModel
+
+__all__ = [
+    "INLINE",
+    "InlineRunner",
+    "Pending",
+    "StageRunner",
+    "audit_set_stage",
+    "cam_stage",
+    "collect_evidence",
+    "counterfactual_stage",
+    "discovery_stage",
+    "is_text_policy",
+    "rules_for_audit_set",
+    "sanity_stage",
+    "text_audit_set_stage",
+    "text_audit_stage",
+    "text_counterfactual_stage",
+]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Pending(Protocol[T_co]):
+    """A stage submitted to run alongside others; ``result()`` waits for it."""
+
+    def result(self) -> T_co: ...
+
+
+class StageRunner(Protocol):
+    """Runs one named stage: ``run`` in order, ``submit`` to run beside other submitted ones."""
+
+    def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def submit(self, stage: str, fn: Callable[..., T], *args: Any) -> Pending[T]: ...
+
+
+@dataclass(frozen=True)
+class _Done(Generic[T]):
+    value: T
+
+    def result(self) -> T:
+        return self.value
+
+
+class InlineRunner:
+    """Plain calls in this process, one after the other."""
+
+    def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+    def submit(self, stage: str, fn: Callable[..., T], *args: Any) -> Pending[T]:
+        return _Done(fn(*args))
+
+
+INLINE = InlineRunner()
+
+
+def is_text_policy(policy: GatePolicy) -> bool:
+    """Text when the policy says so, or (``auto``) when the CSV has a ``text`` column."""
+    return policy.modality == "text" or (
+        policy.modality == "auto" and is_text_manifest(policy.audit_set)
+    )
+
+
+def rules_for_audit_set(data: AuditSet, rules: AuditRules) -> AuditRules:
+    """The rules for this audit set: without spurious regions, only checks that need none.
+
+    Such a set can only be gated by strategy discovery; without it the gate
+    would check nothing, so that is an error naming the fix.
+    """
+    if data.has_regions:
+        return rules
+    if not rules.checks.discovery.enabled:
+        raise GateError(
+            f"audit set {data.manifest} has no spurious regions (no 'spurious_mask' or "
+            "'spurious_box' column), so no heatmap or counterfactual check applies: enable "
+            "checks.discovery in the policy to gate it on shortcuts nobody labelled"
+        )
+    return rules.without_regions()
+
+
+def collect_evidence(
+    model: LoadedModel,
+    policy: GatePolicy,
+    *,
+    runner: StageRunner = INLINE,
+    shards: int = 1,
+) -> Evidence:
+    """Run every check the policy asks for on its audit set, each stage through ``runner``.
+
+    ``shards > 1`` cuts the image CAM audit on batch edges into that many
+    stages submitted beside the counterfactual and sanity stages (on Dask
+    workers, with a Dask task runner), merged in order so the scores equal an
+    unsharded run's.
+    """
+    rules = policy.rules()
+    if is_text_policy(policy):
+        texts = runner.run("load-text-audit-set", text_audit_set_stage, model, policy)
+        audit = runner.run("text-audit", text_audit_stage, model, texts, rules)
+        counterfactual = (
+            runner.run("text-counterfactual-audit", text_counterfactual_stage, model, texts, rules)
+            if rules.checks.counterfactual.enabled
+            else None
+        )
+        return TextEvidence(
+            audit=audit,
+            counterfactual=counterfactual,
+            class_names=texts.class_names,
+            evidence_lines=rules.evidence_lines(text=True),
+        )
+    images = runner.run("load-audit-set", audit_set_stage, model, policy)
+    rules = rules_for_audit_set(images, rules)
+    audit, counterfactual, sanity = _image_stages(model, images, rules, runner, shards)
+    return ImageEvidence(
+        audit=audit,
+        counterfactual=counterfactual,
+        sanity=sanity,
+        images=images.images,
+        class_names=images.class_names,
+        masks=images.masks,
+        discovery=runner.run("discover-strategies", discovery_stage, model, images, audit, rules),
+        regions=images.has_regions,
+        evidence_lines=rules.evidence_lines(regions=images.has_regions),
+    )
+
+
+def _image_stages(
+    model: LoadedModel, images: AuditSet, rules: AuditRules, runner: StageRunner, shards: int
+) -> tuple[AuditResult, CounterfactualEvidence | None, SanityEvidence | None]:
+    counterfactual_on, sanity_on = rules.checks.counterfactual.enabled, rules.sanity.enabled
+    if shards <= 1:
+        return (
+            runner.run("cam-audit", cam_stage, model, images, rules),
+            runner.run("counterfactual-audit", counterfactual_stage, model, images, rules)
+            if counterfactual_on
+            else None,
+            runner.run("sanity-check", sanity_stage, model, images, rules) if sanity_on else None,
+        )
+    bounds = shard_bounds(len(images), shards, rules.batch_size)
+    parts = [
+        runner.submit("cam-audit", cam_stage, model, images.subset(a, b), rules) for a, b in bounds
+    ]
+    counterfactual = (
+        runner.submit("counterfactual-audit", counterfactual_stage, model, images, rules)
+        if counterfactual_on
+        else None
+    )
+    sanity = (
+        runner.submit("sanity-check", sanity_stage, model, images, rules) if sanity_on else None
+    )
+    audit = merge_audits(
+        [part.result() for part in parts], flag_mass=rules.checks.heatmaps.flag_mass
+    )
+    return (
+        audit,
+        counterfactual.result() if counterfactual is not None else None,
+        sanity.result() if sanity is not None else None,
+    )
+
+
+# The stages: each a plain function of the model, its data and the rules, so any runner
+# can wrap it (a Prefect task shows and retries each on its own).
+
+
+def cam_stage(model: LoadedModel, data: AuditSet, rules: AuditRules) -> AuditResult:
+    heat = rules.checks.heatmaps
+    return audit_images(
+        model.module,
+        data.images,
+        data.labels,
+        data.masks,
+        image_ids=data.image_ids,
+        class_names=data.class_names,
+        flag_mass=heat.flag_mass,
+        methods=heat.methods,
+        target_layer=list(heat.target_layers) or None,
+        batch_size=rules.batch_size,
+        regions=data.has_regions,
+    )
+
+
+def counterfactual_stage(
+    model: LoadedModel, data: AuditSet, rules: AuditRules
+) -> CounterfactualEvidence:
+    return counterfactual_audit(
+        model.module,
+        data.images,
+        data.labels,
+        data.masks,
+        class_names=data.class_names,
+        batch_size=rules.batch_size,
+    )
+
+
+def discovery_stage(
+    model: LoadedModel, data: AuditSet, audit: AuditResult, rules: AuditRules
+) -> DiscoveryEvidence | None:
+    """Strategy discovery on the CAM stage's heatmaps; None when the rules leave it out."""
+    if not rules.checks.discovery.enabled:
+        return None
+    return discovery_audit(
+        model.module,
+        data.images,
+        audit,
+        rules.checks.discovery,
+        class_names=data.class_names,
+        batch_size=rules.batch_size,
+    )
+
+
+def sanity_stage(model: LoadedModel, data: AuditSet, rules: AuditRules) -> SanityEvidence:
+    return sanity_audit(
+        model.module,
+        data.images,
+        image_ids=data.image_ids,
+        method=rules.gating_method,
+        target_layers=rules.checks.heatmaps.target_layers,
+        n_images=rules.sanity.images,
+    )
+
+
+def audit_set_stage(model: LoadedModel, policy: GatePolicy) -> AuditSet:
+    """The policy's image audit set, labels checked against the model's class names."""
+    return load_audit_set(Path(policy.audit_set), class_names=model.class_names)
+
+
+def text_audit_set_stage(model: LoadedModel, policy: GatePolicy) -> TextAuditSet:
+    """The policy's text audit set, after checking the model can read text at all."""
+    if policy.checks.discovery.enabled:
+        raise GateError(
+            "checks.discovery clusters image heatmaps and does not apply to the text audit set "
+            f"{policy.audit_set}: disable it in this policy"
+        )
+    if model.tokenizer is None:
+        raise GateError(
+            f"{model.uri} has no tokenizer, so it cannot be gated on a text audit set: log it "
+            "with metadata={'modality': 'text'} and its tokenizer files as extra_files"
+        )
+    return load_text_audit_set(Path(policy.audit_set), class_names=model.class_names)
+
+
+def text_audit_stage(model: LoadedModel, data: TextAuditSet, rules: AuditRules) -> TextAuditResult:
+    return audit_texts(
+        model.module,
+        model.tokenizer,
+        data.texts,
+        data.labels,
+        data.spurious,
+        text_ids=data.text_ids,
+        class_names=data.class_names,
+        flag_mass=rules.checks.heatmaps.flag_mass,
+        manifest=data.manifest,
+        batch_size=rules.batch_size,
+    )
+
+
+def text_counterfactual_stage(
+    model: LoadedModel, data: TextAuditSet, rules: AuditRules
+) -> CounterfactualEvidence:
+    return text_counterfactual_audit(
+        model.module,
+        model.tokenizer,
+        data.texts,
+        data.labels,
+        data.spurious,
+        class_names=data.class_names,
+        batch_size=rules.batch_size,
+    )

@@ -1,0 +1,109 @@
+"""Logging one gate run's evidence to MLflow: metrics, tables, figures, the HTML report."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from pipelines.errors import GateError
+from pipelines.tracking.config import EXPERIMENT, TAG_MODEL_NAME
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+__all__ = ["TIGHT", "EvidenceLoggingError", "evidence_logging", "log_gate_evidence"]
+
+TIGHT = {"bbox_inches": "tight", "pad_inches": 0.1}
+"""How review figures are saved: to their drawn content, titles included."""
+
+
+class EvidenceLoggingError(GateError, RuntimeError):
+    """MLflow failed while the evidence was being logged (a server that went away, a full disk)."""
+
+
+def log_gate_evidence(
+    *,
+    model_name: str,
+    model_version: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    series: dict[str, list[float]],
+    tables: dict[str, pd.DataFrame],
+    documents: dict[str, Any],
+    figures: dict[str, Callable[[], Figure]],
+    pages: dict[str, str] | None = None,
+    report: Callable[[dict[str, bytes]], str] | None = None,
+) -> str:
+    """Log one gate run's evidence to a new MLflow run; return its run id.
+
+    The run is in the ``xai-gate`` experiment and tagged with the model
+    version it audited. ``series`` are metrics with steps 1..k (a curve in the
+    UI), ``tables`` CSV artifacts, ``documents`` JSON artifacts, ``figures``
+    PNG artifacts drawn only inside the run, each closed after logging, ``pages``
+    self-contained HTML views. ``report`` turns the drawn PNGs into
+    ``xai/report.html`` (figures inline, so MLflow's sandboxed viewer shows it).
+    """
+    with evidence_logging():
+        import matplotlib.pyplot as plt
+        import mlflow
+
+        from pipelines.report.html import compact_png
+
+        mlflow.set_experiment(EXPERIMENT)
+        run_name = f"gate-{model_name}-v{model_version}"
+        tags = {TAG_MODEL_NAME: model_name, "xai_gate.model_version": model_version}
+        with mlflow.start_run(run_name=run_name, tags=tags) as run:
+            mlflow.log_params({k: str(v) for k, v in params.items()})
+            mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+            undefined = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+            if undefined:  # MLflow stores no NaN; say which numbers had no defined value
+                mlflow.set_tag("xai_gate.undefined_metrics", ", ".join(undefined)[:4900])
+            for key, values in series.items():
+                for step, value in enumerate(values, start=1):
+                    if math.isfinite(value):
+                        mlflow.log_metric(key, value, step=step)
+            for path, table in tables.items():
+                mlflow.log_text(table.to_csv(index=False), path)
+            for path, document in documents.items():
+                mlflow.log_text(json.dumps(document, indent=2, default=str), path)
+            for path, page in (pages or {}).items():
+                mlflow.log_text(page, path)
+            images: dict[str, bytes] = {}
+            for path, draw in figures.items():
+                fig = draw()
+                try:
+                    buffer = io.BytesIO()
+                    # Tight bounds: a long suptitle is never cut off at the figure's edge.
+                    fig.savefig(buffer, format="png", dpi=100, **TIGHT)
+                    images[path] = compact_png(buffer.getvalue())
+                    mlflow.log_figure(fig, path, save_kwargs=TIGHT)
+                finally:
+                    plt.close(fig)
+            if report is not None:
+                mlflow.log_text(report(images), "xai/report.html")
+            return run.info.run_id
+
+
+@contextmanager
+def evidence_logging() -> Iterator[None]:
+    """MLflow failures while evidence is written become one ``EvidenceLoggingError`` line."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:  # requests' connection errors are OSErrors
+        raise EvidenceLoggingError(
+            f"could not log the evidence to MLflow at {mlflow.get_tracking_uri()}: "
+            f"{_first_line(exc)}"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__

@@ -1,0 +1,204 @@
+"""Loading a registered model version as a torch module, with its class names and tokenizer.
+
+MLflow is imported inside the functions that need it, so importing this module
+stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pipelines.errors import GateError
+
+__all__ = [
+    "STATE_DICT_FILE",
+    "TOKENIZER_FILES",
+    "LoadedModel",
+    "ModelLoadError",
+    "load_model_uri",
+    "load_model_version",
+    "weights_only_metadata",
+]
+
+
+class ModelLoadError(GateError, RuntimeError):
+    """The model version cannot be found or loaded as a torch module."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    module: nn.Module
+    name: str
+    version: str
+    uri: str
+    class_names: tuple[str, ...] | None
+    source_run_id: str | None
+    tokenizer: Any = None
+    """The text model's tokenizer, logged beside it; None for image models."""
+
+
+def load_model_version(name: str, version: str | int) -> LoadedModel:
+    """Load ``models:/name/version`` as a torch module, with its class names if logged.
+
+    ``mlflow.pytorch``'s ``pickle`` format gives back the original module. Its
+    default ``pt2`` format gives a ``torch.export`` graph in which every layer
+    is inlined: forward hooks never fire, so such versions are refused with a
+    message saying how to re-log them.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    version = str(version)
+    try:
+        model_version = mlflow.MlflowClient().get_model_version(name, version)
+    except MlflowException as exc:
+        raise ModelLoadError(f"cannot load models:/{name}/{version}: {exc.message}") from None
+    loaded = load_model_uri(f"models:/{name}/{version}")
+    return LoadedModel(
+        module=loaded.module,
+        name=name,
+        version=version,
+        uri=loaded.uri,
+        class_names=loaded.class_names,
+        source_run_id=model_version.run_id,
+        tokenizer=loaded.tokenizer,
+    )
+
+
+def load_model_uri(uri: str) -> LoadedModel:
+    """Load any ``mlflow.pytorch`` model URI (a version, ``models:/<model_id>``, a run path).
+
+    With metadata ``architecture`` (``"package.module:Factory"``) and a
+    ``state_dict.pt`` among its ``extra_files``, the module is built from that
+    installed code and its weights read with ``torch.load(weights_only=True)``:
+    nothing from the registry is unpickled. Otherwise MLflow's pytorch flavour
+    loads the pickled module, so gate only models from registries you trust.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        info = mlflow.models.get_model_info(uri)
+    except MlflowException as exc:
+        raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
+    metadata = info.metadata or {}
+    if metadata.get("architecture"):
+        module = _load_weights_only(uri, metadata)
+    else:
+        try:
+            module = mlflow.pytorch.load_model(uri, map_location="cpu")
+        except MlflowException as exc:
+            raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"{uri} is a {type(module).__name__}, not a torch.nn.Module")
+    if _has_no_hookable_layers(module):
+        raise ModelLoadError(
+            f"{uri} was logged in MLflow's pt2 format (torch.export): its layers are inlined "
+            "into one graph, so no layer can be hooked for Grad-CAM. Log the model with "
+            "mlflow.pytorch.log_model(..., serialization_format='pickle') to gate it."
+        )
+    names = metadata.get("class_names")
+    tokenizer = _load_tokenizer(uri) if metadata.get("modality") == "text" else None
+    return LoadedModel(
+        module=module,
+        name=uri,
+        version="",
+        uri=uri,
+        class_names=tuple(str(n) for n in names) if names else None,
+        source_run_id=info.run_id,
+        tokenizer=tokenizer,
+    )
+
+
+STATE_DICT_FILE = "state_dict.pt"
+
+
+def weights_only_metadata(architecture: str, **init_kwargs: Any) -> dict[str, Any]:
+    """Metadata for ``log_model`` so the gate rebuilds the model without unpickling it.
+
+    Log the weights beside it: ``torch.save(model.state_dict(), "state_dict.pt")``
+    and ``extra_files=["state_dict.pt"]``.
+    """
+    return {"architecture": architecture, "init_kwargs": init_kwargs}
+
+
+def _load_weights_only(uri: str, metadata: dict[str, Any]) -> nn.Module:
+    import importlib
+
+    import mlflow
+    import torch
+    from mlflow.exceptions import MlflowException
+
+    reference = str(metadata["architecture"])
+    module_name, _, attribute = reference.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError):
+        raise ModelLoadError(
+            f"{uri}: architecture {reference!r} is not importable here "
+            "(expected 'package.module:ClassOrFactory' of an installed package)"
+        ) from None
+    try:
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/extra_files")
+    except (MlflowException, OSError):
+        raise ModelLoadError(
+            f"{uri}: metadata names an architecture but extra_files has no {STATE_DICT_FILE}"
+        ) from None
+    weights = Path(folder) / STATE_DICT_FILE
+    if not weights.is_file():
+        raise ModelLoadError(f"{uri}: extra_files has no {STATE_DICT_FILE}")
+    module = factory(**dict(metadata.get("init_kwargs") or {}))
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{uri}: cannot load {STATE_DICT_FILE} into {reference}: {exc}"
+        ) from None
+    return module.eval()
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+"""What a text model logs with ``extra_files`` so the gate can tokenise like training did."""
+
+
+def _load_tokenizer(uri: str) -> Any:
+    """The tokenizer saved in the model's ``extra_files`` (metadata ``modality: text``)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from transformers import AutoTokenizer
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/extra_files"))
+    except (MlflowException, OSError) as exc:
+        raise ModelLoadError(
+            f"{uri} is a text model but has no tokenizer: log it with "
+            f"mlflow.pytorch.log_model(..., extra_files=[<{', '.join(TOKENIZER_FILES)}>]) "
+            f"({exc})"
+        ) from None
+    try:
+        return AutoTokenizer.from_pretrained(str(local), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{uri}: cannot load its tokenizer from extra_files: {exc}") from None
+
+
+def _has_no_hookable_layers(module: nn.Module) -> bool:
+    """True for graphs (torch.export) that call no submodule, so hooks cannot fire."""
+    import torch.fx
+
+    if not isinstance(module, torch.fx.GraphModule):
+        return False
+    called = [node.target for node in module.graph.nodes if node.op == "call_module"]
+    # torch.export leaves only parameter-free helpers (its guard function) as calls.
+    return not any(
+        next(module.get_submodule(str(target)).parameters(), None) is not None for target in called
+    )

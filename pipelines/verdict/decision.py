@@ -1,0 +1,219 @@
+"""The verdict and what it does to the registry.
+
+The verdict is written to the model version as tags, signed when
+``XAI_GATE_SECRET`` is set (see ``pipelines.verdict.signing``), and the protected alias
+moves only on ``passed``. Anything else leaves the alias where it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipelines.evidence.gx import SuiteResult
+from pipelines.policy.schema import GatePolicy
+from pipelines.verdict.signing import (
+    TAG_POLICY_HASH,
+    TAG_RUN_ID,
+    TAG_SIGNATURE,
+    TAG_SIGNED_AT,
+    TAG_VERDICT,
+    now_signed_at,
+    secret_from_env,
+    sign_verdict,
+    verify_signature,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = [
+    "DEFAULT_ALIAS",
+    "TAG_WARNINGS",
+    "GateDecision",
+    "PriorVerdict",
+    "Verdict",
+    "decide",
+    "file_digest",
+    "prior_verdict",
+    "record_verdict",
+]
+
+DEFAULT_ALIAS: str = GatePolicy.model_fields["protected_aliases"].default[0]
+"""The alias a pass moves unless the policy names others (the schema's default)."""
+TAG_REASON = "xai_gate.reason"
+TAG_CHECKS = "xai_gate.checks"
+TAG_AUDIT_SET_HASH = "xai_gate.audit_set_sha256"
+TAG_WARNINGS = "xai_gate.warnings"
+
+
+class Verdict(StrEnum):
+    PASSED = "passed"
+    BLOCKED = "blocked"
+    INCONCLUSIVE = "inconclusive"
+    """The explanations failed their sanity check: no verdict on them, and no promotion."""
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    verdict: Verdict
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Findings for a reviewer that do not block (e.g. an unconfirmed suspicious strategy)."""
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons) if self.reasons else "all expectations met"
+
+
+def decide(
+    scores: SuiteResult,
+    sanity: SuiteResult | None = None,
+    *,
+    inconclusive: str = "hold",
+    warnings: Sequence[str] = (),
+) -> GateDecision:
+    """Passed only when every expectation held; the reasons name every failed check.
+
+    A failed sanity check makes the verdict ``inconclusive`` whatever the
+    scores say: heatmaps that do not depend on the weights are no evidence
+    either way, and "not blocked" must never read as "passed". A policy may
+    say ``inconclusive: block`` to record such runs as ``blocked`` instead.
+    """
+    reasons = list(scores.failures) or ([] if scores.success else ["score validation failed"])
+    notes = list(warnings)
+    if sanity is not None and not sanity.success:
+        sanity_reasons = list(sanity.failures) or ["sanity validation failed"]
+        verdict = Verdict.BLOCKED if inconclusive == "block" else Verdict.INCONCLUSIVE
+        return GateDecision(verdict, sanity_reasons + reasons, notes)
+    if scores.success:
+        return GateDecision(Verdict.PASSED, warnings=notes)
+    return GateDecision(Verdict.BLOCKED, reasons, notes)
+
+
+def record_verdict(
+    name: str,
+    version: str,
+    decision: GateDecision,
+    *,
+    run_id: str | None,
+    alias: str = DEFAULT_ALIAS,
+    checks: tuple[str, ...] = (),
+    policy_hash: str = "",
+    audit_set_hash: str = "",
+) -> bool:
+    """Tag the model version with the verdict; set ``alias`` only when it passed.
+
+    Returns whether the version holds ``alias`` afterwards; an alias that already
+    points at it is not set again. Tags are written first, so a version
+    that holds the alias always carries the verdict that put it there, and
+    ``checks`` (tagged ``xai_gate.checks``) says which lines of evidence ran.
+    With ``XAI_GATE_SECRET`` set the verdict is signed over (model, version,
+    verdict, run id, policy hash, time of signing); a guarded registry accepts
+    only that, and only while fresh.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    version = str(version)
+    secret = secret_from_env()
+    signed_at = now_signed_at()
+    signature = (
+        sign_verdict(
+            secret,
+            model=name,
+            version=version,
+            verdict=decision.verdict.value,
+            run_id=run_id or "",
+            policy_hash=policy_hash,
+            signed_at=signed_at,
+        )
+        if secret
+        else ""
+    )
+    # The verdict tag goes last: a run killed while writing leaves either no verdict (the
+    # sweeper gates the version again) or the old verdict beside a signature that no
+    # longer matches it (a guarded registry refuses to promote), never a fresh-looking pass.
+    client.set_model_version_tag(name, version, TAG_RUN_ID, run_id or "")
+    client.set_model_version_tag(name, version, TAG_REASON, decision.reason[:4900])
+    client.set_model_version_tag(name, version, TAG_POLICY_HASH, policy_hash)
+    client.set_model_version_tag(name, version, TAG_AUDIT_SET_HASH, audit_set_hash)
+    if checks:  # which lines of evidence the verdict rests on, e.g. heatmaps only
+        client.set_model_version_tag(name, version, TAG_CHECKS, ",".join(checks))
+    if decision.warnings:
+        client.set_model_version_tag(
+            name, version, TAG_WARNINGS, "; ".join(decision.warnings)[:4900]
+        )
+    elif TAG_WARNINGS in client.get_model_version(name, version).tags:  # an earlier run's
+        client.delete_model_version_tag(name, version, TAG_WARNINGS)
+    client.set_model_version_tag(name, version, TAG_SIGNED_AT, signed_at)
+    client.set_model_version_tag(name, version, TAG_SIGNATURE, signature)
+    client.set_model_version_tag(name, version, TAG_VERDICT, decision.verdict.value)
+    if decision.verdict is not Verdict.PASSED:
+        return False
+    if _alias_target(client, name, alias) != version:  # a rerun moves nothing
+        client.set_registered_model_alias(name, alias, version)
+    return True
+
+
+def _alias_target(client: MlflowClient, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:  # the alias is not set
+        return None
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes ('' when it is missing: loading it will say so)."""
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PriorVerdict:
+    """A finished verdict on a version, found before gating it again."""
+
+    verdict: Verdict
+    reason: str
+    run_id: str
+
+
+def prior_verdict(
+    name: str, version: str, *, policy_hash: str, audit_set_hash: str
+) -> PriorVerdict | None:
+    """The version's verdict when a rerun would only repeat it, else None.
+
+    That is a ``passed``, ``blocked`` or ``inconclusive`` verdict reached under
+    this exact policy and audit-set manifest, and, when ``XAI_GATE_SECRET`` is
+    set, one whose signature verifies. An ``error``, a changed policy or
+    manifest, or tags that do not verify mean the version is gated again.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags: Mapping[str, str] = MlflowClient().get_model_version(name, str(version)).tags
+    except MlflowException:  # no such version: loading it says so, with the fix
+        return None
+    verdict = tags.get(TAG_VERDICT, "")
+    if verdict not in {Verdict.PASSED, Verdict.BLOCKED, Verdict.INCONCLUSIVE}:
+        return None
+    if tags.get(TAG_POLICY_HASH) != policy_hash or tags.get(TAG_AUDIT_SET_HASH) != audit_set_hash:
+        return None
+    secret = secret_from_env()
+    if secret and not verify_signature(secret, model=name, version=str(version), tags=tags):
+        return None
+    return PriorVerdict(Verdict(verdict), tags.get(TAG_REASON, ""), tags.get(TAG_RUN_ID, ""))

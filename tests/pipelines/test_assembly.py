@@ -1,0 +1,123 @@
+"""One assembly of the gate's stages, for images and text, on any runner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pipelines.audit_sets.images import write_audit_set
+from pipelines.audit_sets.texts import write_text_audit_set
+from pipelines.evidence.base import Evidence
+from pipelines.evidence.images import ImageEvidence
+from pipelines.evidence.texts import TextEvidence
+from pipelines.policy import GatePolicy
+from pipelines.stages.assembly import INLINE, Pending, collect_evidence
+from pipelines.tracking import LoadedModel
+from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
+from xai_checks.examples.synthetic_text import REVIEW_CLASSES, make_reviews
+
+pytestmark = pytest.mark.slow
+
+
+class RecordingRunner:
+    """Runs each stage inline and records how it was asked to: what a runner sees."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def run(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
+        self.calls.append(("run", stage))
+        return INLINE.run(stage, fn, *args)
+
+    def submit(self, stage: str, fn: Callable[..., Any], *args: Any) -> Pending[Any]:
+        self.calls.append(("submit", stage))
+        return INLINE.submit(stage, fn, *args)
+
+
+@pytest.fixture(scope="module")
+def lesion_manifest(tmp_path_factory):
+    batch = make_lesions(40, ruler="always", seed=100)
+    folder = tmp_path_factory.mktemp("audit")
+    return write_audit_set(folder, batch.images, batch.labels, batch.masks, CLASS_NAMES)
+
+
+def _image_model(trained_pair) -> LoadedModel:
+    return LoadedModel(trained_pair.shortcut, "m", "1", "models:/m/1", tuple(CLASS_NAMES), None)
+
+
+def test_image_stages_run_in_order_through_the_runner(trained_pair, lesion_manifest):
+    policy = GatePolicy.from_options(
+        model="m", audit_set=lesion_manifest, discovery=True, sanity_images=4
+    )
+    runner = RecordingRunner()
+    evidence = collect_evidence(_image_model(trained_pair), policy, runner=runner)
+    assert runner.calls == [
+        ("run", "load-audit-set"),
+        ("run", "cam-audit"),
+        ("run", "counterfactual-audit"),
+        ("run", "sanity-check"),
+        ("run", "discover-strategies"),
+    ]
+    assert isinstance(evidence, ImageEvidence) and isinstance(evidence, Evidence)
+    assert evidence.modality == "image" and evidence.regions
+    assert evidence.evidence_lines == (
+        "gradcam",
+        "layercam",
+        "counterfactual",
+        "sanity",
+        "discovery",
+    )
+    assert evidence.summary["n_inputs"] == 40
+    assert len(evidence.sanity.table) == 4  # the rules reached the stage
+    assert evidence.discovery is not None
+
+
+def test_sharded_cam_audit_is_submitted_and_equals_the_whole(trained_pair, lesion_manifest):
+    policy = GatePolicy.from_options(
+        model="m", audit_set=lesion_manifest, sanity=False, batch_size=8
+    )
+    model = _image_model(trained_pair)
+    whole = collect_evidence(model, policy)
+    runner = RecordingRunner()
+    sharded = collect_evidence(model, policy, runner=runner, shards=3)
+    assert runner.calls == [
+        ("run", "load-audit-set"),
+        ("submit", "cam-audit"),
+        ("submit", "cam-audit"),
+        ("submit", "cam-audit"),
+        ("submit", "counterfactual-audit"),
+        ("run", "discover-strategies"),
+    ]
+    assert sharded.score_table().equals(whole.score_table())
+    assert sharded.metrics() == pytest.approx(whole.metrics(), nan_ok=True)
+    assert sharded.evidence_lines == ("gradcam", "layercam", "counterfactual")
+
+
+def test_text_stages_run_through_the_same_assembly(trained_text_pair, tmp_path):
+    reviews = make_reviews(12, signature="always", seed=100)
+    manifest = write_text_audit_set(
+        tmp_path / "reviews.csv", reviews.texts, reviews.labels, reviews.spurious, REVIEW_CLASSES
+    )
+    model = LoadedModel(
+        trained_text_pair.shortcut,
+        "r",
+        "1",
+        "models:/r/1",
+        tuple(REVIEW_CLASSES),
+        None,
+        tokenizer=trained_text_pair.tokenizer,
+    )
+    runner = RecordingRunner()
+    evidence = collect_evidence(model, GatePolicy(model="r", audit_set=manifest), runner=runner)
+    assert runner.calls == [
+        ("run", "load-text-audit-set"),
+        ("run", "text-audit"),
+        ("run", "text-counterfactual-audit"),
+    ]
+    assert isinstance(evidence, TextEvidence) and isinstance(evidence, Evidence)
+    assert evidence.modality == "text"
+    assert evidence.evidence_lines == ("saliency", "attention", "counterfactual")
+    assert evidence.summary["n_inputs"] == evidence.summary["n_texts"] == 12
+    assert evidence.metrics()["saliency.spurious_mass"] > 0.5  # the shortcut model
