@@ -18,54 +18,54 @@ TESTS = Path(__file__).parent
 
 CATALOGUE: dict[str, list[str]] = {
     # Audit set
-    "missing manifest": ["pipelines/test_audit_set.py::test_missing_manifest"],
+    "missing manifest": ["pipelines/audit_sets/test_audit_set.py::test_missing_manifest"],
     "missing column, unknown label, path escaping the folder, missing image, "
     "duplicate rows, empty audit set, box outside the image": [
-        "pipelines/test_audit_set.py::test_bad_manifests_name_file_line_and_column",
+        "pipelines/audit_sets/test_audit_set.py::test_bad_manifests_name_file_line_and_column",
     ],
     "unknown label without class names": [
-        "pipelines/test_audit_set.py::test_without_class_names_labels_must_be_indices",
+        "pipelines/audit_sets/test_audit_set.py::test_without_class_names_labels_must_be_indices",
     ],
     "symlink out of the audit-set folder": [
-        "pipelines/test_audit_set.py::test_symlink_out_of_the_folder_is_refused",
+        "pipelines/audit_sets/test_audit_set.py::test_symlink_out_of_the_folder_is_refused",
     ],
     "corrupt or truncated image": [
-        "pipelines/test_audit_set.py::test_corrupt_image_names_its_line",
-        "pipelines/test_audit_set.py::test_a_truncated_image_names_its_line",
+        "pipelines/audit_sets/test_audit_set.py::test_corrupt_image_names_its_line",
+        "pipelines/audit_sets/test_audit_set.py::test_a_truncated_image_names_its_line",
     ],
     "grayscale or RGBA image converted to RGB": [
-        "pipelines/test_audit_set.py::test_grayscale_and_rgba_images_are_converted_to_rgb",
+        "pipelines/audit_sets/test_audit_set.py::test_grayscale_and_rgba_images_are_converted_to_rgb",
     ],
     "image of another size refused": [
-        "pipelines/test_audit_set.py::test_images_of_another_size_are_refused",
+        "pipelines/audit_sets/test_audit_set.py::test_images_of_another_size_are_refused",
     ],
     "mask missing, empty or of another size": [
-        "pipelines/test_audit_set.py::test_bad_manifests_name_file_line_and_column",
-        "pipelines/test_audit_set.py::test_empty_or_wrongly_sized_masks_are_refused",
+        "pipelines/audit_sets/test_audit_set.py::test_bad_manifests_name_file_line_and_column",
+        "pipelines/audit_sets/test_audit_set.py::test_empty_or_wrongly_sized_masks_are_refused",
     ],
     "manifest not UTF-8, ragged rows, fuzzed manifests": [
-        "pipelines/test_audit_set.py::test_a_manifest_that_is_not_utf8_is_a_clear_error",
-        "pipelines/test_audit_set.py::test_a_row_with_more_fields_than_the_header_is_refused_not_cut",
-        "pipelines/test_manifest_properties.py::test_any_csv_gives_a_loaded_set_or_an_audit_set_error",
+        "pipelines/audit_sets/test_audit_set.py::test_a_manifest_that_is_not_utf8_is_a_clear_error",
+        "pipelines/audit_sets/test_audit_set.py::test_a_row_with_more_fields_than_the_header_is_refused_not_cut",
+        "pipelines/audit_sets/test_manifest_properties.py::test_any_csv_gives_a_loaded_set_or_an_audit_set_error",
     ],
     # Text
     "empty text, spurious words not in the text": [
-        "pipelines/test_audit_texts.py::test_bad_text_audit_sets_name_file_line_and_column",
+        "pipelines/stages/test_audit_texts.py::test_bad_text_audit_sets_name_file_line_and_column",
     ],
     "text longer than the model's positions": [
-        "pipelines/test_audit_texts.py::test_spurious_words_cut_off_by_truncation_are_an_error_naming_the_text",
-        "pipelines/test_audit_texts.py::test_one_spurious_word_cut_off_is_an_error_even_when_another_fits",
-        "pipelines/test_audit_texts.py::test_a_long_text_whose_spurious_words_all_fit_is_truncated_and_scored",
+        "pipelines/stages/test_audit_texts.py::test_spurious_words_cut_off_by_truncation_are_an_error_naming_the_text",
+        "pipelines/stages/test_audit_texts.py::test_one_spurious_word_cut_off_is_an_error_even_when_another_fits",
+        "pipelines/stages/test_audit_texts.py::test_a_long_text_whose_spurious_words_all_fit_is_truncated_and_scored",
     ],
     "text CSV not UTF-8": [
-        "pipelines/test_audit_texts.py::test_a_text_csv_that_is_not_utf8_is_a_clear_error_naming_the_file",
+        "pipelines/stages/test_audit_texts.py::test_a_text_csv_that_is_not_utf8_is_a_clear_error_naming_the_file",
     ],
     # Model
     "model version does not exist": [
-        "pipelines/test_gate.py::test_missing_model_version_is_a_clear_error",
+        "pipelines/verdict/test_gate.py::test_missing_model_version_is_a_clear_error",
     ],
     "pt2 model refused with the fix": [
-        "pipelines/test_gate.py::test_pt2_versions_are_refused_with_the_fix"
+        "pipelines/verdict/test_gate.py::test_pt2_versions_are_refused_with_the_fix"
     ],
     "no spatial layer, wrong layer name": [
         "xai_checks/test_cam.py::test_model_without_spatial_layer_is_a_clear_error",
@@ -79,7 +79,7 @@ CATALOGUE: dict[str, list[str]] = {
         "xai_checks/test_cam.py::test_non_finite_activations_are_an_error_not_a_map",
         "xai_checks/test_cam.py::test_non_finite_gradients_at_the_target_layer_are_an_error_not_a_map",
         "xai_checks/test_cam.py::test_infinite_activations_are_an_error_naming_the_layer",
-        "pipelines/test_audit_texts.py::test_nan_logits_are_an_error_even_when_the_saliency_is_finite",
+        "pipelines/stages/test_audit_texts.py::test_nan_logits_are_an_error_even_when_the_saliency_is_finite",
         "xai_checks/test_saliency.py::test_non_finite_logits_are_an_error_naming_the_text",
         "xai_checks/test_saliency.py::test_non_finite_saliency_over_finite_logits_is_an_error",
         "xai_checks/test_counterfactual.py::test_non_finite_model_outputs_are_an_error_not_a_flip",
@@ -103,14 +103,14 @@ CATALOGUE: dict[str, list[str]] = {
     "process killed mid-flow": [
         "flows/test_locking.py::test_a_gate_killed_mid_flow_leaves_no_verdict_and_the_next_gate_runs_at_once",
         "flows/test_locking.py::test_without_a_prefect_server_the_lock_is_exclusive_and_dies_with_its_holder",
-        "pipelines/test_gate.py::test_a_verdict_cut_off_while_being_written_leaves_no_verdict",
+        "pipelines/verdict/test_gate.py::test_a_verdict_cut_off_while_being_written_leaves_no_verdict",
         "flows/test_sweep.py::test_a_gate_killed_while_writing_leaves_no_verdict_so_the_sweeper_gates_again",
     ],
     "rerun of a finished gate is idempotent": [
         "flows/test_xai_gate.py::test_a_rerun_reuses_the_verdict_and_moves_no_alias",
         "flows/test_xai_gate.py::test_a_verdict_that_does_not_verify_is_not_reused",
-        "pipelines/test_gate.py::test_only_a_finished_verdict_under_the_same_policy_and_data_is_reused",
-        "pipelines/test_gate.py::test_a_rerun_does_not_move_an_alias_that_already_points_at_the_version",
+        "pipelines/verdict/test_gate.py::test_only_a_finished_verdict_under_the_same_policy_and_data_is_reused",
+        "pipelines/verdict/test_gate.py::test_a_rerun_does_not_move_an_alias_that_already_points_at_the_version",
     ],
     "two gates at once on one version": [
         "flows/test_xai_gate.py::test_two_gates_at_once_on_one_version_give_one_consistent_verdict",
@@ -122,7 +122,7 @@ CATALOGUE: dict[str, list[str]] = {
     ],
     # Policy
     "unknown keys, thresholds out of range": [
-        "pipelines/test_gate_policy.py::test_errors_name_the_key_and_its_line",
+        "pipelines/policy/test_gate_policy.py::test_errors_name_the_key_and_its_line",
         "flows/test_cli_policy.py::test_check_names_the_bad_key_and_its_line",
     ],
     "missing secret when signing is on": [
@@ -130,24 +130,24 @@ CATALOGUE: dict[str, list[str]] = {
     ],
     # Security
     "every data string escaped in HTML and markdown": [
-        "pipelines/test_report.py::test_every_run_string_is_escaped",
-        "pipelines/test_report.py::test_notes_metric_names_and_quotes_are_escaped",
-        "pipelines/test_attention_html.py::test_tokens_and_title_appear_only_escaped",
+        "pipelines/report/test_report.py::test_every_run_string_is_escaped",
+        "pipelines/report/test_report.py::test_notes_metric_names_and_quotes_are_escaped",
+        "pipelines/report/test_attention_html.py::test_tokens_and_title_appear_only_escaped",
         "flows/test_reporting.py::test_summary_escapes_a_hostile_reason_and_keeps_its_own_links",
     ],
     "weights-only load path never unpickles": [
-        "pipelines/test_gate.py::test_weights_only_models_are_rebuilt_without_unpickling_the_registry_blob",
+        "pipelines/verdict/test_gate.py::test_weights_only_models_are_rebuilt_without_unpickling_the_registry_blob",
     ],
     "the signing secret is never logged": [
         "flows/test_xai_gate.py::test_the_signing_secret_appears_nowhere",
     ],
     "guard refuses forged, copied and replayed signatures": [
-        "pipelines/test_signing.py::test_hand_set_copied_forged_or_other_verdicts_are_refused",
-        "pipelines/test_registry_guard.py::test_only_a_signed_pass_gets_the_protected_alias",
-        "pipelines/test_registry_guard.py::test_a_replayed_old_pass_is_refused_after_a_later_block",
-        "pipelines/test_registry_guard.py::test_a_verdict_whose_tags_were_changed_after_it_was_written_is_refused",
-        "pipelines/test_registry_guard.py::test_clients_cannot_write_the_guards_own_tags",
-        "pipelines/test_registry_guard.py::test_a_real_mlflow_server_enforces_the_guard_over_http",
+        "pipelines/verdict/test_signing.py::test_hand_set_copied_forged_or_other_verdicts_are_refused",
+        "pipelines/verdict/test_registry_guard.py::test_only_a_signed_pass_gets_the_protected_alias",
+        "pipelines/verdict/test_registry_guard.py::test_a_replayed_old_pass_is_refused_after_a_later_block",
+        "pipelines/verdict/test_registry_guard.py::test_a_verdict_whose_tags_were_changed_after_it_was_written_is_refused",
+        "pipelines/verdict/test_registry_guard.py::test_clients_cannot_write_the_guards_own_tags",
+        "pipelines/verdict/test_registry_guard.py::test_a_real_mlflow_server_enforces_the_guard_over_http",
     ],
     # Robustness
     "memory bounded over 1000 GradCAM calls": [

@@ -15,7 +15,7 @@ from pipelines.policy import (
     load_policy,
 )
 
-POLICIES = Path(__file__).parents[2] / "pipelines" / "policies"
+POLICIES = Path(__file__).parents[3] / "pipelines" / "policies"
 
 
 def _write(tmp_path: Path, text: str) -> Path:
