@@ -67,16 +67,16 @@ def gate(
         typer.echo("error: give --policy FILE, or both --model and --audit-set", err=True)
         raise typer.Exit(2)
     if policy is not None:
-        from pipelines.policy import PolicyError, load_policy
+        from pipelines.policy import PolicyError, load_policy, policy_options
 
         try:
             loaded = load_policy(policy)
         except PolicyError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        ignored = [name for name, value in rules.items() if value is not None]
-        if ignored:
-            flags = ", ".join(f"--{name.replace('_', '-')}" for name in ignored)
+        given = [option.flag for option in policy_options() if rules.get(option.name) is not None]
+        if given:
+            flags = ", ".join(given)
             typer.echo(f"note: {flags} ignored: --policy {policy} sets every rule", err=True)
         model, rules = model or loaded.model, {}
     outcome = run_gate(

@@ -83,3 +83,23 @@ def test_rule_flags_reach_the_policy(tmp_path, monkeypatch):
     assert policy.checks.heatmaps.methods == ("hirescam", "gradcam")
     assert not policy.sanity.enabled and policy.checks.counterfactual.max_flip_rate == 0.3
     assert policy.alias == "prod" and policy.checks.heatmaps.max_spurious_mass == 0.30
+
+
+def test_rule_flags_beside_a_policy_file_are_named_as_ignored(tmp_path, monkeypatch):
+    import flows.run
+    from pipelines.policy import GatePolicy, write_policy
+
+    policy = write_policy(GatePolicy(model="m", audit_set=tmp_path / "a.csv"), tmp_path / "p.yaml")
+    seen = {}
+
+    def fake_run_gate(model, version, audit_set=None, **kwargs):
+        seen.update(kwargs, model=model)
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(flows.run, "run_gate", fake_run_gate)
+    args = ["gate", "--version", "1", "--policy", str(policy), "--method", "hirescam"]
+    result = CliRunner().invoke(app, [*args, "--max-flip-rate", "0.3"])
+    assert result.exit_code == 0, result.output
+    assert "note: --method, --max-flip-rate ignored" in result.output
+    assert seen["model"] == "m" and seen["policy_file"] == policy
+    assert "max_flip_rate" not in seen  # the file's rules, untouched
