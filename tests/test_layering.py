@@ -45,21 +45,12 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_imports(path: Path, modules: set[str]) -> set[str]:
-    """Project modules ``path`` imports when it runs (function bodies included, type-checking
-    blocks left out): ``from a.b import c`` names ``a.b.c`` when that is a module."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped = {
-        id(node)
-        for block in ast.walk(tree)
-        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-        for statement in block.body
-        for node in ast.walk(statement)
-    }
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """Project modules ``path`` imports anywhere (function bodies and type-checking blocks
+    included: a circle of type hints couples modules too): ``from a.b import c`` names
+    ``a.b.c`` when that is a module."""
     found = set()
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -73,7 +64,7 @@ def _import_graph() -> dict[str, set[str]]:
         _module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
     }
     modules = set(paths)
-    return {name: _runtime_imports(path, modules) - {name} for name, path in paths.items()}
+    return {name: _imports(path, modules) - {name} for name, path in paths.items()}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

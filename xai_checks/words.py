@@ -10,17 +10,36 @@ on its own.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from xai_checks.errors import XAICheckError
 
-if TYPE_CHECKING:
-    from xai_checks.attention import AttentionMaps
+__all__ = [
+    "TokenMaps",
+    "to_words",
+    "units_of_tokens",
+    "word_level",
+    "word_spans",
+    "word_units",
+]
 
-__all__ = ["to_words", "units_of_tokens", "word_level", "word_spans", "word_units"]
+
+class TokenMaps(Protocol):
+    """What :func:`word_level` reads: ``xai_checks.attention.AttentionMaps`` is one.
+
+    Structural, so this module needs nothing from the extraction module that uses it.
+    """
+
+    tokens: list[list[str]]
+    word_ids: list[list[int | None]]
+    words: list[list[str]]
+    weights: Tensor
+    """(N, L, H, T, T) attention of every text, padded to the longest."""
+
+    def __len__(self) -> int: ...
 
 
 def word_spans(
@@ -110,7 +129,7 @@ def to_words(weights: Tensor, assignment: Tensor) -> Tensor:
     return (assignment / sizes) @ weights @ assignment.T
 
 
-def word_level(maps: AttentionMaps, index: int) -> tuple[list[str], Tensor]:
+def word_level(maps: TokenMaps, index: int) -> tuple[list[str], Tensor]:
     """For text ``index``: unit labels and its (L, H, U, U) word-level weights, padding dropped."""
     if not -len(maps) <= index < len(maps):
         raise XAICheckError(f"text index {index} is out of range for {len(maps)} texts")
