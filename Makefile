@@ -54,10 +54,10 @@ bench: $(VENV)/.stamp-test
 	$(BIN)/python -m benchmarks $(ARGS)
 
 lint: $(VENV)/.stamp-test
-	$(BIN)/ruff check .
+	$(BIN)/ruff check --no-cache .
 
 format: $(VENV)/.stamp-test
-	$(BIN)/ruff check --fix .
+	$(BIN)/ruff check --no-cache --fix .
 	$(BIN)/ruff format .
 
 # The committed example store: the demo at reduced size, through a local MLflow server.

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
-from xai_checks.labels import class_label
 
 from pipelines.evidence.base import EvidenceValidation
 from pipelines.evidence.columns import UNSCORED_COLUMNS
@@ -17,6 +16,7 @@ from pipelines.stages.cam import AuditResult
 from pipelines.stages.counterfactual import CounterfactualEvidence
 from pipelines.stages.discovery import DiscoveryEvidence
 from pipelines.stages.sanity import SanityEvidence
+from xai_checks.labels import class_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
