@@ -20,6 +20,7 @@ BENCHMARKS = (
     "scaling",
     "gate_overhead",
     "cold_start",
+    "shortcut_zoo",
 )
 
 

@@ -208,7 +208,7 @@ def counterfactual_tests(
     tensors for ``[start:stop]`` and ``[index tensor]``.
     """
     removal, results = _scan(model, images, masks, labels, artifact_class, batch_size, insert=True)
-    worst = max(results, key=lambda r: r.spurious_score)
+    worst = max(results, key=lambda r: r.lift)  # the class the paste moves most
     return removal, replace(
         worst, scores_by_class={r.artifact_class: r.spurious_score for r in results}
     )

@@ -24,6 +24,26 @@ rest of its class looks, when it is *compact and separated* from them (its
 mean silhouette against them), and when it also looks elsewhere than the
 other classes do (which says which of two strategies is the usual one).
 ``suspicion = offset * separation * elsewhere``, in [0, 1].
+
+That needs heterogeneity: a shortcut at the same place on every image (a
+watermark, a scanner's frame) makes one cluster, nothing to compare it with.
+:func:`region_evidence` therefore also reads the images under a strategy's
+region (its hot region, minus where the rest of its class looks):
+
+* **presence**: the region holds something on the strategy's images that the
+  other classes' images lack at the same place. Measured as how much filling
+  the region from its surroundings changes the pixels: ``1 - change(others) /
+  change(members)``. A lesion is present in every class and scores low; a tag
+  only on malignant images scores near 1.
+* **stereotypy**: the region's content is a copy, the same on every member
+  (up to a small shift), while the rest of the image varies:
+  ``1 - median pairwise distance inside / outside``. A stamp scores high; a
+  lesion, whose shape and colour vary, scores low or negative.
+
+Both are only suspicions: a class defined by an object that the others lack
+(a fracture) has presence too. :func:`confirm_proposal` tests the region
+behaviourally: fill it on the members (does their prediction change?) and
+paste it onto other classes' images (how far does P(class) rise?).
 """
 
 from __future__ import annotations
@@ -31,7 +51,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -39,22 +59,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xai_checks.counterfactual import removal_test
+from xai_checks.counterfactual import fill_from_surroundings, insertion_test, removal_test
 from xai_checks.errors import XAICheckError
 from xai_checks.labels import class_labels
 
 __all__ = [
     "Discovery",
     "Proposal",
+    "RegionEvidence",
     "Strategy",
     "confirm_proposal",
     "discover_strategies",
     "eigengap",
     "propose_region",
+    "region_evidence",
 ]
 
 _SILHOUETTE_SAMPLE = 1000
 """At most this many heatmaps per side in a cluster's silhouette: its cost stays bounded."""
+_EVIDENCE_SAMPLE = 64
+"""Images per side read for a region's presence, and receivers of its paste test."""
+_STEREOTYPY_SAMPLE = 24
+"""Members compared pairwise for stereotypy (pairs x shifts stays small)."""
+_EVIDENCE_SIDE = 64
+"""Images are pooled to at most this side for presence and stereotypy: fast at any size."""
 
 
 @dataclass(frozen=True)
@@ -212,30 +240,45 @@ class Proposal:
     flipped: Tensor
     """(M,) whether each member's prediction changed when the region was filled; empty when
     the region is (nothing was filled)."""
+    lift: Tensor = field(default_factory=lambda: torch.zeros(0))
+    """(R,) per receiving image of another class: the rise in P(class) when the members'
+    region is pasted in (its own region filled first). Empty when nothing received it."""
 
     @property
     def flip_rate(self) -> float:
         return float(self.flipped.float().mean()) if self.flipped.numel() else float("nan")
 
     @property
+    def pull(self) -> float:
+        """Mean rise in P(class) the pasted region causes: the behavioural effect, NaN if
+        untested."""
+        return float(self.lift.mean()) if self.lift.numel() else float("nan")
+
+    @property
     def area(self) -> float:
         return float(self.mask.float().mean())
 
 
-def propose_region(strategy: Strategy, size: tuple[int, int], *, threshold: float = 0.5) -> Tensor:
+def propose_region(
+    strategy: Strategy, size: tuple[int, int], *, threshold: float = 0.5, distinct: bool = True
+) -> Tensor:
     """Where the cluster looks and the others do not: the proposed spurious mask.
 
     Both mean heatmaps are upsampled to the image ``size`` and thresholded at
     ``threshold`` times their maximum; the proposal is the cluster's region
     minus the region the rest of its class uses, so what the class's other
-    strategies rely on (the lesion itself) is never proposed as spurious. Not
+    strategies rely on (the lesion itself) is never proposed as spurious (the
+    whole hot region for a strategy alone in its class). Not
     minus the other classes' region: evidence *against* a class may sit where
     a shortcut for it sits (a model predicting "benign" checks the borders for
-    a ruler). May be empty.
+    a ruler). May be empty. ``distinct=False``: the whole hot region, for when
+    all of a class's strategies look at the same artifact.
     """
     if not 0.0 < threshold < 1.0:
         raise XAICheckError(f"threshold must lie in (0, 1), got {threshold}")
     ours = _hot(strategy.mean_heatmap, size, threshold)
+    if strategy.alone or not distinct:  # nothing else in the class to leave out
+        return ours
     theirs = _hot(strategy.reference_heatmap, size, threshold)
     return ours & ~theirs
 
@@ -246,17 +289,23 @@ def confirm_proposal(
     strategy: Strategy,
     mask: Tensor,
     *,
+    receivers: Tensor | None = None,
     margin: int | None = None,
     batch_size: int = 64,
+    seed: int = 0,
 ) -> Proposal:
-    """Fill the proposed region on the cluster's images and count changed predictions.
+    """Fill the proposed region on the cluster's images and count changed predictions;
+    paste it onto ``receivers`` and measure the rise in P(class).
 
     ``images`` is the whole set the heatmaps came from (a tensor or a lazy
     stack); members are read a batch at a time. The fill covers the region
     grown by ``margin`` pixels (default: half a heatmap cell), since the
     heatmap is coarser than the artifact's edge and a left-over edge keeps a
     shortcut alive. A proposal that flips the strategy's predictions is
-    evidence that the region is the shortcut.
+    evidence that the region is needed. ``receivers`` (indices of images of
+    other classes; at most 64 are used) get the members' region pasted in, as
+    the labelled insertion test does with a known artifact: the mean rise in
+    P(class), :attr:`Proposal.pull`, is the region's behavioural effect.
     """
     mask = mask.to(torch.bool).cpu()
     height, width = (int(v) for v in images.shape[-2:])
@@ -280,7 +329,121 @@ def confirm_proposal(
         labels = torch.full((batch.shape[0],), strategy.class_index, dtype=torch.long)
         result = removal_test(model, batch, masks, labels, batch_size=batch_size)
         flipped.append(result.predictions_without != strategy.class_index)
-    return Proposal(strategy, mask, filled, torch.cat(flipped))
+    lift = torch.zeros(0)
+    if receivers is not None and receivers.numel():
+        lift = _paste_pull(model, images, strategy, filled, receivers, batch_size, seed)
+    return Proposal(strategy, mask, filled, torch.cat(flipped), lift)
+
+
+def _paste_pull(
+    model: nn.Module,
+    images: Tensor,
+    strategy: Strategy,
+    region: Tensor,
+    receivers: Tensor,
+    batch_size: int,
+    seed: int,
+) -> Tensor:
+    """Per receiver, P(class) after the members' region is pasted in, minus before."""
+    rng = torch.Generator().manual_seed(seed)
+    receivers = _subsample(receivers.long().cpu(), _EVIDENCE_SAMPLE, rng)
+    donors = _subsample(strategy.members, _EVIDENCE_SAMPLE, rng)
+    index = torch.cat([donors, receivers])
+    c = strategy.class_index
+    # Receivers are labelled "not the class" whatever they are: the insertion test pastes
+    # the class's region onto every image not labelled with it.
+    labels = torch.cat([torch.full_like(donors, c), torch.full_like(receivers, c + 1)])
+    masks = region.expand(index.numel(), *region.shape)
+    result = insertion_test(model, images[index], masks, labels, c, batch_size=batch_size)
+    return result.probability - result.baseline
+
+
+@dataclass(frozen=True)
+class RegionEvidence:
+    """What the images show under a strategy's region (see the module's docstring)."""
+
+    presence: float
+    """1 - change(others) / change(members) when the region is filled, at most 1; NaN with
+    no images of other classes to compare with."""
+    stereotypy: float
+    """1 - median pairwise distance inside / outside the region, at most 1; NaN with fewer
+    than three members."""
+
+
+def region_evidence(
+    images: Tensor, members: Tensor, others: Tensor, region: Tensor, *, seed: int = 0
+) -> RegionEvidence:
+    """Presence and stereotypy of ``region`` (H, W) bool on the ``members`` of a strategy.
+
+    ``others`` are indices of images of other classes (predicted, or labelled
+    when the model predicts one class only). Reads at most 64 images of each,
+    pooled to at most 64 px a side.
+    """
+    region = region.to(torch.bool).cpu()
+    nan = float("nan")
+    if not region.any() or region.all():
+        return RegionEvidence(nan, nan)
+    rng = torch.Generator().manual_seed(seed)
+    members = _subsample(members.long().cpu(), _EVIDENCE_SAMPLE, rng)
+    mine, small = _pooled(images[members], region)
+    presence = nan
+    if others.numel():
+        theirs, _ = _pooled(images[_subsample(others.long().cpu(), _EVIDENCE_SAMPLE, rng)], region)
+        change_mine, change_theirs = _fill_change(mine, small), _fill_change(theirs, small)
+        if change_mine > 0:
+            presence = min(1.0, 1.0 - change_theirs / change_mine)
+    stereotypy = _stereotypy(mine[:_STEREOTYPY_SAMPLE], small) if mine.shape[0] >= 3 else nan
+    return RegionEvidence(presence, stereotypy)
+
+
+def _subsample(index: Tensor, most: int, rng: torch.Generator) -> Tensor:
+    if index.numel() <= most:
+        return index
+    return index[torch.randperm(index.numel(), generator=rng)[:most]].sort().values
+
+
+def _pooled(images: Tensor, region: Tensor) -> tuple[Tensor, Tensor]:
+    """Images and region at most ``_EVIDENCE_SIDE`` px a side (area-pooled; region: any)."""
+    images = images.detach().float().cpu()
+    height, width = images.shape[-2:]
+    factor = max(1, math.ceil(max(height, width) / _EVIDENCE_SIDE))
+    if factor == 1:
+        return images, region
+    small = F.avg_pool2d(images, factor, ceil_mode=True)
+    pooled = F.max_pool2d(region[None, None].float(), factor, ceil_mode=True)[0, 0] > 0
+    return small, pooled
+
+
+def _fill_change(images: Tensor, region: Tensor) -> float:
+    """Mean absolute change inside ``region`` when it is filled from its surroundings."""
+    filled = fill_from_surroundings(images, region.expand(images.shape[0], *region.shape))
+    return float((images - filled).abs().mean(dim=1)[:, region].mean())
+
+
+def _stereotypy(images: Tensor, region: Tensor) -> float:
+    """1 - (median pairwise distance inside the region) / (the same outside it).
+
+    Each pair is compared at its best shift within 1/16 of the image side, so a
+    copy placed with a little jitter still counts as a copy.
+    """
+    m = images.shape[0]
+    side = max(images.shape[-2:])
+    reach = max(1, side // 16)
+    step = max(1, reach // 2)
+    inside, outside = region.float(), (~region).float()
+    best_in = torch.full((m, m), math.inf)
+    best_out = torch.full((m, m), math.inf)
+    for dy in range(-reach, reach + 1, step):
+        for dx in range(-reach, reach + 1, step):
+            shifted = torch.roll(images, (dy, dx), dims=(2, 3))
+            distance = (images[:, None] - shifted[None]).abs().mean(dim=2)  # (m, m, H, W)
+            best_in = torch.minimum(best_in, (distance * inside).sum((2, 3)) / inside.sum())
+            best_out = torch.minimum(best_out, (distance * outside).sum((2, 3)) / outside.sum())
+    pairs = ~torch.eye(m, dtype=torch.bool)
+    spread = float(best_out[pairs].median())
+    if spread <= 0:
+        return float("nan")  # the images are identical outside: nothing varies to compare
+    return min(1.0, 1.0 - float(best_in[pairs].median()) / spread)
 
 
 def _grow(mask: Tensor, margin: int) -> Tensor:

@@ -124,7 +124,7 @@ def text_insertion_test(
                 scores_by_class={},
             )
         )
-    worst = max(results, key=lambda r: r.spurious_score)
+    worst = max(results, key=lambda r: r.lift)  # the class the paste moves most
     scores = {r.artifact_class: r.spurious_score for r in results}
     return replace(worst, scores_by_class=scores)
 

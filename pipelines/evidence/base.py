@@ -94,7 +94,7 @@ def headline(evidence: Evidence) -> dict[str, float]:
     metrics = evidence.metrics()
     out = {}
     for prefix in ("counterfactual", "text_counterfactual"):
-        for name in ("removal_flip_rate", "spurious_score"):
+        for name in ("removal_flip_rate", "spurious_lift"):
             if f"{prefix}.{name}" in metrics:
                 out[f"counterfactual.{name}"] = metrics[f"{prefix}.{name}"]
     for name in ("sanity.final_spearman", "discovery.top_suspicion", "discovery.top_flip_rate"):

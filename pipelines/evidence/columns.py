@@ -43,9 +43,11 @@ COUNTERFACTUAL_COLUMNS = (
     "prediction_without_artifact",
     "flipped_on_removal",
     "artifact_class_probability",
+    "artifact_class_lift",
 )
 """Counterfactual evidence per image; appended to the score table. Null where it does not
-apply: no artifact to remove, or the image is of the artifact's own class."""
+apply: no artifact to remove, or the image is of the artifact's own class. The lift is
+P(artifact's class) after pasting minus before (with the image's own artifact filled in)."""
 
 SANITY_COLUMNS = ("image_id", "spearman")
 """Rank correlation of each sanity image's map before and after full randomisation."""
@@ -55,13 +57,25 @@ DISCOVERY_COLUMNS = (
     "class",
     "size",
     "suspicion",
+    "evidence",
+    "clusters",
+    "presence",
+    "stereotypy",
     "offset",
     "separation",
     "elsewhere",
     "proposed_area",
     "flip_rate",
+    "pull",
+    "pull_ci_low",
+    "pull_ci_high",
+    "decided_share",
+    "decided_ci_low",
+    "decided_ci_high",
     "status",
 )
-"""One row per discovered strategy, most suspicious first. ``status`` is ``confirmed``
-(suspicious, and filling its proposed region flips predictions: blocks), ``suspicious``
-(a warning) or ``ok``; ``proposed_area`` and ``flip_rate`` are null where untested."""
+"""One row per discovered strategy, most suspicious first. ``suspicion`` is the largest of
+``clusters`` (SpRAy), ``presence`` and ``stereotypy`` (what its region holds); ``evidence``
+names those above the bound. ``status`` is ``confirmed`` (suspicious, and filling its
+proposed region flips predictions or pasting it pulls other classes to it: blocks),
+``suspicious`` (a warning) or ``ok``; the tested columns are null where untested."""

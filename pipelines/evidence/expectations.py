@@ -46,9 +46,9 @@ def score_checks(
             column="flipped_on_removal", value_set=[False], mostly=1.0 - cf.max_flip_rate
         )
 
-    def low_spurious_score(gxe: Any) -> Any:
+    def low_spurious_lift(gxe: Any) -> Any:
         return gxe.ExpectColumnMeanToBeBetween(
-            column="artifact_class_probability", min_value=0.0, max_value=cf.max_spurious_score
+            column="artifact_class_lift", min_value=-1.0, max_value=cf.max_spurious_lift
         )
 
     checks = [
@@ -84,12 +84,12 @@ def score_checks(
                 ),
             ),
             Check(
-                "spurious score",
-                low_spurious_score,
+                "spurious lift",
+                low_spurious_lift,
                 lambda r: (
-                    f"spurious score {_num(r.get('observed_value'))} exceeds max_spurious_score "
-                    f"{cf.max_spurious_score:.3f}: adding the artifact to other classes' inputs "
-                    "moves predictions to its class"
+                    f"spurious lift {_num(r.get('observed_value'))} exceeds max_spurious_lift "
+                    f"{cf.max_spurious_lift:.3f}: adding the artifact to other classes' inputs "
+                    "raises P(its class) by that much on average"
                 ),
             ),
         ]
@@ -152,10 +152,14 @@ def discovery_checks(rules: AuditRules, table: Any) -> list[Check]:
         rows = list(result.get("unexpected_index_list") or [])
         confirmed = [
             f"strategy #{table.at[i, 'rank']} of class {table.at[i, 'class']!r} "
-            f"({table.at[i, 'size']} images, suspicion {_num(table.at[i, 'suspicion'])} > "
+            f"({table.at[i, 'size']} images; suspicious by {table.at[i, 'evidence']} > "
             f"{rule.max_suspicion:.2f}): filling its proposed region flips "
-            f"{_num(table.at[i, 'flip_rate'])} of its predictions > "
-            f"max_discovery_flip_rate {rule.max_flip_rate:.2f}"
+            f"{_num(table.at[i, 'flip_rate'])} of its predictions "
+            f"(max_discovery_flip_rate {rule.max_flip_rate:.2f}) and pasting it onto other "
+            f"classes raises P(class) by {_num(table.at[i, 'pull'])} "
+            f"[95% CI {_num(table.at[i, 'pull_ci_low'])}, {_num(table.at[i, 'pull_ci_high'])}] "
+            f"(max_discovery_lift {rule.max_lift:.2f}); it decides "
+            f"{_num(table.at[i, 'decided_share'])} of the class's predictions"
             for i in rows
         ]
         return "discovery found an unlabelled shortcut: " + "; ".join(confirmed or ["(no rows)"])

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from pipelines.errors import GateError
@@ -118,21 +118,34 @@ class CounterfactualChecks(_Section):
         description="Upper bound on the share of predictions that change when the artifact is "
         "removed (filled in from its surroundings).",
     )
-    max_spurious_score: float = Field(
-        0.50,
+    max_spurious_lift: float = Field(
+        0.20,
         ge=0.0,
         le=1.0,
-        description="Upper bound on the mean P(artifact's class) after adding the artifact to "
-        "inputs of other classes.",
+        description="Upper bound on the mean rise in P(artifact's class) that adding the "
+        "artifact to inputs of other classes causes (their own artifact filled in first).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_rules(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "max_spurious_score" in data:
+            raise ValueError(
+                "max_spurious_score was replaced by max_spurious_lift: the gate bounds the rise "
+                "in P(artifact's class) that pasting the artifact causes, not the raw "
+                "probability, which a class-biased clean model exceeds with no shortcut at all"
+            )
+        return data
 
 
 class DiscoveryChecks(_Section):
     """Unknown shortcuts: cluster each class's heatmaps (SpRAy) and test the odd clusters.
 
-    Needs no spurious masks. A strategy above ``max_suspicion`` is a warning;
-    it blocks only when filling its proposed region flips more than
-    ``max_flip_rate`` of its predictions.
+    Needs no spurious masks. A strategy above ``max_suspicion`` (by its clusters,
+    or by what its region holds: presence, stereotypy) is a warning; it blocks
+    only when the region is confirmed behaviourally: filling it flips more than
+    ``max_flip_rate`` of its predictions, or pasting it onto other classes'
+    inputs raises P(its class) by more than ``max_lift``.
     """
 
     enabled: bool = Field(
@@ -144,7 +157,8 @@ class DiscoveryChecks(_Section):
         0.50,
         ge=0.0,
         le=1.0,
-        description="A strategy looking elsewhere, distinctly, above this suspicion is a "
+        description="A strategy above this suspicion (its clusters look elsewhere, or its "
+        "region holds something other classes lack, or the same copy on every image) is a "
         "warning, and its proposed region is tested.",
         json_schema_extra=_option("max_discovery_suspicion"),
     )
@@ -155,6 +169,15 @@ class DiscoveryChecks(_Section):
         description="Filling a suspicious strategy's proposed region may flip at most this "
         "share of its predictions; above it the shortcut is confirmed and blocks.",
         json_schema_extra=_option("max_discovery_flip_rate"),
+    )
+    max_lift: float = Field(
+        0.30,
+        ge=0.0,
+        le=1.0,
+        description="Pasting a suspicious strategy's proposed region onto other classes' inputs "
+        "may raise P(its class) by at most this much on average; above it the shortcut is "
+        "confirmed and blocks.",
+        json_schema_extra=_option("max_discovery_lift"),
     )
     max_proposals: int = Field(
         3,
@@ -295,7 +318,7 @@ class AuditRules(_Section):
         if cf.enabled and regions:
             prefix = "text_counterfactual" if text else "counterfactual"
             bounds[f"{prefix}.removal_flip_rate"] = cf.max_flip_rate
-            bounds[f"{prefix}.spurious_score"] = cf.max_spurious_score
+            bounds[f"{prefix}.spurious_lift"] = cf.max_spurious_lift
         if self.sanity.enabled and not text:
             bounds["sanity.final_spearman"] = self.sanity.max_correlation
         return bounds

@@ -238,6 +238,7 @@ def discovery_stage(
         data.images,
         audit,
         rules.checks.discovery,
+        labels=data.labels,
         class_names=data.class_names,
         batch_size=rules.batch_size,
     )

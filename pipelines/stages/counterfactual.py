@@ -99,6 +99,8 @@ def _tabulate(
     n = removal.labels.shape[0]
     probability = torch.full((n,), float("nan"), dtype=torch.float64)
     probability[insertion.target_index] = insertion.probability.double()
+    lift = torch.full((n,), float("nan"), dtype=torch.float64)
+    lift[insertion.target_index] = (insertion.probability - insertion.baseline).double()
     flipped = pd.array(removal.flipped.tolist(), dtype="boolean")
     flipped[~removal.has_artifact.numpy()] = pd.NA
     names = list(class_names) if class_names is not None else None
@@ -107,6 +109,7 @@ def _tabulate(
             "prediction_without_artifact": class_labels(removal.predictions_without, names),
             "flipped_on_removal": flipped,
             "artifact_class_probability": probability.numpy(),
+            "artifact_class_lift": lift.numpy(),
         },
         columns=list(COUNTERFACTUAL_COLUMNS),
     )

@@ -6,18 +6,31 @@ plus, for each of the few most suspicious strategies, one fill-and-predict
 pass over its images. Needs no spurious masks: on an audit set without any it
 is the check that gates (with the sanity check beside it).
 
-Contribution to the verdict: a strategy whose suspicion exceeds the policy's
-bound is a *warning*; it *blocks* only when filling its proposed region
-flips more than the allowed share of its predictions (``status`` confirmed).
+A strategy's suspicion is the largest of three lines of evidence, and the
+table names the ones above the bound (``evidence``): ``clusters`` (SpRAy: it
+looks elsewhere than the rest of its class, distinctly), ``presence`` (its
+region holds something the other classes' images lack there) and
+``stereotypy`` (the same copy on every member). The last two need no second
+cluster, so a shortcut that sits at the same place on every image is found.
+
+Contribution to the verdict: a suspicious strategy is a *warning*; it
+*blocks* (``status`` confirmed) only when its region is confirmed
+behaviourally: filling it flips more than ``max_flip_rate`` of its
+predictions, or pasting it onto other classes' images raises P(class) by
+more than ``max_lift`` on average (``pull``, with a bootstrap CI). The table
+also gives the share of the class's predictions the region decides
+(``decided_share``, with a CI): for a partial shortcut, how much of the
+class rides on it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
+import torch
 from torch import Tensor, nn
 
 from pipelines.errors import GateError
@@ -27,17 +40,23 @@ from pipelines.stages.cam import AuditResult
 from xai_checks.discovery import (
     Discovery,
     Proposal,
+    RegionEvidence,
+    Strategy,
     confirm_proposal,
     discover_strategies,
     propose_region,
+    region_evidence,
 )
 from xai_checks.labels import class_label
+from xai_checks.metrics import Estimate, bootstrap_ci
 
 __all__ = ["DiscoveryEvidence", "discovery_audit"]
 
 PREFIX = "discovery"
 RESOLUTION = 16
 """Side the heatmaps are pooled to before clustering: the CAM stage keeps 16 x 16 maps."""
+MIN_OTHERS = 3
+"""Fewer images predicted as other classes than this: compare with the other *labels*."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +75,17 @@ class DiscoveryEvidence:
 
     def metrics(self) -> dict[str, float]:
         table = self.table
-        flips = table["flip_rate"].dropna()
+
+        def top(column: str) -> float:
+            values = table[column].dropna()
+            return float(values.max()) if len(values) else math.nan
+
         return {
             f"{PREFIX}.strategies": float(len(table)),
             f"{PREFIX}.top_suspicion": float(table["suspicion"].max()) if len(table) else 0.0,
-            f"{PREFIX}.top_flip_rate": float(flips.max()) if len(flips) else math.nan,
+            f"{PREFIX}.top_flip_rate": top("flip_rate"),
+            f"{PREFIX}.top_pull": top("pull"),
+            f"{PREFIX}.top_decided_share": top("decided_share"),
             f"{PREFIX}.suspicious": float((table["status"] != "ok").sum()),
             f"{PREFIX}.confirmed": float((table["status"] == "confirmed").sum()),
         }
@@ -74,6 +99,7 @@ class DiscoveryEvidence:
             if not math.isnan(row["flip_rate"]):
                 tested = (
                     f"filling its proposed region flips {row['flip_rate']:.2f} of its predictions"
+                    f" and pasting it raises P(class) by {_num(row['pull'])}"
                 )
             elif row["proposed_area"] == 0:
                 tested = "its proposed region is empty (it looks where the rest of its class does)"
@@ -81,10 +107,14 @@ class DiscoveryEvidence:
                 tested = "its region was not tested (below min_cluster_size or max_proposals)"
             out.append(
                 f"discovery: strategy #{row['rank']} of class {row['class']!r} ({row['size']} "
-                f"images) looks away from the rest (suspicion {row['suspicion']:.2f}); {tested}: "
-                "review xai/discovery_samples.png"
+                f"images) is suspicious by {row['evidence']} (suspicion "
+                f"{row['suspicion']:.2f}); {tested}: review xai/discovery_samples.png"
             )
         return out
+
+
+def _num(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
 def discovery_audit(
@@ -93,6 +123,7 @@ def discovery_audit(
     audit: AuditResult,
     rule: DiscoveryChecks,
     *,
+    labels: Tensor | None = None,
     class_names: Sequence[str] | None = None,
     batch_size: int = 32,
 ) -> DiscoveryEvidence:
@@ -100,6 +131,8 @@ def discovery_audit(
 
     ``images`` are the audit set's (tensor or lazy stack); ``audit`` the CAM
     stage's result on them, whose pooled heatmaps and predictions are used.
+    ``labels``, when known, stand in for the other classes when the model
+    predicts (nearly) every image as one class.
     """
     discovery = discover_strategies(
         audit.gating.low_res,
@@ -115,39 +148,152 @@ def discovery_audit(
             "so where the model looks cannot be compared; check the target layer"
         )
     size = (int(images.shape[-2]), int(images.shape[-1]))
+    predictions = audit.predictions.cpu()
+    truth = torch.as_tensor(labels).cpu().long() if labels is not None else None
+    examined = [
+        _examine(images, strategy, _others(strategy.class_index, predictions, truth), size, rule)
+        for strategy in discovery.strategies
+    ]
+    examined.sort(key=lambda e: -e.suspicion)
+    discovery = replace(discovery, strategies=tuple(e.strategy for e in examined))
+
     proposals: dict[int, Proposal] = {}
     tested = 0
-    for rank, strategy in enumerate(discovery.strategies, start=1):
+    for rank, item in enumerate(examined, start=1):
         if tested >= rule.max_proposals:
             break
-        if strategy.suspicion <= rule.max_suspicion:
+        if item.suspicion <= rule.max_suspicion:
             break  # ranked: no later strategy is suspicious either
-        if strategy.size < rule.min_cluster_size:
+        if item.strategy.size < rule.min_cluster_size:
             continue
-        mask = propose_region(strategy, size, threshold=rule.mask_threshold)
-        proposals[rank] = confirm_proposal(model, images, strategy, mask, batch_size=batch_size)
-        tested += bool(mask.any())  # an empty region is listed, and its slot goes on
+        proposals[rank] = confirm_proposal(
+            model, images, item.strategy, item.region, receivers=item.others, batch_size=batch_size
+        )
+        tested += bool(item.region.any())  # an empty region is listed, and its slot goes on
     names = tuple(class_names) if class_names is not None else None
-    table = _table(discovery, proposals, rule, names)
+    table = _table(examined, proposals, predictions, rule, names)
     return DiscoveryEvidence(discovery, proposals, table, names, audit.gating.low_res)
 
 
+@dataclass(frozen=True)
+class _Examined:
+    """A strategy with its proposed region and what the images show under it."""
+
+    strategy: Strategy
+    region: Tensor
+    others: Tensor
+    evidence: RegionEvidence
+
+    @property
+    def lines(self) -> dict[str, float]:
+        return {
+            "clusters": self.strategy.suspicion,
+            "presence": self.evidence.presence,
+            "stereotypy": self.evidence.stereotypy,
+        }
+
+    @property
+    def suspicion(self) -> float:
+        return max((v for v in self.lines.values() if not math.isnan(v)), default=0.0)
+
+    @property
+    def evidence_suspicion(self) -> float:
+        """What the images under the region say, leaving the clusters aside."""
+        values = [v for v in (self.evidence.presence, self.evidence.stereotypy) if v == v]
+        return max(values, default=-math.inf)
+
+    def evidence_above(self, bound: float) -> str:
+        above = [f"{name} {value:.2f}" for name, value in self.lines.items() if value > bound]
+        return ", ".join(above) or "none"
+
+
+def _examine(
+    images: Tensor, strategy: Strategy, others: Tensor, size: tuple[int, int], rule: DiscoveryChecks
+) -> _Examined:
+    """The strategy's region and its evidence: the part only it looks at, or, when that says
+    less (its whole class looks at the same artifact), its whole hot region."""
+    distinct = propose_region(strategy, size, threshold=rule.mask_threshold)
+    if strategy.size < rule.min_cluster_size:
+        return _Examined(strategy, distinct, others, RegionEvidence(math.nan, math.nan))
+    candidates = [
+        _Examined(
+            strategy, distinct, others, region_evidence(images, strategy.members, others, distinct)
+        )
+    ]
+    whole = propose_region(strategy, size, threshold=rule.mask_threshold, distinct=False)
+    if not torch.equal(whole, distinct):
+        evidence = region_evidence(images, strategy.members, others, whole)
+        candidates.append(_Examined(strategy, whole, others, evidence))
+    return max(candidates, key=lambda e: e.evidence_suspicion)
+
+
+def _others(cls: int, predictions: Tensor, labels: Tensor | None) -> Tensor:
+    """Images of other classes: predicted so, or labelled so when the model says one class."""
+    predicted = (predictions != cls).nonzero().flatten()
+    if predicted.numel() >= MIN_OTHERS or labels is None:
+        return predicted
+    return (labels != cls).nonzero().flatten()
+
+
 def _table(
-    discovery: Discovery,
+    examined: list[_Examined],
     proposals: dict[int, Proposal],
+    predictions: Tensor,
     rule: DiscoveryChecks,
     class_names: tuple[str, ...] | None,
 ) -> pd.DataFrame:
+    discovery = Discovery(tuple(e.strategy for e in examined), {}, RESOLUTION)
     table = discovery.table(class_names)
-    table["proposed_area"] = [
-        proposals[r].area if r in proposals else math.nan for r in table["rank"]
-    ]
-    table["flip_rate"] = [
-        proposals[r].flip_rate if r in proposals else math.nan for r in table["rank"]
-    ]
+    table["clusters"] = table["suspicion"]
+    table["suspicion"] = [e.suspicion for e in examined]
+    table["evidence"] = [e.evidence_above(rule.max_suspicion) for e in examined]
+    table["presence"] = [e.evidence.presence for e in examined]
+    table["stereotypy"] = [e.evidence.stereotypy for e in examined]
+    rows = []
+    for rank in range(1, len(examined) + 1):
+        proposal = proposals.get(rank)
+        row = dict.fromkeys(_TESTED_COLUMNS, math.nan)
+        if proposal is not None:
+            row["proposed_area"] = proposal.area
+            row["flip_rate"] = proposal.flip_rate
+            pull = bootstrap_ci(proposal.lift)
+            row |= {"pull": pull.mean, "pull_ci_low": pull.low, "pull_ci_high": pull.high}
+            if proposal.flipped.numel():
+                decided = _decided(proposal, predictions)
+                row |= {
+                    "decided_share": decided.mean,
+                    "decided_ci_low": decided.low,
+                    "decided_ci_high": decided.high,
+                }
+        rows.append(row)
+    for column in _TESTED_COLUMNS:
+        table[column] = [row[column] for row in rows]
     suspicious = table["suspicion"] > rule.max_suspicion
-    confirmed = suspicious & (table["flip_rate"] > rule.max_flip_rate)
+    confirmed = suspicious & (
+        (table["flip_rate"] > rule.max_flip_rate) | (table["pull"] > rule.max_lift)
+    )
     table["status"] = ["ok"] * len(table)
     table.loc[suspicious, "status"] = "suspicious"
     table.loc[confirmed, "status"] = "confirmed"
     return table[list(DISCOVERY_COLUMNS)]
+
+
+_TESTED_COLUMNS = (
+    "proposed_area",
+    "flip_rate",
+    "pull",
+    "pull_ci_low",
+    "pull_ci_high",
+    "decided_share",
+    "decided_ci_low",
+    "decided_ci_high",
+)
+
+
+def _decided(proposal: Proposal, predictions: Tensor) -> Estimate:
+    """Share of all the class's predictions that filling the region changes, with a CI."""
+    cls = proposal.strategy.class_index
+    of_class = (predictions == cls).nonzero().flatten()
+    changed = torch.zeros(predictions.shape[0])
+    changed[proposal.strategy.members] = proposal.flipped.float()
+    return bootstrap_ci(changed[of_class])

@@ -44,6 +44,7 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
         "scaling",
         "gate_overhead",
         "cold_start",
+        "shortcut_zoo",
     }
     ours = by_name[("gradcam_speed", "xai_checks GradCAM")]
     assert ours["versus"] == "limit" and ours["ratio"] > 0 and ours["goal"] == "<= 1.05x limit"
@@ -52,5 +53,10 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
     assert by_name[("cold_start", "xai-gate --help")]["met"] is True
     assert by_name[("scaling", "Dask, 2 workers")]["versus"] == "speed-up"
     assert by_name[("gate_overhead", "whole gate (xai-gate gate)")]["value"] > 0
-    assert all(row["value"] > 0 for row in rows)
+    # Quick zoo: a band model at ρ = 1 (blocked by both gates) and a clean one (passed by both).
+    for gate in ("labelled", "unlabelled"):
+        assert by_name[("shortcut_zoo", f"tuned: {gate} gate, spurious blocked")]["met"] is True
+        assert by_name[("shortcut_zoo", f"tuned: {gate} gate, clean passed")]["met"] is True
+    assert "shortcut zoo: scores" in done.stdout
+    assert all(row["value"] > 0 for row in rows if row["benchmark"] != "shortcut_zoo")
     assert "xai-gate benchmarks (quick: smoke sizes)" in done.stdout

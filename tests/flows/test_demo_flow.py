@@ -46,7 +46,7 @@ def test_shortcut_version_blocked_clean_version_promoted(demo):
     assert (v2.version, v2.verdict, v2.promoted) == ("2", Verdict.PASSED, True)
     assert "spurious_mass mean" in v1.message and "exceeds max_spurious_mass 0.300" in v1.message
     # Blocked on independent lines of evidence, not only on where the heatmap sits.
-    assert "removal flip rate" in v1.message and "spurious score" in v1.message
+    assert "removal flip rate" in v1.message and "spurious lift" in v1.message
     assert v1.summary["counterfactual.removal_flip_rate"] > 0.8
     assert v2.summary["counterfactual.removal_flip_rate"] < 0.1
     assert v1.summary["sanity.final_spearman"] < 0.5 and v2.summary["sanity.final_spearman"] < 0.5
@@ -61,7 +61,7 @@ def test_text_shortcut_version_blocked_clean_version_promoted(demo):
     v1, v2 = (row.outcome for row in rows[2:4])
     assert (v1.model_name, v1.version, v1.verdict) == (TEXT_MODEL, "1", Verdict.BLOCKED)
     assert (v2.version, v2.verdict, v2.promoted) == ("2", Verdict.PASSED, True)
-    for check in ("spurious_mass mean", "removal flip rate", "spurious score"):
+    for check in ("spurious_mass mean", "removal flip rate", "spurious lift"):
         assert check in v1.message
     assert champion_version(TEXT_MODEL) == "2"
     assert champion_version(MODEL) == "2"
@@ -155,15 +155,15 @@ def test_registry_tags_point_at_the_evidence_runs(demo):
             "counterfactual.removal_flip_rate",
             "counterfactual.accuracy_with_artifact",
             "counterfactual.accuracy_without_artifact",
-            "counterfactual.spurious_score",
+            "counterfactual.spurious_lift",
             "sanity.final_spearman",
             "sanity.spearman_by_step",
             "accuracy",
         }
     assert metrics["1"]["gradcam.spurious_mass"] > 0.3 > metrics["2"]["gradcam.spurious_mass"]
     assert metrics["1"]["gradcam.enrichment"] > metrics["2"]["gradcam.enrichment"]
-    assert metrics["1"]["counterfactual.spurious_score"] > 0.85
-    assert metrics["2"]["counterfactual.spurious_score"] < 0.5
+    assert metrics["1"]["counterfactual.spurious_lift"] > 0.7
+    assert abs(metrics["2"]["counterfactual.spurious_lift"]) < 0.1
     curve = client.get_metric_history(tags["2"]["xai_gate.run_id"], "sanity.spearman_by_step")
     assert [m.step for m in curve] == list(range(1, len(curve) + 1)) and len(curve) == 8
 

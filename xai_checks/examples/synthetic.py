@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["CLASS_NAMES", "Artifact", "LesionBatch", "RulerPlacement", "make_lesions"]
+__all__ = ["ARTIFACTS", "CLASS_NAMES", "Artifact", "LesionBatch", "RulerPlacement", "make_lesions"]
 
 CLASS_NAMES: tuple[str, str] = ("benign", "malignant")
 BENIGN, MALIGNANT = 0, 1
@@ -32,11 +32,23 @@ images, otherwise it is a fair coin independent of the label.
 exposes a model which learned the ruler instead of the lesion.
 """
 
-Artifact = Literal["ruler", "tag"]
-"""What the shortcut is: ``ruler``, a light strip with ticks along a random
-border; or ``tag``, a hospital-style label near a random corner (a dark box
-with two light lines of "text"), a second shortcut of a different shape and
-place for checks that must find artifacts nobody described to them."""
+Artifact = Literal["ruler", "tag", "band", "stamp", "grating"]
+"""What the shortcut is. Moving ones, whose place differs from image to image:
+
+* ``ruler``: a light strip with ticks along a random border;
+* ``tag``: a hospital-style label near a random corner (a dark box with two
+  light lines of "text");
+* ``grating``: a faint diagonal grating (contrast 0.12) in a square near a
+  random corner, a low-contrast texture rather than an object.
+
+Fixed-place ones, at the same pixels on every image (a scanner's frame, a
+watermark burned into one corner), which cluster into a single strategy:
+
+* ``band``: a light band with dark dashes along the bottom edge;
+* ``stamp``: a small light ring in the top-left corner.
+"""
+
+ARTIFACTS: tuple[Artifact, ...] = get_args(Artifact)
 
 _SKIN = (0.88, 0.70, 0.60)
 _BENIGN_COLOUR = (0.60, 0.40, 0.28)
@@ -75,8 +87,11 @@ def make_lesions(
     Benign and malignant differ by a subtle cue: malignant lesions are a little
     darker and have a more irregular border. The ruler is a high-contrast strip
     with tick marks at a random image border, which is exactly why a network
-    prefers it when it predicts the label. With ``artifact="tag"`` a hospital
-    tag takes the ruler's place (``ruler`` and ``has_ruler`` then refer to it).
+    prefers it when it predicts the label. Another ``artifact`` (see
+    :data:`Artifact`) takes the ruler's place; ``ruler`` and ``has_ruler`` then
+    refer to it. Base images do not depend on ``ruler`` or ``artifact``: the
+    same seed with ``ruler="always"`` and ``"never"`` gives the same images
+    with and without the artifact.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -97,8 +112,10 @@ def make_lesions(
         images, masks = _paint_rulers(images, has_ruler, ruler_width, gen)
     elif artifact == "tag":
         images, masks = _paint_tags(images, has_ruler, gen)
+    elif artifact in _PAINTERS:
+        images, masks = _PAINTERS[artifact](images, has_ruler, gen)
     else:
-        raise ValueError(f"unknown artifact {artifact!r}; known: ruler, tag")
+        raise ValueError(f"unknown artifact {artifact!r}; known: {', '.join(ARTIFACTS)}")
     return LesionBatch(images.clamp_(0.0, 1.0), labels, masks, has_ruler)
 
 
@@ -215,3 +232,67 @@ def _paint_tags(images: Tensor, has_tag: Tensor, gen: torch.Generator) -> tuple[
     images = torch.where(masks.unsqueeze(1), box, images)
     images = torch.where(text.unsqueeze(1), _colour(_TAG_TEXT_COLOUR).expand_as(images), images)
     return images, masks
+
+
+def _paint_band(images: Tensor, has_band: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A light band with dark dashes along the bottom edge, identical on every image."""
+    size = images.shape[-1]
+    height = max(3, size // 12)
+    band = torch.zeros(size, size, dtype=torch.bool)
+    band[size - 1 - height : size - 1, 2 : size - 2] = True
+    dashes = band.clone()
+    dashes[:, (torch.arange(size) // 3) % 2 == 0] = False
+    dashes[: size - 1 - height + height // 3] = False
+    dashes[size - 1 - height // 3 :] = False
+    return _stamp_pattern(images, has_band, band, dashes, _RULER_COLOUR, _TICK_COLOUR)
+
+
+def _paint_stamp(images: Tensor, has_stamp: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A small light ring with a dark centre in the top-left corner, identical on every image."""
+    size = images.shape[-1]
+    radius = size / 10
+    centre = size / 16 + radius
+    coords = torch.arange(size) + 0.5
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    dist = torch.sqrt((yy - centre) ** 2 + (xx - centre) ** 2)
+    disc = dist <= radius
+    core = dist <= radius / 2.5
+    return _stamp_pattern(images, has_stamp, disc, core, _TAG_TEXT_COLOUR, _TAG_COLOUR)
+
+
+def _paint_gratings(
+    images: Tensor, has_grating: Tensor, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """A faint diagonal grating added in a square near a random corner: texture, not object."""
+    n, _, size, _ = images.shape
+    side, inset = size * 5 // 16, size // 16
+    corners = torch.randint(0, 4, (n,), generator=gen)
+    coords = torch.arange(size)
+    stripes = torch.cos(2 * math.pi * (coords.view(-1, 1) + coords.view(1, -1)) / 4.0)
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    for i in torch.nonzero(has_grating).flatten().tolist():
+        top = inset if int(corners[i]) in (0, 3) else size - inset - side
+        left = inset if int(corners[i]) in (0, 1) else size - inset - side
+        masks[i, top : top + side, left : left + side] = True
+    texture = 0.06 * stripes.expand(n, 3, size, size)
+    return torch.where(masks.unsqueeze(1), images + texture, images), masks
+
+
+def _stamp_pattern(
+    images: Tensor,
+    present: Tensor,
+    shape: Tensor,
+    detail: Tensor,
+    colour: tuple[float, float, float],
+    detail_colour: tuple[float, float, float],
+) -> tuple[Tensor, Tensor]:
+    """Paint the same (H, W) ``shape`` with its ``detail`` onto the images where ``present``."""
+    n, _, size, _ = images.shape
+    where = present.view(n, 1, 1) & shape
+    detailed = (present.view(n, 1, 1) & detail).unsqueeze(1)
+    images = torch.where(where.unsqueeze(1), _colour(colour).expand(n, 3, size, size), images)
+    images = torch.where(detailed, _colour(detail_colour).expand(n, 3, size, size), images)
+    return images, where
+
+
+_PAINTERS = {"band": _paint_band, "stamp": _paint_stamp, "grating": _paint_gratings}

@@ -35,11 +35,14 @@ def _validate(df: pd.DataFrame, **thresholds: float):
     return run_checks(df, checks, suite="test-scores")
 
 
-def _with_counterfactuals(flips: list[bool | None], probabilities: list[float]) -> pd.DataFrame:
+def _with_counterfactuals(
+    flips: list[bool | None], probabilities: list[float], lifts: list[float] | None = None
+) -> pd.DataFrame:
     df = _scores([0.1] * len(flips))
     df["prediction_without_artifact"] = "benign"
     df["flipped_on_removal"] = pd.array(flips, dtype="boolean")
     df["artifact_class_probability"] = probabilities
+    df["artifact_class_lift"] = lifts if lifts is not None else [0.0] * len(flips)
     return df
 
 
@@ -86,7 +89,8 @@ def test_nulls_block_with_the_column_named():
         {"max_flagged_fraction": -0.1},
         {"flag_mass": 0},
         {"max_flip_rate": 2},
-        {"max_spurious_score": -0.5},
+        {"max_spurious_lift": -0.5},
+        {"max_spurious_score": 0.5},  # replaced by max_spurious_lift: an error, not ignored
         {"max_sanity_correlation": 1.5},
         {"typo": 1},
     ],
@@ -109,15 +113,27 @@ def test_removal_flip_rate_counts_only_images_with_an_artifact():
     assert run_checks(df, score_checks(lenient), suite="cf").success
 
 
-def test_spurious_score_is_the_mean_over_images_that_received_the_artifact():
-    df = _with_counterfactuals([False] * 4, [0.9, float("nan"), 0.8, 0.7])
+def test_the_insertion_check_gates_on_the_lift_over_images_that_received_the_artifact():
+    nan = float("nan")
+    df = _with_counterfactuals([False] * 4, [0.9, nan, 0.8, 0.7], [0.5, nan, 0.3, 0.1])
     report = run_checks(df, score_checks(AuditRules()), suite="cf")
     assert report.failures == [
-        "spurious score 0.800 exceeds max_spurious_score 0.500: adding the artifact to other "
-        "classes' inputs moves predictions to its class"
+        "spurious lift 0.300 exceeds max_spurious_lift 0.200: adding the artifact to other "
+        "classes' inputs raises P(its class) by that much on average"
     ]
     decision = decide(report)
-    assert decision.verdict is Verdict.BLOCKED and "spurious score 0.800" in decision.reason
+    assert decision.verdict is Verdict.BLOCKED and "spurious lift 0.300" in decision.reason
+
+
+def test_a_biased_model_that_pasting_does_not_move_passes_the_insertion_check():
+    """P(class) is high before and after pasting (a model leaning to the class): no lift."""
+    df = _with_counterfactuals([False] * 4, [0.62, 0.58, 0.6, 0.61], [0.01, -0.02, 0.0, 0.01])
+    assert run_checks(df, score_checks(AuditRules()), suite="cf").success
+
+
+def test_the_replaced_spurious_score_option_says_what_replaced_it():
+    with pytest.raises(ValidationError, match="replaced by max_spurious_lift"):
+        AuditRules.model_validate({"checks": {"counterfactual": {"max_spurious_score": 0.5}}})
 
 
 def _sanity(correlations: list[float], threshold: float = 0.5):

@@ -105,7 +105,7 @@ def test_metric_thresholds_mirror_the_policy_and_gate_mlflow_validation(tmp_path
         "gradcam.spurious_mass": 0.30,
         "gradcam.flagged_fraction": 0.10,
         "counterfactual.removal_flip_rate": 0.20,
-        "counterfactual.spurious_score": 0.50,
+        "counterfactual.spurious_lift": 0.20,
         "sanity.final_spearman": 0.50,
     }
     assert all(t.greater_is_better is False for t in thresholds.values())
@@ -113,7 +113,7 @@ def test_metric_thresholds_mirror_the_policy_and_gate_mlflow_validation(tmp_path
         "gradcam.spurious_mass": 0.04,
         "gradcam.flagged_fraction": 0.0,
         "counterfactual.removal_flip_rate": 0.0,
-        "counterfactual.spurious_score": 0.18,
+        "counterfactual.spurious_lift": 0.01,
         "sanity.final_spearman": -0.1,
     }
     validate_evaluation_results(thresholds, EvaluationResult(clean, {}))  # no exception
@@ -195,6 +195,11 @@ def test_flat_options_build_the_same_policy_as_the_nested_file(tmp_path):
 
 
 def test_the_digest_of_a_shipped_policy_is_stable():
-    """Verdicts carry the policy hash: a refactor that changed it would re-gate every version."""
+    """Verdicts carry the policy hash: a refactor that changed it would re-gate every version.
+
+    It changes when a rule does, as it should: the insertion test now bounds the lift
+    (``max_spurious_lift`` replaced ``max_spurious_score``) and discovery gained
+    ``max_discovery_lift``, so versions judged under the old rules are judged again.
+    """
     policy = GatePolicy(model="lesion-classifier", audit_set=Path("/audit/manifest.csv"))
-    assert policy.digest() == "30a3cf3a2f06e969d8d9456cd88f4dff1df53fdf407fcea3c9be2441e258b466"
+    assert policy.digest() == "f759f400625867e897aa5ba52e566e6ce331bb34e03c544032f0ed290764173f"

@@ -81,7 +81,9 @@ def test_a_confirmed_strategy_blocks_and_names_itself(trained_pair, audit_batch)
 
 def test_an_unconfirmed_suspicion_is_a_warning(trained_pair, audit_batch):
     # Bounds that make the clean model's clusters suspicious but never confirm them.
-    low = AuditRules.from_options(max_discovery_suspicion=0.02, max_discovery_flip_rate=0.9)
+    low = AuditRules.from_options(
+        max_discovery_suspicion=0.02, max_discovery_flip_rate=0.9, max_discovery_lift=1.0
+    )
     evidence = _evidence(trained_pair.clean, audit_batch, low)
     table = evidence.discovery.table
     tested = table[table["flip_rate"].notna()]
