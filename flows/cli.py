@@ -99,6 +99,80 @@ def gate(
     raise typer.Exit(code)
 
 
+@app.command()
+@with_policy_options
+def discover(
+    version: str = typer.Option(..., "--version", help="Model version to examine."),
+    policy: Path | None = typer.Option(
+        None, "--policy", help="Gate policy YAML: model, audit set and discovery rules."
+    ),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
+    ),
+    write_audit_set: Path | None = typer.Option(
+        None,
+        "--write-audit-set",
+        help="Write a labelled copy of the audit set here: the confirmed strategies' regions "
+        "become its spurious masks.",
+    ),
+    strategy: list[int] = typer.Option(
+        [],
+        "--strategy",
+        help="With --write-audit-set: write these strategies (rank, repeatable) instead of "
+        "the confirmed ones.",
+    ),
+    **rules: Any,
+) -> None:
+    """Find shortcuts nobody labelled in one model version; no verdict, no alias.
+
+    Prints the ranked strategies. With --write-audit-set DIR, a confirmed
+    shortcut becomes a labelled audit set (manifest, images, masks): gate the
+    next versions on it and the exact labelled checks apply.
+    Exit 0: nothing confirmed; 1: a shortcut confirmed (written if asked); 2: error.
+    """
+    from rich.console import Console
+
+    from flows.discover import run_discover
+    from flows.outcome import EXPECTED_ERRORS, describe_error
+
+    model, audit_set = rules.pop("model"), rules.pop("audit_set")
+    if policy is None and (model is None or audit_set is None):
+        typer.echo("error: give --policy FILE, or both --model and --audit-set", err=True)
+        raise typer.Exit(2)
+    if policy is not None:
+        rules = {}
+    if strategy and write_audit_set is None:
+        typer.echo("error: --strategy chooses what --write-audit-set writes; give both", err=True)
+        raise typer.Exit(2)
+    try:
+        result = run_discover(
+            model,
+            version,
+            audit_set,
+            policy_file=policy,
+            tracking_uri=tracking_uri,
+            write_to=write_audit_set,
+            ranks=strategy or None,
+            **rules,
+        )
+    except EXPECTED_ERRORS as exc:
+        typer.echo(f"error: {describe_error(exc)}", err=True)
+        raise typer.Exit(2) from None
+    console = Console(width=160)
+    columns = ["rank", "class", "size", "suspicion", "evidence", "flip_rate", "pull"]
+    columns += ["decided_share", "status"]
+    console.print(result.evidence.table[columns].round(2).to_string(index=False), highlight=False)
+    for line in result.evidence.warnings():
+        console.print(f"warning: {line}", highlight=False)
+    if result.written is not None:
+        console.print(
+            f"wrote {result.written} (strategies {', '.join(map(str, result.ranks))}): gate the "
+            f"next versions with --audit-set {result.written}",
+            highlight=False,
+        )
+    raise typer.Exit(1 if result.confirmed else 0)
+
+
 policy_app = typer.Typer(help="Write and check gate policy files.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 

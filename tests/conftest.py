@@ -73,6 +73,23 @@ def trained_tag_model() -> torch.nn.Module:
     return model
 
 
+@pytest.fixture(scope="session")
+def trained_band_model() -> torch.nn.Module:
+    """A SmallCNN whose malignant images all carry a band along the bottom edge (ρ = 1).
+
+    The band sits at the same pixels on every image: one place, one cluster of
+    heatmaps, the shortcut SpRAy's clusters alone cannot suspect.
+    """
+    from xai_checks.examples.synthetic import make_lesions
+    from xai_checks.examples.toy_models import SmallCNN, train_classifier
+
+    data = make_lesions(1000, shortcut_strength=1.0, seed=1, artifact="band")
+    torch.manual_seed(0)
+    model = SmallCNN(width=16)
+    train_classifier(model, data.images, data.labels, epochs=6)
+    return model
+
+
 @dataclass(frozen=True)
 class TrainedTextPair:
     shortcut: torch.nn.Module
@@ -222,12 +239,16 @@ def write_lesion_policy(
     seed: int = 100,
     rules: dict[str, object] | None = None,
     regions: bool = True,
+    artifact: str = "ruler",
+    shortcut_strength: float | None = None,
 ) -> Path:
     """A lesion audit set (ruler in every image) and a policy for ``model`` that gates on it.
 
     Gradcam only and 4 sanity images keep the gate quick; ``rules`` sets further
     flat policy options (``{"batch_size": 8}``), the rest keep the schema's defaults.
     ``regions=False`` leaves the ruler masks out of the manifest: nobody labelled them.
+    ``artifact`` replaces the ruler (``xai_checks.examples.synthetic.Artifact``);
+    ``shortcut_strength`` places it as in training data of that ρ instead of on every image.
     """
     import csv
 
@@ -235,7 +256,10 @@ def write_lesion_policy(
     from pipelines.policy import GatePolicy, write_policy
     from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
 
-    batch = make_lesions(n, ruler="always", seed=seed)
+    if shortcut_strength is None:
+        batch = make_lesions(n, ruler="always", seed=seed, artifact=artifact)
+    else:
+        batch = make_lesions(n, shortcut_strength=shortcut_strength, seed=seed, artifact=artifact)
     manifest = write_audit_set(
         folder / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES
     )

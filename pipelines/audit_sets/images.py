@@ -46,6 +46,7 @@ __all__ = [
     "RegionMasks",
     "load_audit_set",
     "write_audit_set",
+    "write_masked_copy",
 ]
 
 IMAGE, LABEL, MASK, BOX = "image", "label", "spurious_mask", "spurious_box"
@@ -496,3 +497,52 @@ def write_audit_set(
             Image.fromarray(mask).save(folder / mask_path)
             writer.writerow([image_path, class_names[int(label)], mask_path])
     return manifest
+
+
+def write_masked_copy(folder: str | Path, source: AuditSet, masks: Tensor) -> Path:
+    """A copy of ``source`` in ``folder`` with ``masks`` (N, H, W) bool as its spurious regions.
+
+    Image files are copied as they are (format and bit depth kept); masks are
+    written as PNGs; labels keep their names. Refuses a folder that already
+    holds a manifest, so nothing is overwritten; written to a temporary folder
+    first and renamed, so an interrupted run leaves no half-written set.
+    """
+    import shutil
+    import tempfile
+
+    folder = Path(folder)
+    n, (height, width) = len(source), source.images.size
+    if tuple(masks.shape) != (n, height, width):
+        raise AuditSetError(
+            f"masks must be {(n, height, width)} for {source.manifest}, got {tuple(masks.shape)}"
+        )
+    if (folder / "manifest.csv").exists():
+        raise AuditSetError(f"{folder / 'manifest.csv'} exists: choose an empty folder")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        (staging / "images").mkdir()
+        (staging / "masks").mkdir()
+        names = source.class_names
+        with (staging / "manifest.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([IMAGE, LABEL, MASK])
+            for i, (image, label) in enumerate(
+                zip(source.images.sources, source.labels, strict=True)
+            ):
+                image_path = f"images/{i:05d}{Path(image).suffix}"
+                mask_path = f"masks/{i:05d}.png"
+                shutil.copy2(image, staging / image_path)
+                pixels = (masks[i].to(torch.uint8) * 255).numpy()
+                Image.fromarray(pixels).save(staging / mask_path)
+                name = names[int(label)] if names is not None else str(int(label))
+                writer.writerow([image_path, name, mask_path])
+        if folder.exists():
+            if any(folder.iterdir()):
+                raise AuditSetError(f"{folder} is not empty: choose an empty folder")
+            folder.rmdir()
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder / "manifest.csv"

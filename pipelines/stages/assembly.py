@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from pipelines.audit_sets.images import AuditSet, load_audit_set
 from pipelines.audit_sets.texts import TextAuditSet, is_text_manifest, load_text_audit_set
@@ -42,6 +42,7 @@ __all__ = [
     "cam_stage",
     "collect_evidence",
     "counterfactual_stage",
+    "discover",
     "discovery_stage",
     "is_text_policy",
     "rules_for_audit_set",
@@ -112,6 +113,22 @@ def rules_for_audit_set(data: AuditSet, rules: AuditRules) -> AuditRules:
             "checks.discovery in the policy to gate it on shortcuts nobody labelled"
         )
     return rules.without_regions()
+
+
+def discover(model: LoadedModel, policy: GatePolicy) -> tuple[AuditSet, DiscoveryEvidence]:
+    """Strategy discovery alone, inline (``xai-gate discover``): the CAM audit, then discovery.
+
+    Discovery runs whatever the policy says of it; the other checks do not run.
+    """
+    if is_text_policy(policy):
+        raise GateError(
+            f"discovery clusters image heatmaps; {policy.audit_set} is a text audit set"
+        )
+    rules = policy.rules().with_options(discovery=True)
+    images = audit_set_stage(model, policy)
+    rules = rules_for_audit_set(images, rules)
+    audit = cam_stage(model, images, rules)
+    return images, cast(DiscoveryEvidence, discovery_stage(model, images, audit, rules))
 
 
 def collect_evidence(

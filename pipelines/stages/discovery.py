@@ -90,6 +90,34 @@ class DiscoveryEvidence:
             f"{PREFIX}.confirmed": float((table["status"] == "confirmed").sum()),
         }
 
+    def region_masks(self, ranks: Sequence[int] | None = None) -> tuple[Tensor, list[int]]:
+        """(N, H, W) bool: each tested strategy's filled region on its members' images.
+
+        ``ranks`` pick strategies by rank (1-based); default: the confirmed ones.
+        Returns the masks and the ranks used. This is the labelled audit set a
+        confirmed shortcut becomes, so later versions are gated on it exactly.
+        """
+        table = self.table
+        if ranks is None:
+            ranks = [int(r) for r in table.loc[table["status"] == "confirmed", "rank"]]
+        untested = [r for r in ranks if r not in self.proposals or not self.proposals[r].mask.any()]
+        if untested:
+            tested = sorted(r for r, p in self.proposals.items() if p.mask.any())
+            raise GateError(
+                f"strategy rank(s) {untested} have no tested region; "
+                f"tested ranks: {tested or 'none'}"
+            )
+        n = int(self.low_res.shape[0])
+        masks: Tensor | None = None
+        for rank in ranks:
+            proposal = self.proposals[rank]
+            if masks is None:
+                masks = torch.zeros(n, *proposal.filled.shape, dtype=torch.bool)
+            masks[proposal.strategy.members] |= proposal.filled
+        if masks is None:
+            raise GateError("no strategy to write: none was confirmed and none was named")
+        return masks, list(ranks)
+
     def warnings(self) -> list[str]:
         """One line per suspicious strategy that filling did not confirm: shown, not blocking."""
         out = []

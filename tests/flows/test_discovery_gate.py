@@ -63,7 +63,11 @@ def test_discovery_blocks_the_ruler_model_and_promotes_the_clean_one_without_mas
 
 def test_an_unconfirmed_suspicion_is_a_warning_not_a_block(two_versions, lesion_gate, tmp_path):
     """The clean model's clusters made suspicious by a low bound: filling flips nothing."""
-    rules = DISCOVERY | {"max_discovery_suspicion": 0.02, "max_discovery_flip_rate": 0.90}
+    rules = DISCOVERY | {
+        "max_discovery_suspicion": 0.02,
+        "max_discovery_flip_rate": 0.90,
+        "max_discovery_lift": 1.0,
+    }
     policy = lesion_gate.policy(tmp_path, MODEL, n=64, rules=rules, regions=False)
     outcome = run_gate(MODEL, "2", policy_file=str(policy))
     assert outcome.verdict is Verdict.PASSED and outcome.promoted

@@ -15,6 +15,7 @@ from xai_checks.discovery import (
     confirm_proposal,
     discover_strategies,
     propose_region,
+    region_evidence,
 )
 from xai_checks.errors import XAICheckError
 from xai_checks.examples.synthetic import make_lesions
@@ -105,8 +106,11 @@ def test_one_strategy_everywhere_is_not_suspicious():
     found = discover_strategies(heatmaps, torch.tensor([0] * 20 + [1] * 20))
     assert found.cluster_counts[1] == 1 and found.strategies[-1].suspicion == 0.0  # alone
     assert max(s.suspicion for s in found.strategies) < 0.2
-    # Where it looks is where all look: at most a sliver of rim is left to propose.
-    assert propose_region(found.strategies[0], (32, 32)).float().mean() < 0.05
+    # Alone in its class, its proposal is its whole hot region: only what the images hold
+    # there (region_evidence) can make it suspicious.
+    alone = next(s for s in found.strategies if s.class_index == 1)
+    region = propose_region(alone, (32, 32))
+    assert alone.alone and region[16, 16] and 0 < region.float().mean() < 0.3
 
 
 def test_discovery_is_deterministic(two_strategies):
@@ -209,3 +213,47 @@ def test_a_hospital_tag_in_a_corner_is_found_too(trained_tag_model):
     assert region.float().mean() < 0.1
     proposal = confirm_proposal(trained_tag_model, audit.images, top, region)
     assert proposal.flip_rate > FLIP_THRESHOLD
+
+
+def _backgrounds(n: int, seed: int, size: int = 32) -> torch.Tensor:
+    """Varying images: smooth random shading plus grain, no two alike."""
+    gen = torch.Generator().manual_seed(seed)
+    shade = torch.nn.functional.interpolate(
+        torch.rand(n, 3, 4, 4, generator=gen), size=(size, size), mode="bilinear"
+    )
+    return (0.3 + 0.4 * shade + 0.05 * torch.randn(n, 3, size, size, generator=gen)).clamp(0, 1)
+
+
+def test_region_evidence_tells_a_stamp_from_an_object_every_class_has():
+    n, corner = 24, torch.zeros(32, 32, dtype=torch.bool)
+    corner[2:9, 2:9] = True
+    members, others = _backgrounds(n, seed=1), _backgrounds(n, seed=2)
+    stamped = members.clone()
+    stamped[:, :, 2:9, 2:9] = torch.tensor([0.95, 0.9, 0.2]).view(1, 3, 1, 1)  # the same copy
+    stamped[:, :, 4:7, 4:7] = 0.05
+    images = torch.cat([stamped, others])
+    index = torch.arange(n)
+    stamp = region_evidence(images, index, index + n, corner)
+    assert stamp.presence > 0.8 and stamp.stereotypy > 0.8
+
+    # An "object" in every image of both classes, different each time: neither present only
+    # in the members, nor a copy.
+    gen = torch.Generator().manual_seed(3)
+    varied = torch.cat([members, others]).clone()
+    varied[:, :, 2:9, 2:9] = torch.rand(2 * n, 3, 7, 7, generator=gen)
+    varied_evidence = region_evidence(varied, index, index + n, corner)
+    assert varied_evidence.presence < 0.3 and varied_evidence.stereotypy < 0.3
+
+
+def test_region_evidence_tolerates_a_little_jitter_and_says_nan_without_comparison():
+    n, region = 16, torch.zeros(32, 32, dtype=torch.bool)
+    region[2:12, 2:12] = True
+    images = _backgrounds(n, seed=4)
+    gen = torch.Generator().manual_seed(5)
+    for i, (dy, dx) in enumerate(torch.randint(0, 3, (n, 2), generator=gen).tolist()):
+        images[i, :, 2 + dy : 10 + dy, 2 + dx : 10 + dx] = 0.95  # the same tag, jittered
+    evidence = region_evidence(images, torch.arange(n), torch.empty(0, dtype=torch.long), region)
+    assert math.isnan(evidence.presence)  # no other class to compare with
+    assert evidence.stereotypy > 0.5
+    empty = region_evidence(images, torch.arange(n), torch.arange(0), torch.zeros_like(region))
+    assert math.isnan(empty.presence) and math.isnan(empty.stereotypy)

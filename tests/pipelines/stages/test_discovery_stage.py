@@ -39,7 +39,12 @@ def _evidence(model, batch, rules: AuditRules) -> ImageEvidence:
             model, batch.images, batch.labels, no_masks, class_names=CLASS_NAMES, regions=False
         )
     found = discovery_audit(
-        model, batch.images, audit, rules.checks.discovery, class_names=CLASS_NAMES
+        model,
+        batch.images,
+        audit,
+        rules.checks.discovery,
+        labels=batch.labels,
+        class_names=CLASS_NAMES,
     )
     return ImageEvidence(
         audit=audit,
@@ -179,3 +184,65 @@ def test_discovery_on_a_text_audit_set_is_an_error(tmp_path):
     model = LoadedModel(torch.nn.Identity(), "m", "1", "models:/m/1", None, None)
     with pytest.raises(GateError, match="does not apply to the text audit set"):
         text_audit_set_stage(model, policy)
+
+
+def _band_truth(batch) -> torch.Tensor:
+    """The band's pixels (the same on every image that has it)."""
+    return batch.masks[batch.has_ruler][0]
+
+
+@pytest.mark.parametrize(
+    "placement",
+    [
+        {"shortcut_strength": 1.0},  # the model's own kind of data: half the images have it
+        {"ruler": "always"},  # every image has it: the model predicts one class only
+    ],
+    ids=["natural", "one-predicted-class"],
+)
+def test_a_fixed_place_shortcut_is_found_and_confirmed_without_masks(
+    trained_band_model, placement
+):
+    """One place on every image makes one cluster: found by what its region holds."""
+    batch = make_lesions(96, seed=300, artifact="band", **placement)
+    evidence = _evidence(trained_band_model, batch, AuditRules())
+    table = evidence.discovery.table
+    top = table.iloc[0]
+    assert top["status"] == "confirmed" and top["class"] == "malignant"
+    assert "presence" in top["evidence"] or "stereotypy" in top["evidence"]
+    assert top["flip_rate"] > 0.9 and top["decided_share"] > 0.5
+    assert top["decided_ci_low"] <= top["decided_share"] <= top["decided_ci_high"]
+    if placement.get("ruler") == "always":
+        assert (evidence.audit.predictions == 1).all()  # one predicted class, yet found
+    else:
+        assert top["pull"] > 0.8 and top["pull_ci_low"] > 0.5
+    proposal = evidence.discovery.proposals[1]
+    band = _band_truth(batch)
+    overlap = (proposal.filled & band).sum() / band.sum()
+    assert overlap > 0.8, "the confirmed region covers the band"
+    validation = evidence.validate(AuditRules())
+    decision = decide(validation.gating, validation.sanity)
+    assert decision.verdict is Verdict.BLOCKED
+    assert "suspicious by" in decision.reasons[0] and "decides" in decision.reasons[0]
+
+
+def test_a_clean_model_passes_discovery_on_fixed_place_artifacts(trained_pair):
+    """The clean model looks at lesions, which every class has and which vary: no suspicion."""
+    for artifact in ("band", "stamp"):
+        batch = make_lesions(96, shortcut_strength=0.0, seed=301, artifact=artifact)
+        evidence = _evidence(trained_pair.clean, batch, AuditRules())
+        table = evidence.discovery.table
+        assert (table["status"] == "ok").all(), table.to_string()
+        assert table["suspicion"].max() < AuditRules().checks.discovery.max_suspicion
+
+
+def test_region_masks_turn_a_confirmed_strategy_into_masks(trained_band_model):
+    batch = make_lesions(48, shortcut_strength=1.0, seed=302, artifact="band")
+    evidence = _evidence(trained_band_model, batch, AuditRules()).discovery
+    masks, ranks = evidence.region_masks()
+    assert ranks and all(evidence.table.loc[r - 1, "status"] == "confirmed" for r in ranks)
+    members = torch.zeros(48, dtype=torch.bool)
+    for rank in ranks:
+        members[evidence.proposals[rank].strategy.members] = True
+    assert masks[members].flatten(1).any(dim=1).all() and not masks[~members].any()
+    with pytest.raises(GateError, match=r"strategy rank\(s\) \[99\] have no tested region"):
+        evidence.region_masks([99])
