@@ -340,13 +340,19 @@ def demo(
     for row in rows:
         console.print(f"  v{row.outcome.version}: {row.outcome.message}", highlight=False)
     console.print("")
-    for name in (config.model_name, config.text_model_name, config.unlabelled_model_name):
+    for name in (
+        config.model_name,
+        config.text_model_name,
+        config.unlabelled_model_name,
+        config.fixed_place_model_name,
+    ):
         console.print(f"alias {DEFAULT_ALIAS!r} -> {name} v{champion_version(name)}")
     console.print(
         "Review the evidence (overlays, scores, GX results) in the MLflow UI:\n"
         f"  .venv/bin/mlflow ui --backend-store-uri {uri}\n"
         "  then open experiment 'xai-gate' and the models 'lesion-classifier', "
-        "'review-classifier' and 'lesion-classifier-unlabelled' (discovery: "
+        "'review-classifier', 'lesion-classifier-unlabelled' and "
+        "'lesion-classifier-fixed-tag' (discovery: "
         "xai/discovery_*.png, xai/report.html).",
         highlight=False,
     )

@@ -12,6 +12,12 @@ Unlabelled: ``lesion-classifier-unlabelled`` registers the same two image
 models again, gated on the same audit images with no masks at all: strategy
 discovery (SpRAy) alone must find the ruler nobody labelled.
 
+Fixed place: ``lesion-classifier-fixed-tag`` version 1 is trained where every
+malignant image carries a stamp in the same top-left corner, version 2 where
+the stamp is independent of the label; gated with no masks on images that
+carry the stamp as the shortcut's training data did. One place on every image
+makes one cluster of heatmaps: discovery finds it by what the region holds.
+
 All are logged with ``mlflow.pytorch`` and gated through the same flow.
 Expected: every v1 blocked, every v2 passed, alias ``champion`` on each v2.
 """
@@ -32,7 +38,7 @@ from pipelines.audit_sets.images import write_audit_set
 from pipelines.audit_sets.texts import write_text_audit_set
 from pipelines.tracking import configure_tracking
 from pipelines.verdict.decision import DEFAULT_ALIAS, Verdict
-from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
+from xai_checks.examples.synthetic import CLASS_NAMES, Artifact, make_lesions
 from xai_checks.examples.synthetic_text import REVIEW_CLASSES, make_reviews
 from xai_checks.examples.toy_models import SmallCNN, accuracy, train_classifier
 from xai_checks.examples.toy_text_models import (
@@ -50,6 +56,7 @@ class DemoConfig:
     model_name: str = "lesion-classifier"
     text_model_name: str = "review-classifier"
     unlabelled_model_name: str = "lesion-classifier-unlabelled"
+    fixed_place_model_name: str = "lesion-classifier-fixed-tag"
     n_train: int = 2000
     epochs: int = 8
     n_test: int = 600
@@ -67,13 +74,24 @@ class DemoRow:
     outcome: GateOutcome
 
 
-def train_and_register(config: DemoConfig, shortcut_strength: float) -> tuple[str, float, float]:
-    """Train one SmallCNN at ``shortcut_strength``; log and register it. Returns version."""
+def train_and_register(
+    config: DemoConfig,
+    shortcut_strength: float,
+    *,
+    artifact: Artifact = "ruler",
+    name: str | None = None,
+) -> tuple[str, float, float]:
+    """Train one SmallCNN at ``shortcut_strength``; log and register it as ``name`` (default:
+    the lesion model). Returns version, accuracy, and accuracy without the artifact."""
     import mlflow
 
     seed = config.seed
-    train = make_lesions(config.n_train, shortcut_strength=shortcut_strength, seed=seed + 1)
-    test = make_lesions(config.n_test, shortcut_strength=shortcut_strength, seed=seed + 2)
+    train = make_lesions(
+        config.n_train, shortcut_strength=shortcut_strength, seed=seed + 1, artifact=artifact
+    )
+    test = make_lesions(
+        config.n_test, shortcut_strength=shortcut_strength, seed=seed + 2, artifact=artifact
+    )
     no_ruler = make_lesions(config.n_test, ruler="never", seed=seed + 3)
     torch.manual_seed(seed)
     model = SmallCNN(num_classes=len(CLASS_NAMES))
@@ -82,9 +100,10 @@ def train_and_register(config: DemoConfig, shortcut_strength: float) -> tuple[st
     acc_no_ruler = accuracy(model, no_ruler.images, no_ruler.labels)
 
     mlflow.set_experiment("lesion-training")
-    with mlflow.start_run(run_name=f"smallcnn-rho{shortcut_strength:g}"):
+    with mlflow.start_run(run_name=f"smallcnn-{artifact}-rho{shortcut_strength:g}"):
         mlflow.log_params(
             {
+                "artifact": artifact,
                 "shortcut_strength": shortcut_strength,
                 "n_train": config.n_train,
                 "epochs": config.epochs,
@@ -101,7 +120,7 @@ def train_and_register(config: DemoConfig, shortcut_strength: float) -> tuple[st
         info = mlflow.pytorch.log_model(
             model,
             name="model",
-            registered_model_name=config.model_name,
+            registered_model_name=name or config.model_name,
             serialization_format="pickle",  # pt2 inlines the layers: nothing to hook
             metadata={"class_names": list(CLASS_NAMES)},
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
@@ -206,6 +225,36 @@ def run_demo(config: DemoConfig) -> list[DemoRow]:
             tracking_uri=config.tracking_uri,
         )
         rows.append(DemoRow(rho, acc, acc_no_shortcut, outcome))
+    rows += fixed_place_rows(config)
+    return rows
+
+
+def fixed_place_rows(config: DemoConfig) -> list[DemoRow]:
+    """A stamp in one fixed corner: trained at ρ = 1 and 0, gated with no masks at all."""
+    stamped = make_lesions(
+        config.n_audit, shortcut_strength=1.0, seed=config.seed + 100, artifact="stamp"
+    )
+    manifest = write_audit_set(
+        config.workdir / "audit-fixed-tag",
+        stamped.images,
+        stamped.labels,
+        stamped.masks,
+        CLASS_NAMES,
+    )
+    unlabelled = write_unlabelled_manifest(manifest)
+    rows = []
+    for rho in (1.0, 0.0):
+        version, acc, acc_no_shortcut = train_and_register(
+            config, rho, artifact="stamp", name=config.fixed_place_model_name
+        )
+        outcome = run_gate(
+            config.fixed_place_model_name,
+            version,
+            unlabelled,
+            discovery=True,
+            tracking_uri=config.tracking_uri,
+        )
+        rows.append(DemoRow(rho, acc, acc_no_shortcut, outcome))
     return rows
 
 
@@ -235,6 +284,7 @@ def demo_succeeded(rows: list[DemoRow]) -> bool:
         (rows[:2], ("spurious_mass", "removal flip rate")),
         (rows[2:4], ("spurious_mass", "removal flip rate")),
         (rows[4:6], ("discovery found an unlabelled shortcut",)),
+        (rows[6:8], ("discovery found an unlabelled shortcut",)),
     )
     for pair, evidence in expected:
         verdicts = [row.outcome.verdict for row in pair]

@@ -266,7 +266,7 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
         validation.gating,
         validation.sanity,
         inconclusive=policy.inconclusive,
-        warnings=evidence.warnings(),
+        warnings=[*evidence.warnings(), *validation.notes],
     )
     run_id = log_evidence(evidence, validation, model, policy, decision)
     if decision.verdict is Verdict.PASSED and policy.approval:

@@ -74,20 +74,25 @@ def trained_tag_model() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="session")
-def trained_band_model() -> torch.nn.Module:
-    """A SmallCNN whose malignant images all carry a band along the bottom edge (ρ = 1).
+def trained_band_pair() -> TrainedPair:
+    """SmallCNNs trained with a band along the bottom edge on every malignant image (ρ = 1)
+    and on a coin flip's worth of images of either class (ρ = 0, clean).
 
     The band sits at the same pixels on every image: one place, one cluster of
-    heatmaps, the shortcut SpRAy's clusters alone cannot suspect.
+    heatmaps, the shortcut SpRAy's clusters alone cannot suspect. The clean model
+    must have seen bands too: one that never did may react to the odd strip anyway.
     """
     from xai_checks.examples.synthetic import make_lesions
     from xai_checks.examples.toy_models import SmallCNN, train_classifier
 
-    data = make_lesions(1000, shortcut_strength=1.0, seed=1, artifact="band")
-    torch.manual_seed(0)
-    model = SmallCNN(width=16)
-    train_classifier(model, data.images, data.labels, epochs=6)
-    return model
+    models = []
+    for rho in (1.0, 0.0):
+        data = make_lesions(1000, shortcut_strength=rho, seed=1, artifact="band")
+        torch.manual_seed(0)
+        model = SmallCNN(width=16)
+        train_classifier(model, data.images, data.labels, epochs=8)
+        models.append(model)
+    return TrainedPair(*models)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ each of them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from pipelines.evidence.expectations import ATTRIBUTION_CHECKS
 from pipelines.evidence.gx import SuiteResult
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
     from pipelines.policy.schema import AuditRules
 
-__all__ = ["Evidence", "EvidenceValidation", "headline"]
+__all__ = ["Evidence", "EvidenceValidation", "headline", "settle_attribution"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class EvidenceValidation:
     scores: SuiteResult
     sanity: SuiteResult | None
     discovery: SuiteResult | None = None
+    notes: tuple[str, ...] = ()
+    """Findings that do not block, e.g. attribution and behaviour disagreeing (warnings)."""
 
     @property
     def gating(self) -> SuiteResult:
@@ -87,6 +90,29 @@ class Evidence(Protocol):
     def figures(self, rules: AuditRules, title: str) -> dict[str, Callable[[], Figure]]: ...
 
     def pages(self) -> dict[str, str]: ...
+
+
+def settle_attribution(
+    scores: SuiteResult, rules: AuditRules, *, behaviour_ran: bool
+) -> tuple[SuiteResult, tuple[str, ...]]:
+    """Attribution against behaviour: the policy's ``attribution_alone`` decides.
+
+    When the only failed checks are attribution ones (where the explanation
+    sits) while removal and insertion ran and held (the predictions do not
+    follow the artifact), ``warn`` passes the scores with one note per failure
+    and ``block`` leaves them failed. Any other failure is left as it is.
+    """
+    only_attribution = bool(scores.failed) and set(scores.failed) <= ATTRIBUTION_CHECKS
+    if scores.success or not behaviour_ran or not only_attribution:
+        return scores, ()
+    if rules.checks.attribution_alone == "block":
+        return scores, ()
+    notes = tuple(
+        f"attribution and behaviour disagree: {failure}, but removing and adding the "
+        "artifact moved the predictions within bounds (attribution_alone: warn)"
+        for failure in scores.failures
+    )
+    return replace(scores, success=True, failures=[], failed=[]), notes
 
 
 def headline(evidence: Evidence) -> dict[str, float]:

@@ -13,7 +13,10 @@ from pipelines.evidence.columns import SCORE_COLUMNS
 from pipelines.evidence.gx import Check
 from pipelines.policy.schema import AuditRules
 
-__all__ = ["discovery_checks", "sanity_checks", "score_checks"]
+__all__ = ["ATTRIBUTION_CHECKS", "discovery_checks", "sanity_checks", "score_checks"]
+
+ATTRIBUTION_CHECKS = frozenset({"spurious_mass mean", "flagged fraction"})
+"""The score checks that read where the explanation sits, not what the predictions do."""
 
 
 def score_checks(

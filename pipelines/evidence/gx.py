@@ -42,6 +42,8 @@ class SuiteResult:
     failures: list[str] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
     """The full GX validation result as JSON-serialisable dict (stored as evidence)."""
+    failed: list[str] = field(default_factory=list)
+    """The names of the failed checks, in the order of ``failures``."""
 
 
 def _gx() -> tuple[Any, Any]:
@@ -71,11 +73,13 @@ def run_checks(df: pd.DataFrame, checks: Sequence[Check], *, suite: str) -> Suit
     result = definition.run(batch_parameters={"dataframe": df}, result_format="COMPLETE")
 
     failures: list[str] = []
+    failed: list[str] = []
     by_config = {id(exp): check for exp, check in zip(expectations, checks, strict=True)}
     for outcome in result.results:
         if outcome.success:
             continue
         check = _match(outcome.expectation_config, expectations, by_config)
+        failed.append(check.name)
         raised = outcome.exception_info.get("raised_exception") if outcome.exception_info else False
         if raised:
             message = outcome.exception_info.get("exception_message", "unknown error")
@@ -83,7 +87,10 @@ def run_checks(df: pd.DataFrame, checks: Sequence[Check], *, suite: str) -> Suit
         else:
             failures.append(check.describe(outcome.result))
     return SuiteResult(
-        success=bool(result.success), failures=failures, result=result.to_json_dict()
+        success=bool(result.success),
+        failures=failures,
+        result=result.to_json_dict(),
+        failed=failed,
     )
 
 

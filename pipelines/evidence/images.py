@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from pipelines.evidence.base import EvidenceValidation
+from pipelines.evidence.base import EvidenceValidation, settle_attribution
 from pipelines.evidence.columns import UNSCORED_COLUMNS
 from pipelines.evidence.expectations import discovery_checks, sanity_checks, score_checks
 from pipelines.evidence.gx import run_checks
@@ -75,6 +75,9 @@ class ImageEvidence:
             else score_checks(rules, regions=False, required=UNSCORED_COLUMNS),
             suite="xai-gate-scores",
         )
+        scores, notes = settle_attribution(
+            scores, rules, behaviour_ran=self.regions and self.counterfactual is not None
+        )
         sanity = None
         if self.sanity is not None:
             steps = len(self.sanity.result.layers)
@@ -85,7 +88,7 @@ class ImageEvidence:
             table = self.discovery.table
             checks = discovery_checks(rules, table)
             discovery = run_checks(table, checks, suite="xai-gate-discovery")
-        return EvidenceValidation(scores, sanity, discovery)
+        return EvidenceValidation(scores, sanity, discovery, notes)
 
     def metrics(self) -> dict[str, float]:
         out = (

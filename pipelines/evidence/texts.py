@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
-from pipelines.evidence.base import EvidenceValidation
+from pipelines.evidence.base import EvidenceValidation, settle_attribution
 from pipelines.evidence.columns import TEXT_SCORE_COLUMNS
 from pipelines.evidence.expectations import score_checks
 from pipelines.evidence.gx import run_checks
@@ -51,9 +51,11 @@ class TextEvidence:
             counterfactual=self.counterfactual is not None,
             required=TEXT_SCORE_COLUMNS,
         )
-        return EvidenceValidation(
-            run_checks(self.score_table(), checks, suite="xai-gate-text-scores"), None
+        scores = run_checks(self.score_table(), checks, suite="xai-gate-text-scores")
+        scores, notes = settle_attribution(
+            scores, rules, behaviour_ran=self.counterfactual is not None
         )
+        return EvidenceValidation(scores, None, notes=notes)
 
     def metrics(self) -> dict[str, float]:
         out = self.audit.metrics()

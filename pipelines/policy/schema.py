@@ -223,6 +223,13 @@ class Checks(_Section):
     discovery: DiscoveryChecks = Field(
         DiscoveryChecks(), description="Unknown shortcuts (SpRAy); needs no masks."
     )
+    attribution_alone: Literal["block", "warn"] = Field(
+        "warn",
+        description="When only the attribution checks (heatmap or saliency mass, flagged "
+        "share) fail while removal and insertion ran and passed: block, or pass with a "
+        "warning naming the disagreement (the model looks at the artifact but its "
+        "predictions do not follow it).",
+    )
 
 
 class SanityCheck(_Section):

@@ -91,11 +91,14 @@ class DiscoveryEvidence:
         }
 
     def region_masks(self, ranks: Sequence[int] | None = None) -> tuple[Tensor, list[int]]:
-        """(N, H, W) bool: each tested strategy's filled region on its members' images.
+        """(N, H, W) bool: each chosen strategy's filled region on its members' images.
 
         ``ranks`` pick strategies by rank (1-based); default: the confirmed ones.
-        Returns the masks and the ranks used. This is the labelled audit set a
-        confirmed shortcut becomes, so later versions are gated on it exactly.
+        Every other image gets the union of the chosen regions, where the artifact
+        would sit: a labelled audit set gives every row a region, and removal and
+        insertion need images of the other classes to act on. Returns the masks
+        and the ranks used: the labelled audit set a confirmed shortcut becomes,
+        so later versions are gated on it exactly.
         """
         table = self.table
         if ranks is None:
@@ -116,6 +119,8 @@ class DiscoveryEvidence:
             masks[proposal.strategy.members] |= proposal.filled
         if masks is None:
             raise GateError("no strategy to write: none was confirmed and none was named")
+        unmarked = ~masks.flatten(1).any(dim=1)
+        masks[unmarked] = masks.any(dim=0)
         return masks, list(ranks)
 
     def warnings(self) -> list[str]:

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 MODEL = "lesion-classifier"
 TEXT_MODEL = "review-classifier"
 UNLABELLED = "lesion-classifier-unlabelled"
+FIXED = "lesion-classifier-fixed-tag"
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_text_shortcut_version_blocked_clean_version_promoted(demo):
 
 def test_without_masks_discovery_finds_the_ruler_and_blocks_v1(demo):
     workdir, _, rows = demo
-    v1, v2 = (row.outcome for row in rows[4:])
+    v1, v2 = (row.outcome for row in rows[4:6])
     assert (v1.model_name, v1.verdict, v1.promoted) == (UNLABELLED, Verdict.BLOCKED, False)
     assert (v2.model_name, v2.verdict, v2.promoted) == (UNLABELLED, Verdict.PASSED, True)
     assert "discovery found an unlabelled shortcut: strategy #1 of class 'malignant'" in (
@@ -94,6 +95,22 @@ def test_without_masks_discovery_finds_the_ruler_and_blocks_v1(demo):
     table = pd.read_csv(client.download_artifacts(tags["xai_gate.run_id"], "xai/discovery.csv"))
     assert table.loc[0, "status"] == "confirmed" and table.loc[0, "class"] == "malignant"
     assert champion_version(UNLABELLED) == "2"
+
+
+def test_without_masks_discovery_finds_a_tag_in_one_fixed_corner_and_blocks_v1(demo):
+    """One place on every image: one cluster of heatmaps, found by what its region holds."""
+    _, _, rows = demo
+    v1, v2 = (row.outcome for row in rows[6:8])
+    assert (v1.model_name, v1.verdict, v1.promoted) == (FIXED, Verdict.BLOCKED, False)
+    assert (v2.model_name, v2.verdict, v2.promoted) == (FIXED, Verdict.PASSED, True)
+    assert "discovery found an unlabelled shortcut: strategy #1 of class 'malignant'" in (
+        v1.message
+    )
+    assert "suspicious by" in v1.message
+    assert "presence" in v1.message or "stereotypy" in v1.message
+    assert v1.summary["discovery.top_pull"] > 0.5
+    assert rows[6].accuracy > 0.98 and rows[6].accuracy_no_shortcut < 0.6
+    assert champion_version(FIXED) == "2"
 
 
 def test_text_evidence_in_mlflow(demo):

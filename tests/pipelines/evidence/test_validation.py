@@ -182,3 +182,28 @@ def test_audit_rules_are_validated(bad, message):
     with pytest.raises(ValidationError, match=message):
         AuditRules.from_options(**bad)
     assert AuditRules().gating_method == "gradcam"
+
+
+def test_attribution_alone_is_settled_by_the_policy_when_behaviour_holds():
+    """The explanation sits on the artifact, but removing or adding it moves nothing."""
+    from pipelines.evidence.base import settle_attribution
+
+    df = _with_counterfactuals([False] * 4, [0.6] * 4, [0.0, 0.01, -0.01, 0.0])
+    df["spurious_mass"] = [0.6, 0.7, 0.5, 0.6]
+    df["flagged"] = [True] * 4
+    warn = AuditRules()  # the default: attribution_alone "warn"
+    raw = run_checks(df, score_checks(warn), suite="cf")
+    assert not raw.success and set(raw.failed) == {"spurious_mass mean", "flagged fraction"}
+    settled, notes = settle_attribution(raw, warn, behaviour_ran=True)
+    assert settled.success and settled.failures == []
+    assert len(notes) == 2 and any(
+        n.startswith("attribution and behaviour disagree: spurious_mass mean 0.600 exceeds")
+        for n in notes
+    )
+    block = AuditRules.from_options(attribution_alone="block")
+    assert settle_attribution(raw, block, behaviour_ran=True) == (raw, ())
+    # Without behavioural evidence, or when behaviour fails too, attribution still blocks.
+    assert settle_attribution(raw, warn, behaviour_ran=False) == (raw, ())
+    df["artifact_class_lift"] = [0.5] * 4
+    both = run_checks(df, score_checks(warn), suite="cf")
+    assert settle_attribution(both, warn, behaviour_ran=True) == (both, ())

@@ -199,7 +199,8 @@ def test_the_digest_of_a_shipped_policy_is_stable():
 
     It changes when a rule does, as it should: the insertion test now bounds the lift
     (``max_spurious_lift`` replaced ``max_spurious_score``) and discovery gained
-    ``max_discovery_lift``, so versions judged under the old rules are judged again.
+    ``max_discovery_lift``, and ``attribution_alone`` settles attribution against behaviour,
+    so versions judged under the old rules are judged again.
     """
     policy = GatePolicy(model="lesion-classifier", audit_set=Path("/audit/manifest.csv"))
-    assert policy.digest() == "f759f400625867e897aa5ba52e566e6ce331bb34e03c544032f0ed290764173f"
+    assert policy.digest() == "7ecc3bcf339decb1cd2a748cc4bc4ba5551b2236b9b265d73d94b930110bb5f4"
