@@ -21,6 +21,11 @@ shipped default policy, the way the gate judges it:
 Tuning happened on the ``tuned`` group only (ruler, band, grating; seeds 0-2).
 The ``held out`` group (tag, stamp; seeds 3-5) was never looked at while
 choosing defaults; it reports the same numbers.
+
+The ``text`` group does the same for review classifiers (a tiny BERT): the
+artifact is a sign-off word, the effect the rise in P(positive) when it is
+appended to negative reviews, and only the labelled gate applies (discovery
+clusters image heatmaps).
 """
 
 from __future__ import annotations
@@ -53,9 +58,11 @@ class ZooModel:
     rho: float
     seed: int
     variant: str
-    """``trained``, ``under-trained`` (one epoch) or ``biased`` (85 % malignant training set)."""
+    """``trained``, ``under-trained`` (one epoch) or ``biased`` (85 % of one class in training)."""
     model: nn.Module
     effect: float
+    tokenizer: object | None = None
+    """Text models only."""
 
     @property
     def spurious(self) -> bool:
@@ -70,7 +77,8 @@ class ZooModel:
 class Judged:
     zoo: ZooModel
     labelled_blocked: bool
-    unlabelled_blocked: bool
+    unlabelled_blocked: bool | None
+    """None where discovery does not apply (text)."""
     scores: dict[str, float]
 
 
@@ -118,6 +126,84 @@ def train_zoo(
                     ZooModel(group, artifact, rho, seed, variant, model, effect(model, artifact))
                 )
     return models
+
+
+def train_text_zoo(
+    seeds: Iterable[int], *, strengths: Iterable[float] = STRENGTHS, n_train: int = 1000
+) -> list[ZooModel]:
+    """Tiny BERT review classifiers per (ρ, seed), plus the clean variants per seed."""
+    from transformers import AutoTokenizer
+
+    from xai_checks.examples.synthetic_text import make_reviews
+    from xai_checks.examples.toy_text_models import tiny_bert_classifier, train_text_classifier
+    from xai_checks.text_models import default_text_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_text_model_path()))
+    models = []
+    for seed in seeds:
+        recipes = [(rho, "trained") for rho in strengths]
+        recipes += [(0.0, "under-trained"), (0.0, "biased")]
+        for rho, variant in recipes:
+            data = make_reviews(n_train, shortcut_strength=rho, seed=1000 + seed)
+            texts, labels = data.texts, data.labels
+            if variant == "biased":  # drop most negative reviews: 85 % positive
+                negative = (labels == 0).nonzero().flatten()
+                keep = torch.cat(
+                    [(labels == 1).nonzero().flatten(), negative[: len(negative) // 6]]
+                )
+                texts, labels = [texts[i] for i in keep.tolist()], labels[keep]
+            model = tiny_bert_classifier(tokenizer.vocab_size, seed=seed)
+            epochs = 1 if variant == "under-trained" else 4
+            train_text_classifier(model, tokenizer, texts, labels, epochs=epochs, seed=seed)
+            models.append(
+                ZooModel(
+                    "text",
+                    "sign-off",
+                    rho,
+                    seed,
+                    variant,
+                    model,
+                    text_effect(model, tokenizer),
+                    tokenizer,
+                )
+            )
+    return models
+
+
+def text_effect(model: nn.Module, tokenizer: object, n: int = 200) -> float:
+    """Mean rise in P(positive) when the sign-off is appended to fresh negative reviews."""
+    from xai_checks.examples.synthetic_text import make_reviews
+    from xai_checks.predict import predict_text_proba
+
+    signed = make_reviews(n, signature="always", seed=9000)
+    unsigned = make_reviews(n, signature="never", seed=9000)
+    negative = [i for i, label in enumerate(unsigned.labels.tolist()) if label == 0]
+    with_it = predict_text_proba(model, tokenizer, [signed.texts[i] for i in negative])
+    without = predict_text_proba(model, tokenizer, [unsigned.texts[i] for i in negative])
+    return float((with_it - without)[:, 1].mean())
+
+
+def judge_text(zoo: ZooModel, *, n_audit: int = 128) -> Judged:
+    """The labelled text gate at the shipped defaults: saliency, removal and insertion."""
+    from pipelines.evidence.texts import TextEvidence
+    from pipelines.policy.schema import AuditRules
+    from pipelines.stages.counterfactual import text_counterfactual_audit
+    from pipelines.stages.text import audit_texts
+    from xai_checks.examples.synthetic_text import REVIEW_CLASSES, make_reviews
+
+    rules = AuditRules()
+    audit_set = make_reviews(n_audit, signature="always", seed=5000 + zoo.seed)
+    args = (zoo.model, zoo.tokenizer, audit_set.texts, audit_set.labels, audit_set.spurious)
+    audit = audit_texts(*args, class_names=REVIEW_CLASSES, progress=False)
+    counterfactual = text_counterfactual_audit(*args, class_names=REVIEW_CLASSES)
+    validation = TextEvidence(audit, counterfactual, REVIEW_CLASSES).validate(rules)
+    metrics = audit.metrics() | counterfactual.metrics()
+    scores = {
+        "labelled: spurious mass": metrics["saliency.spurious_mass"],
+        "labelled: removal flip rate": metrics["text_counterfactual.removal_flip_rate"],
+        "labelled: insertion lift": metrics["text_counterfactual.spurious_lift"],
+    }
+    return Judged(zoo, not validation.gating.success, None, scores)
 
 
 def effect(model: nn.Module, artifact: str, n: int = 200) -> float:
@@ -213,9 +299,28 @@ def run(*, quick: bool = False) -> list[Row]:
         judged = [judge(z, n_audit=64) for z in zoo]
     else:
         for group, (artifacts, seeds) in GROUPS.items():
-            judged += [judge(z) for z in train_zoo(artifacts, seeds, group=group)]
+            for zoo in train_zoo(artifacts, seeds, group=group):
+                judged.append(judge(zoo))
+                _progress(judged[-1])
+        for zoo in train_text_zoo((0, 1, 2)):
+            judged.append(judge_text(zoo))
+            _progress(judged[-1])
     print_zoo(judged)
     return rows(judged)
+
+
+def _progress(judged: Judged) -> None:
+    z = judged.zoo
+    print(
+        f"  {z.group:9s} {z.artifact:9s} rho={z.rho:g} seed={z.seed} {z.variant:13s} "
+        f"effect={z.effect:+.2f} labelled={'blocked' if judged.labelled_blocked else 'passed'} "
+        f"unlabelled={_word(judged.unlabelled_blocked)}",
+        flush=True,
+    )
+
+
+def _word(blocked: bool | None) -> str:
+    return "n/a" if blocked is None else "blocked" if blocked else "passed"
 
 
 def rows(judged: list[Judged]) -> list[Row]:
@@ -225,6 +330,8 @@ def rows(judged: list[Judged]) -> list[Row]:
         spurious = [j for j in members if j.zoo.spurious]
         clean = [j for j in members if j.zoo.clean]
         for gate in ("labelled", "unlabelled"):
+            if any(getattr(j, f"{gate}_blocked") is None for j in members):
+                continue  # the gate does not apply to this group
             blocked = sum(getattr(j, f"{gate}_blocked") for j in spurious)
             passed = sum(not getattr(j, f"{gate}_blocked") for j in clean)
             out.append(
@@ -275,7 +382,7 @@ def print_zoo(judged: list[Judged]) -> None:
             z.variant,
             f"{z.effect:+.2f}",
             _verdict(j.labelled_blocked, z),
-            _verdict(j.unlabelled_blocked, z),
+            _verdict(j.unlabelled_blocked, z) if j.unlabelled_blocked is not None else "n/a",
         )
     console.print(models)
     scores = Table(title="shortcut zoo: scores (spurious: effect > 0.3; clean: ρ = 0)")
