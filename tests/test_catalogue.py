@@ -158,6 +158,13 @@ CATALOGUE: dict[str, list[str]] = {
         "xai_checks/test_metrics_properties.py::test_scores_do_not_depend_on_the_heatmap_scale",
         "xai_checks/test_metrics_properties.py::test_a_uniform_heatmap_puts_the_masks_area_inside_it",
     ],
+    # Discovery written down
+    "discover: nothing confirmed, an existing audit set, --strategy alone": [
+        "flows/test_discover.py::test_discover_writes_nothing_it_should_not",
+    ],
+    "a policy naming the replaced max_spurious_score": [
+        "pipelines/evidence/test_validation.py::test_the_replaced_spurious_score_option_says_what_replaced_it",
+    ],
 }
 
 
