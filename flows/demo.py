@@ -357,10 +357,13 @@ def _fmt(value: object) -> str:
 
 
 def _discovered(summary: dict) -> str:
-    """The top strategy's suspicion, and its flip rate where its region was tested."""
+    """The top strategy's suspicion, and its flip rate and pull where its region was tested."""
     suspicion = summary.get("discovery.top_suspicion")
     if not isinstance(suspicion, float):
         return "-"
-    flips = summary.get("discovery.top_flip_rate")
-    tested = f", flips {flips:.2f}" if isinstance(flips, float) and math.isfinite(flips) else ""
+    tested = ""
+    for name, word in (("discovery.top_flip_rate", "flips"), ("discovery.top_pull", "pull")):
+        value = summary.get(name)
+        if isinstance(value, float) and math.isfinite(value):
+            tested += f", {word} {value:.2f}"
     return f"susp. {suspicion:.2f}{tested}"

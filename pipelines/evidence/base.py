@@ -123,7 +123,12 @@ def headline(evidence: Evidence) -> dict[str, float]:
         for name in ("removal_flip_rate", "spurious_lift"):
             if f"{prefix}.{name}" in metrics:
                 out[f"counterfactual.{name}"] = metrics[f"{prefix}.{name}"]
-    for name in ("sanity.final_spearman", "discovery.top_suspicion", "discovery.top_flip_rate"):
+    for name in (
+        "sanity.final_spearman",
+        "discovery.top_suspicion",
+        "discovery.top_flip_rate",
+        "discovery.top_pull",
+    ):
         if name in metrics:
             out[name] = metrics[name]
     return out
