@@ -311,16 +311,8 @@ def _table(
     return table[list(DISCOVERY_COLUMNS)]
 
 
-_TESTED_COLUMNS = (
-    "proposed_area",
-    "flip_rate",
-    "pull",
-    "pull_ci_low",
-    "pull_ci_high",
-    "decided_share",
-    "decided_ci_low",
-    "decided_ci_high",
-)
+_TESTED_COLUMNS = DISCOVERY_COLUMNS[DISCOVERY_COLUMNS.index("proposed_area") : -1]
+"""What testing a region adds to a row (null where untested): the columns before ``status``."""
 
 
 def _decided(proposal: Proposal, predictions: Tensor) -> Estimate:
