@@ -267,6 +267,8 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
         validation.sanity,
         inconclusive=policy.inconclusive,
         warnings=[*evidence.warnings(), *validation.notes],
+        uninformative=validation.uninformative,
+        on_uninformative=policy.checks.uninformative,
     )
     run_id = log_evidence(evidence, validation, model, policy, decision)
     if decision.verdict is Verdict.PASSED and policy.approval:

@@ -36,6 +36,34 @@ CATALOGUE: dict[str, list[str]] = {
     "grayscale or RGBA image converted to RGB": [
         "pipelines/audit_sets/test_audit_set.py::test_grayscale_and_rgba_images_are_converted_to_rgb",
     ],
+    "16- and 32-bit, float, palette, alpha, CMYK and EXIF-rotated images decode to [0, 1]": [
+        "pipelines/audit_sets/test_decoding.py::test_every_gray_ramp_decodes_to_the_same_unit_range",
+        "pipelines/audit_sets/test_decoding.py::test_a_sixteen_bit_image_is_not_clipped_to_white",
+        "pipelines/audit_sets/test_decoding.py::test_a_sixteen_bit_audit_set_loads_as_its_eight_bit_twin",
+        "pipelines/audit_sets/test_decoding.py::test_colour_and_bilevel_modes_keep_their_colours",
+        "pipelines/audit_sets/test_decoding.py::test_exif_orientation_is_applied_to_pixels_and_size",
+    ],
+    "image mode without a faithful conversion (LAB, negative, float outside [0, 1])": [
+        "pipelines/audit_sets/test_decoding.py::test_modes_without_a_faithful_conversion_are_refused",
+        "pipelines/audit_sets/test_decoding.py::test_a_mode_without_conversion_is_refused_from_the_header_before_any_compute",
+        "pipelines/audit_sets/test_decoding.py::test_a_mode_that_cannot_be_decoded_names_its_line_and_the_reason",
+    ],
+    "mask of any mode, 0/1 masks (non-zero = spurious), lossy masks": [
+        "pipelines/audit_sets/test_decoding.py::test_non_zero_is_spurious_in_every_mask_mode",
+        "pipelines/audit_sets/test_decoding.py::test_palette_masks_are_read_by_colour_and_transparent_pixels_mark_nothing",
+        "pipelines/audit_sets/test_decoding.py::test_lossy_masks_are_refused",
+    ],
+    "region covering the whole image: refused with the manifest, before compute": [
+        "pipelines/audit_sets/test_decoding.py::test_a_region_covering_the_whole_image_is_refused_when_the_manifest_loads",
+    ],
+    "model that cannot tell the inputs apart, blank images (uninformative evidence)": [
+        "pipelines/evidence/test_informative.py::test_accuracy_at_chance_and_one_prediction_for_mixed_labels_are_named",
+        "pipelines/evidence/test_informative.py::test_chance_is_the_majority_share_so_predicting_it_everywhere_is_not_skill",
+        "pipelines/evidence/test_informative.py::test_blank_images_are_named_with_their_ids_when_more_than_a_twentieth",
+        "pipelines/evidence/test_informative.py::test_the_policy_decides_what_a_pass_on_uninformative_evidence_is",
+        "pipelines/evidence/test_informative.py::test_the_default_policy_does_not_promote_on_uninformative_evidence",
+        "pipelines/evidence/test_informative.py::test_white_images_from_a_clipping_decoder_make_a_clean_pass_uninformative",
+    ],
     "image of another size refused": [
         "pipelines/audit_sets/test_audit_set.py::test_images_of_another_size_are_refused",
     ],

@@ -12,8 +12,10 @@ Manifest columns:
 Great Expectations checks the manifest before any image is decoded: columns
 present, labels known, files present inside the audit-set folder, no
 duplicates. Every error names the manifest, the CSV line and the column.
-Images are converted to RGB (grayscale and RGBA are accepted) and scaled to
-[0, 1]; all images must share one size.
+Images of every Pillow mode are scaled to [0, 1] by their bit depth (16-bit
+grayscale included; see ``pipelines.audit_sets.decoding``) and must share one
+size. A mask pixel is spurious when it is non-zero; a region may not cover a
+whole image (nothing would be left to compare it with).
 
 Loading checks every file (image headers and checksums, every mask decoded)
 but keeps none of them: ``AuditSet.images`` and ``masks`` are lazy stacks that
@@ -35,6 +37,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from pipelines.audit_sets.decoding import (
+    DecodeError,
+    check_mode,
+    image_array,
+    mask_array,
+    oriented_size,
+)
 from pipelines.errors import GateError
 from pipelines.evidence.gx import Check, run_checks
 
@@ -423,19 +432,25 @@ def _open(path: Path, where: str) -> Image.Image:
 
 
 def _check_image(path: Path, where: str) -> tuple[int, int]:
-    """(H, W) from the header, after checking the file's structure without decoding pixels."""
+    """(H, W) as oriented, after checking the file's structure without decoding pixels."""
     try:
         with Image.open(path) as handle:
-            width, height = handle.size
+            check_mode(handle)
             handle.verify()  # chunk checksums and truncation, at a fraction of a decode
+        with Image.open(path) as handle:  # verify() leaves the file unusable
+            size = oriented_size(handle)
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise AuditSetError(f"{where}: cannot decode {path.name}: {exc}") from None
-    return height, width
+    except DecodeError as exc:
+        raise AuditSetError(f"{where}: {path.name}: {exc}") from None
+    return size
 
 
 def _load_image(path: Path, where: str) -> Tensor:
-    array = np.asarray(_open(path, where).convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    try:
+        return torch.from_numpy(image_array(_open(path, where)))
+    except DecodeError as exc:
+        raise AuditSetError(f"{where}: {path.name}: {exc}") from None
 
 
 def _region(root: Path, row: pd.Series) -> tuple[Region, str]:
@@ -453,20 +468,34 @@ def _region_mask(region: Region, size: tuple[int, int], where: str) -> Tensor:
     if region is None:
         return torch.zeros(height, width, dtype=torch.bool)
     if isinstance(region, Path):
-        mask_image = _open(region, where).convert("L")
-        mask = torch.from_numpy(np.asarray(mask_image, dtype=np.uint8).copy()) > 127
+        try:
+            mask = torch.from_numpy(mask_array(_open(region, where)).copy())
+        except DecodeError as exc:
+            raise AuditSetError(f"{where}: {region.name}: {exc}") from None
         if tuple(mask.shape) != (height, width):
             raise AuditSetError(
                 f"{where}: mask size {tuple(mask.shape)} differs from its image's {(height, width)}"
             )
         if not mask.any():
-            raise AuditSetError(f"{where}: mask {region.name} is empty")
+            raise AuditSetError(
+                f"{where}: mask {region.name} is empty (every pixel is zero; non-zero = spurious)"
+            )
+        if mask.all():
+            raise AuditSetError(
+                f"{where}: mask {region.name} covers the whole image (every pixel is non-zero): "
+                "nothing is left outside the region to compare it with"
+            )
         return mask
     x0, y0, x1, y1 = region
     if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
         raise AuditSetError(
             f"{where}: box {f'{x0},{y0},{x1},{y1}'!r} is empty or outside the "
             f"{width}x{height} image"
+        )
+    if (x1 - x0, y1 - y0) == (width, height):
+        raise AuditSetError(
+            f"{where}: box {f'{x0},{y0},{x1},{y1}'!r} covers the whole {width}x{height} image: "
+            "nothing is left outside the region to compare it with"
         )
     mask = torch.zeros(height, width, dtype=torch.bool)
     mask[y0:y1, x0:x1] = True

@@ -32,6 +32,9 @@ class EvidenceValidation:
     discovery: SuiteResult | None = None
     notes: tuple[str, ...] = ()
     """Findings that do not block, e.g. attribution and behaviour disagreeing (warnings)."""
+    uninformative: tuple[str, ...] = ()
+    """Why the audit evidence is about nothing (accuracy at chance, one prediction, blank
+    inputs); the policy's ``checks.uninformative`` decides what that means for a pass."""
 
     @property
     def gating(self) -> SuiteResult:

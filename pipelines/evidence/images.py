@@ -12,6 +12,7 @@ from pipelines.evidence.base import EvidenceValidation, settle_attribution
 from pipelines.evidence.columns import UNSCORED_COLUMNS
 from pipelines.evidence.expectations import discovery_checks, sanity_checks, score_checks
 from pipelines.evidence.gx import run_checks
+from pipelines.evidence.informative import class_count, uninformative_reasons
 from pipelines.stages.cam import AuditResult
 from pipelines.stages.counterfactual import CounterfactualEvidence
 from pipelines.stages.discovery import DiscoveryEvidence
@@ -88,7 +89,15 @@ class ImageEvidence:
             table = self.discovery.table
             checks = discovery_checks(rules, table)
             discovery = run_checks(table, checks, suite="xai-gate-discovery")
-        return EvidenceValidation(scores, sanity, discovery, notes)
+        table = self.audit.scores
+        uninformative = uninformative_reasons(
+            table["label"],
+            table["prediction"],
+            n_classes=class_count(self.class_names, table),
+            pixel_spread=self.audit.pixel_spread.tolist() or None,
+            ids=table["image_id"].tolist(),
+        )
+        return EvidenceValidation(scores, sanity, discovery, notes, tuple(uninformative))
 
     def metrics(self) -> dict[str, float]:
         out = (

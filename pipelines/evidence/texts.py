@@ -12,6 +12,7 @@ from pipelines.evidence.base import EvidenceValidation, settle_attribution
 from pipelines.evidence.columns import TEXT_SCORE_COLUMNS
 from pipelines.evidence.expectations import score_checks
 from pipelines.evidence.gx import run_checks
+from pipelines.evidence.informative import class_count, uninformative_reasons
 from pipelines.stages.counterfactual import CounterfactualEvidence
 from pipelines.stages.text import TextAuditResult
 
@@ -55,7 +56,11 @@ class TextEvidence:
         scores, notes = settle_attribution(
             scores, rules, behaviour_ran=self.counterfactual is not None
         )
-        return EvidenceValidation(scores, None, notes=notes)
+        table = self.audit.scores
+        uninformative = uninformative_reasons(
+            table["label"], table["prediction"], n_classes=class_count(self.class_names, table)
+        )
+        return EvidenceValidation(scores, None, notes=notes, uninformative=tuple(uninformative))
 
     def metrics(self) -> dict[str, float]:
         out = self.audit.metrics()

@@ -230,6 +230,13 @@ class Checks(_Section):
         "warning naming the disagreement (the model looks at the artifact but its "
         "predictions do not follow it).",
     )
+    uninformative: Literal["block", "inconclusive", "warn"] = Field(
+        "inconclusive",
+        description="When the audit evidence is about nothing (accuracy not above chance, one "
+        "prediction for inputs of mixed labels, blank images) and every check passed: block, "
+        "record 'inconclusive' (exit 3), or pass with a warning. Only 'warn' promotes.",
+        json_schema_extra=_option("on_uninformative"),
+    )
 
 
 class SanityCheck(_Section):

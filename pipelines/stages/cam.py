@@ -125,6 +125,8 @@ class AuditResult:
     """(N,) each mask's area fraction: the chance level of the spurious mass."""
     predictions: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     """(N,) the predicted class: the class each heatmap explains."""
+    pixel_spread: Tensor = field(default_factory=lambda: torch.empty(0))
+    """(N,) each image's pixel standard deviation: near 0, the image is blank (no evidence)."""
 
     @property
     def gating(self) -> MethodAudit:
@@ -216,10 +218,12 @@ def audit_images(
     trackers = {method: _Tracker(method, keep_worst, n, score=regions) for method in methods}
     prediction = torch.zeros(n, dtype=torch.long)
     chance = torch.zeros(n)
+    spread = torch.zeros(n)
     starts = range(0, n, batch_size)
     for start in batches(starts, desc="CAM audit", progress=progress):
         stop = min(start + batch_size, n)
         batch, batch_masks = images[start:stop], masks[start:stop]  # read once, for every method
+        spread[start:stop] = batch.detach().flatten(1).float().std(dim=1).cpu()
         for index, (method, cam) in enumerate(cams.items()):
             result = cam.explain(batch)
             batch_masks = batch_masks.to(result.heatmaps.device)
@@ -251,6 +255,7 @@ def audit_images(
         prediction,
         prediction == labels,
         chance,
+        spread,
         flag_mass,
     )
 
@@ -263,6 +268,7 @@ def _assemble(
     predictions: Tensor,
     correct: Tensor,
     chance: Tensor,
+    spread: Tensor,
     flag_mass: float,
 ) -> AuditResult:
     """The score table and summary from each method's audit: one path for whole and sharded."""
@@ -297,7 +303,13 @@ def _assemble(
         "target_layer": ", ".join(gating.layers),
     }
     return AuditResult(
-        scores, audits, summary, correct=correct, chance=chance, predictions=predictions
+        scores,
+        audits,
+        summary,
+        correct=correct,
+        chance=chance,
+        predictions=predictions,
+        pixel_spread=spread,
     )
 
 
@@ -342,6 +354,7 @@ def merge_audits(
         torch.cat([part.predictions for part in parts]),
         torch.cat([part.correct for part in parts]),
         torch.cat([part.chance for part in parts]),
+        torch.cat([part.pixel_spread for part in parts]),
         flag_mass,
     )
 

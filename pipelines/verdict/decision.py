@@ -77,6 +77,8 @@ def decide(
     *,
     inconclusive: str = "hold",
     warnings: Sequence[str] = (),
+    uninformative: Sequence[str] = (),
+    on_uninformative: str = "inconclusive",
 ) -> GateDecision:
     """Passed only when every expectation held; the reasons name every failed check.
 
@@ -84,16 +86,25 @@ def decide(
     scores say: heatmaps that do not depend on the weights are no evidence
     either way, and "not blocked" must never read as "passed". A policy may
     say ``inconclusive: block`` to record such runs as ``blocked`` instead.
+
+    ``uninformative`` (why the evidence is about nothing) turns what would be a
+    pass into ``on_uninformative``: ``inconclusive``, ``block`` or ``warn``
+    (passed, with the reasons as warnings). A block stands on its own, with
+    the reasons beside it as warnings.
     """
     reasons = list(scores.failures) or ([] if scores.success else ["score validation failed"])
+    about_nothing = [f"uninformative evidence: {reason}" for reason in uninformative]
     notes = list(warnings)
     if sanity is not None and not sanity.success:
         sanity_reasons = list(sanity.failures) or ["sanity validation failed"]
         verdict = Verdict.BLOCKED if inconclusive == "block" else Verdict.INCONCLUSIVE
-        return GateDecision(verdict, sanity_reasons + reasons, notes)
-    if scores.success:
-        return GateDecision(Verdict.PASSED, warnings=notes)
-    return GateDecision(Verdict.BLOCKED, reasons, notes)
+        return GateDecision(verdict, sanity_reasons + reasons, notes + about_nothing)
+    if not scores.success:
+        return GateDecision(Verdict.BLOCKED, reasons, notes + about_nothing)
+    if not about_nothing or on_uninformative == "warn":
+        return GateDecision(Verdict.PASSED, warnings=notes + about_nothing)
+    verdict = Verdict.BLOCKED if on_uninformative == "block" else Verdict.INCONCLUSIVE
+    return GateDecision(verdict, about_nothing, notes)
 
 
 def record_verdict(

@@ -98,11 +98,11 @@ def test_boxes_become_rectangular_masks(audit_dir):
     manifest = _rewrite(
         audit_dir / "boxes.csv",
         'image,label,spurious_box\nimages/00000.png,benign,"2,3,10,5"\n'
-        'images/00001.png,1,"0,0,32,32"\n',
+        'images/00001.png,1,"0,0,32,16"\n',
     )
     loaded = load_audit_set(manifest, class_names=CLASS_NAMES)
     assert loaded.masks[0].sum() == 8 * 2 and loaded.masks[0][3:5, 2:10].all()
-    assert loaded.masks[1].all()
+    assert loaded.masks[1][:16].all() and not loaded.masks[1][16:].any()
     assert loaded.labels.tolist() == [0, 1]
 
 
