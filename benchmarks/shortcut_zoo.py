@@ -80,6 +80,9 @@ class Judged:
     unlabelled_blocked: bool | None
     """None where discovery does not apply (text)."""
     scores: dict[str, float]
+    uninformative: bool = False
+    """The labelled evidence is about nothing (e.g. accuracy at chance): where the shortcut
+    checks pass, the gate records 'inconclusive', not 'passed' (``checks.uninformative``)."""
 
 
 def train_zoo(
@@ -203,7 +206,7 @@ def judge_text(zoo: ZooModel, *, n_audit: int = 128) -> Judged:
         "labelled: removal flip rate": metrics["text_counterfactual.removal_flip_rate"],
         "labelled: insertion lift": metrics["text_counterfactual.spurious_lift"],
     }
-    return Judged(zoo, not validation.gating.success, None, scores)
+    return Judged(zoo, not validation.gating.success, None, scores, bool(validation.uninformative))
 
 
 def effect(model: nn.Module, artifact: str, n: int = 200) -> float:
@@ -243,7 +246,7 @@ def judge(zoo: ZooModel, *, n_audit: int = 256) -> Judged:
     counterfactual = counterfactual_audit(
         zoo.model, labelled.images, labelled.labels, labelled.masks, class_names=CLASS_NAMES
     )
-    with_masks = ImageEvidence(audit, counterfactual).validate(rules)
+    with_masks = ImageEvidence(audit, counterfactual, class_names=CLASS_NAMES).validate(rules)
 
     natural = make_lesions(
         n_audit, shortcut_strength=zoo.rho, seed=6000 + zoo.seed, artifact=zoo.artifact
@@ -278,7 +281,13 @@ def judge(zoo: ZooModel, *, n_audit: int = 256) -> Judged:
         "unlabelled: top suspicion": float(table["suspicion"].max()),
         "unlabelled: top pull": float(tested.max()) if len(tested) else 0.0,
     }
-    return Judged(zoo, not with_masks.gating.success, not without_masks.gating.success, scores)
+    return Judged(
+        zoo,
+        not with_masks.gating.success,
+        not without_masks.gating.success,
+        scores,
+        bool(with_masks.uninformative),
+    )
 
 
 def run(*, quick: bool = False) -> list[Row]:
@@ -314,7 +323,8 @@ def _progress(judged: Judged) -> None:
     print(
         f"  {z.group:9s} {z.artifact:9s} rho={z.rho:g} seed={z.seed} {z.variant:13s} "
         f"effect={z.effect:+.2f} labelled={'blocked' if judged.labelled_blocked else 'passed'} "
-        f"unlabelled={_word(judged.unlabelled_blocked)}",
+        f"unlabelled={_word(judged.unlabelled_blocked)}"
+        + (" (uninformative)" if judged.uninformative else ""),
         flush=True,
     )
 
@@ -368,7 +378,8 @@ def print_zoo(judged: list[Judged]) -> None:
 
     console = Console(width=160)
     models = Table(title="shortcut zoo: models")
-    for column in ("group", "artifact", "ρ", "seed", "variant", "effect", "labelled", "unlabelled"):
+    columns = ("group", "artifact", "ρ", "seed", "variant", "effect", "labelled", "unlabelled")
+    for column in (*columns, "evidence"):
         models.add_column(
             column, justify="left" if column in {"group", "artifact", "variant"} else "right"
         )
@@ -383,6 +394,7 @@ def print_zoo(judged: list[Judged]) -> None:
             f"{z.effect:+.2f}",
             _verdict(j.labelled_blocked, z),
             _verdict(j.unlabelled_blocked, z) if j.unlabelled_blocked is not None else "n/a",
+            "uninformative" if j.uninformative else "",
         )
     console.print(models)
     scores = Table(title="shortcut zoo: scores (spurious: effect > 0.3; clean: ρ = 0)")

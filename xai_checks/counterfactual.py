@@ -85,12 +85,19 @@ def paste_artifacts(images: Tensor, donors: Tensor, donor_masks: Tensor) -> Tens
     return torch.where(donor_masks.unsqueeze(1).to(images.device), donors, images)
 
 
+MIN_FLIP_DROP = 0.10
+"""A changed prediction counts as a flip only when P(the class predicted with the artifact)
+falls by at least this. A model at its decision boundary (under-trained, P ≈ 0.5 everywhere)
+tips over on any edit, 0.51 to 0.49; that is noise, not reliance on what was removed."""
+
+
 @dataclass(frozen=True)
 class RemovalResult:
     """Predictions before and after the artifact was filled in, per image.
 
     Rates are over the images that have an artifact (a non-empty mask); images
-    without one are kept for alignment and never count as flipped.
+    without one are kept for alignment and never count as flipped. A flip is
+    a changed prediction whose probability fell by ``MIN_FLIP_DROP`` or more.
     """
 
     labels: Tensor
@@ -104,8 +111,16 @@ class RemovalResult:
     test streams: ``fill_from_surroundings`` redraws any of them."""
 
     @property
+    def drop(self) -> Tensor:
+        """(N,) the fall in P(class predicted with the artifact) once it is removed."""
+        index = self.predictions.unsqueeze(1)
+        before = self.probabilities.gather(1, index).squeeze(1)
+        return before - self.probabilities_without.gather(1, index).squeeze(1)
+
+    @property
     def flipped(self) -> Tensor:
-        return self.has_artifact & (self.predictions != self.predictions_without)
+        changed = self.predictions != self.predictions_without
+        return self.has_artifact & changed & (self.drop >= MIN_FLIP_DROP)
 
     @property
     def flip_rate(self) -> float:

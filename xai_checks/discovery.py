@@ -328,7 +328,7 @@ def confirm_proposal(
         # The labels are the explained class: a flip is a change away from it.
         labels = torch.full((batch.shape[0],), strategy.class_index, dtype=torch.long)
         result = removal_test(model, batch, masks, labels, batch_size=batch_size)
-        flipped.append(result.predictions_without != strategy.class_index)
+        flipped.append(result.flipped)  # decisive flips only (MIN_FLIP_DROP)
     lift = torch.zeros(0)
     if receivers is not None and receivers.numel():
         lift = _paste_pull(model, images, strategy, filled, receivers, batch_size, seed)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from xai_checks.counterfactual import (
+    MIN_FLIP_DROP,
     _InsertionPlan,
     counterfactual_tests,
     fill_from_surroundings,
@@ -115,6 +116,20 @@ def test_images_without_artifacts_never_count_as_flipped():
     assert removal.has_artifact.tolist() == [False] * 3 + [True] * 3
     assert removal.flipped[:3].tolist() == [False] * 3
     assert removal.flip_rate == 1.0
+
+
+def test_a_model_at_its_decision_boundary_tips_over_but_does_not_count_as_flipped():
+    """An under-trained model (P ≈ 0.5 everywhere) changes its mind on any edit: noise."""
+    batch = make_lesions(12, ruler="always", seed=6)
+    timid = RulerDetector()
+    with torch.no_grad():
+        timid.scale.fill_(1.0)  # logits of ±0.01: P(class 1) moves 0.505 -> 0.49
+    removal = removal_test(timid, batch.images, batch.masks, batch.labels)
+    assert (removal.predictions != removal.predictions_without).all()  # every prediction tips
+    assert removal.drop.abs().max() < MIN_FLIP_DROP
+    assert removal.flip_rate == 0.0 and not removal.flipped.any()
+    decided = removal_test(RulerDetector(), batch.images, batch.masks, batch.labels)
+    assert decided.drop.min() > 0.99 and decided.flip_rate == 1.0
 
 
 def test_bad_inputs_are_clear_errors():
