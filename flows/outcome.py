@@ -33,6 +33,9 @@ class GateOutcome:
     write), so ``on_failure`` must not tag it ``error``."""
     warnings: list[str] = field(default_factory=list)
     """Findings that did not block, e.g. a suspicious strategy filling did not confirm."""
+    caller_error: bool = False
+    """The error is in what the gate was given (options, policy, secret, store, version):
+    no version was touched, and ``on_failure`` must not touch one either."""
 
     @property
     def message(self) -> str:

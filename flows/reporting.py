@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from flows.outcome import GateOutcome
 from pipelines.tracking.config import EXPERIMENT, configure_tracking
-from pipelines.verdict.decision import GateDecision, Verdict, record_verdict
+from pipelines.verdict.decision import GateDecision, Verdict, record_error
 
 __all__ = [
     "Approval",
@@ -170,7 +170,7 @@ def record_error_verdict(flow: Any, flow_run: Any, state: Any) -> None:
     except Exception:  # a crashed run has no result to read
         outcome = None
     if isinstance(outcome, GateOutcome) and (
-        outcome.verdict is not Verdict.ERROR or outcome.recorded
+        outcome.verdict is not Verdict.ERROR or outcome.recorded or outcome.caller_error
     ):
         return
     params = dict(getattr(flow_run, "parameters", {}) or {})
@@ -188,10 +188,11 @@ def record_error_verdict(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 def tag_error(name: str, version: str, reason: str, tracking_uri: str | None) -> bool:
-    """Record verdict ``error`` on the version; False (logged) when that is impossible."""
+    """Record the failed attempt on the version (``record_error``: a verdict it already has
+    is kept); False (logged) when that is impossible."""
     try:
         configure_tracking(tracking_uri)
-        record_verdict(name, version, GateDecision(Verdict.ERROR, [reason]), run_id=None)
+        record_error(name, version, reason)
     except Exception as exc:  # the version may not exist, or the server is gone
         _log.warning("could not tag %s v%s with verdict 'error': %s", name, version, exc)
         return False

@@ -8,7 +8,7 @@ from typing import Any
 
 from flows._console import hide_expected_tracebacks
 from flows.outcome import EXPECTED_ERRORS, GateOutcome, describe_error
-from flows.xai_gate import xai_gate
+from flows.xai_gate import check_signing, xai_gate
 from pipelines.errors import GateError
 from pipelines.policy import GatePolicy, load_policy
 from pipelines.verdict.decision import Verdict
@@ -78,8 +78,11 @@ def run_gate(
             policy = gate_policy(model_name, audit_set, policy_file=policy_file, **rules)
         elif rules or policy_file is not None:
             raise GateError("give a policy, or a policy file, or rules: not several")
-    except EXPECTED_ERRORS as exc:
-        return GateOutcome(model_name or "?", version, Verdict.ERROR, [describe_error(exc)])
+        check_signing(policy)
+    except EXPECTED_ERRORS as exc:  # the caller's mistake: no flow starts, no version is touched
+        return GateOutcome(
+            model_name or "?", version, Verdict.ERROR, [describe_error(exc)], caller_error=True
+        )
     gate = xai_gate
     if task_runner == "dask":
         gate = xai_gate.with_options(task_runner=dask_runner(dask_address, dask_workers))

@@ -12,6 +12,7 @@ this module only runs each of them as a Prefect task (:class:`PrefectTasks`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,17 +36,19 @@ from pipelines.tracking import (
     load_model_version,
     log_gate_evidence,
 )
+from pipelines.tracking.config import canonical_version, check_writable, store_identity
 from pipelines.verdict.decision import (
     GateDecision,
     Verdict,
     decide,
-    file_digest,
+    holds_alias,
     prior_verdict,
     record_verdict,
 )
+from pipelines.verdict.evidence_digest import audit_set_digest
 from pipelines.verdict.signing import SECRET_ENV, secret_from_env
 
-__all__ = ["EXPECTED_ERRORS", "GateOutcome", "PrefectTasks", "xai_gate"]
+__all__ = ["EXPECTED_ERRORS", "GateOutcome", "PrefectTasks", "check_signing", "xai_gate"]
 
 T = TypeVar("T")
 
@@ -141,6 +144,7 @@ def promote(
     checks: tuple[str, ...],
     policy_hash: str,
     audit_set_hash: str,
+    on_alias_holder_blocked: str = "keep",
 ) -> bool:
     """Write the signed verdict; move the alias only on a pass."""
     return record_verdict(
@@ -152,10 +156,27 @@ def promote(
         checks=checks,
         policy_hash=policy_hash,
         audit_set_hash=audit_set_hash,
+        on_alias_holder_blocked=on_alias_holder_blocked,
     )
 
 
-def _error(policy: GatePolicy, version: str, error: BaseException, *, recorded: bool) -> State:
+def check_signing(policy: GatePolicy) -> None:
+    """``require_signature: true`` without a secret is the caller's mistake: refused up front."""
+    if policy.require_signature and secret_from_env() is None:
+        raise GateError(
+            "the policy requires signed verdicts (require_signature: true) but "
+            f"{SECRET_ENV} is not set"
+        )
+
+
+def _error(
+    policy: GatePolicy,
+    version: str,
+    error: BaseException,
+    *,
+    recorded: bool,
+    caller_error: bool = False,
+) -> State:
     outcome = GateOutcome(
         policy.model,
         version,
@@ -163,6 +184,7 @@ def _error(policy: GatePolicy, version: str, error: BaseException, *, recorded: 
         [describe_error(error)],
         alias=policy.alias,
         recorded=recorded,
+        caller_error=caller_error,
     )
     get_run_logger().error(outcome.message)
     return Failed(message=outcome.message, data=outcome)
@@ -214,15 +236,14 @@ def xai_gate(
     gated again.
     """
     version = str(version)
-    try:
-        if policy.require_signature and secret_from_env() is None:
-            raise GateError(
-                "the policy requires signed verdicts (require_signature: true) but "
-                f"{SECRET_ENV} is not set"
-            )
-        scope = configure_tracking(tracking_uri, check=True)
+    try:  # the caller's mistakes: each touches no version
+        check_signing(policy)
+        uri = configure_tracking(tracking_uri, check=True)
+        version = canonical_version(policy.model, version)  # '02' and '2' are one version
+        check_writable(uri)
+        scope = store_identity(uri)  # two spellings of one database are one store
     except EXPECTED_ERRORS as exc:
-        return _error(policy, version, exc, recorded=False)  # on_failure tags it
+        return _error(policy, version, exc, recorded=False, caller_error=True)
     try:
         with version_lock(policy.model, version, scope=scope):
             try:
@@ -239,7 +260,7 @@ def xai_gate(
 def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int = 1) -> GateOutcome:
     """Everything after the lock is held: reuse a finished verdict, or audit and decide."""
     model_name, alias = policy.model, policy.alias
-    policy_hash, audit_set_hash = policy.digest(), file_digest(Path(policy.audit_set))
+    policy_hash, audit_set_hash = policy.digest(), audit_set_digest(Path(policy.audit_set))
     prior = (
         None
         if force
@@ -270,11 +291,19 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
         uninformative=validation.uninformative,
         on_uninformative=policy.checks.uninformative,
     )
+    decision = _warn_alias_holder(decision, policy, version)
     run_id = log_evidence(evidence, validation, model, policy, decision)
     if decision.verdict is Verdict.PASSED and policy.approval:
         decision = ask_for_approval(decision, model_name, version, run_id)
     promoted = promote(
-        model, decision, run_id, alias, evidence.evidence_lines, policy_hash, audit_set_hash
+        model,
+        decision,
+        run_id,
+        alias,
+        evidence.evidence_lines,
+        policy_hash,
+        audit_set_hash,
+        policy.on_alias_holder_blocked,
     )
     try:  # the verdict is recorded: a failing summary must not turn it into 'error'
         publish_summary(model_name, version, decision, run_id, evidence.metrics(), promoted, alias)
@@ -292,3 +321,18 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
         recorded=True,
         warnings=decision.warnings,
     )
+
+
+def _warn_alias_holder(decision: GateDecision, policy: GatePolicy, version: str) -> GateDecision:
+    """A version that holds the alias and is now not passed: say so, loudly, everywhere."""
+    if decision.verdict is Verdict.PASSED or not holds_alias(policy.model, version, policy.alias):
+        return decision
+    if policy.on_alias_holder_blocked == "remove":
+        what = f"alias {policy.alias!r} is removed from it (on_alias_holder_blocked: remove)"
+    else:
+        what = (
+            f"alias {policy.alias!r} stays on it (on_alias_holder_blocked: keep): move or "
+            "remove the alias, or set on_alias_holder_blocked: remove"
+        )
+    warning = f"v{version} holds {policy.alias!r} but is now {decision.verdict.value}: {what}"
+    return replace(decision, warnings=[warning, *decision.warnings])

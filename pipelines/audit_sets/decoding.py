@@ -83,11 +83,13 @@ def _gray_unit(image: Image.Image) -> np.ndarray:
             )
         return (values.astype(np.float64) / (2**31 - 1)).astype(np.float32)
     if image.mode == "F":
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
-        if not np.isfinite(values).all() or low < 0.0 or high > 1.0:
+        if not np.isfinite(values).all():
             raise DecodeError(
-                f"float image values must be finite and lie in [0, 1] (found {low:g} to {high:g})"
+                "float image values must be finite and lie in [0, 1] (found NaN or Inf)"
             )
+        low, high = float(values.min()), float(values.max())
+        if low < 0.0 or high > 1.0:
+            raise DecodeError(f"float image values must lie in [0, 1] (found {low:g} to {high:g})")
         return values.astype(np.float32)
     raise DecodeError(_NO_CONVERSION.format(mode=image.mode))
 

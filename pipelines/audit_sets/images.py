@@ -26,6 +26,7 @@ the gate in the memory of one batch.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -195,13 +196,17 @@ class AuditSet:
         )
 
 
-def line_of(index: int) -> int:
-    """CSV line of a data row: 1-based, after the header."""
-    return int(index) + 2
+def line_of(frame: pd.DataFrame | Sequence[int] | None, index: int) -> int:
+    """The CSV line a data row starts on (1-based): ``read_manifest`` records it per row, so a
+    quoted field spanning several lines does not shift the lines of the rows after it."""
+    lines = frame.attrs.get("lines") if isinstance(frame, pd.DataFrame) else frame
+    return int(lines[int(index)]) if lines is not None else int(index) + 2
 
 
 def _inside(root: Path, value: str) -> tuple[Path | None, str]:
     """Resolve a manifest path; refuse absolute paths and escapes from ``root``."""
+    if "\0" in value:
+        return None, f"path {value!r} contains a NUL byte"
     candidate = Path(value)
     if candidate.is_absolute():
         return None, f"absolute path {value!r} is not allowed (paths are relative to the manifest)"
@@ -211,6 +216,13 @@ def _inside(root: Path, value: str) -> tuple[Path | None, str]:
     if not resolved.is_file():
         return None, f"file not found: {value}"
     return resolved, OK
+
+
+def _path_key(root: Path, value: Any) -> str:
+    """One spelling per file (``./a.png``, ``a.png``, ``b/../a.png``), for the duplicate check."""
+    if not isinstance(value, str) or "\0" in value:
+        return str(value)
+    return os.path.normpath(os.path.join(root, value))
 
 
 def _parse_box(value: str) -> tuple[int, int, int, int] | None:
@@ -245,7 +257,7 @@ def status_check(manifest: Path, frame: pd.DataFrame, status_column: str, column
     def describe(result: dict[str, Any]) -> str:
         rows = list(result.get("unexpected_index_list") or [])
         parts = [
-            f"{manifest.name}:{line_of(i)} column {frame.at[i, column_of]!r}: "
+            f"{manifest.name}:{line_of(frame, i)} column {frame.at[i, column_of]!r}: "
             f"{frame.at[i, status_column]}"
             for i in rows[:5]
         ]
@@ -282,7 +294,7 @@ def label_checks(
 
     def bad_labels(result: dict[str, Any]) -> str:
         rows = list(result.get("unexpected_index_list") or [])[:5]
-        found = ", ".join(f"{name}:{line_of(i)} {frame.at[i, LABEL]!r}" for i in rows)
+        found = ", ".join(f"{name}:{line_of(frame, i)} {frame.at[i, LABEL]!r}" for i in rows)
         allowed = ", ".join(known_labels) if known_labels else "integer class indices"
         return f"column 'label' has unknown labels: {found} (known: {allowed})"
 
@@ -298,7 +310,9 @@ def label_checks(
             lambda gxe: gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
             lambda r: (
                 "column 'label' is empty on "
-                + ", ".join(f"{name}:{line_of(i)}" for i in r.get("unexpected_index_list", [])[:5])
+                + ", ".join(
+                    f"{name}:{line_of(frame, i)}" for i in r.get("unexpected_index_list", [])[:5]
+                )
             ),
         ),
     ]
@@ -316,13 +330,13 @@ def _manifest_checks(
 
         def duplicates(result: dict[str, Any]) -> str:
             rows = list(result.get("unexpected_index_list") or [])[:5]
-            found = ", ".join(f"{name}:{line_of(i)} {frame.at[i, IMAGE]!r}" for i in rows)
+            found = ", ".join(f"{name}:{line_of(frame, i)} {frame.at[i, IMAGE]!r}" for i in rows)
             return f"column 'image' lists an image more than once: {found}"
 
         checks.append(
             Check(
-                "image unique",
-                lambda gxe: gxe.ExpectColumnValuesToBeUnique(column=IMAGE),
+                "image unique",  # on the normalised path: ./images/x.png is images/x.png
+                lambda gxe: gxe.ExpectColumnValuesToBeUnique(column="_image_key"),
                 duplicates,
             )
         )
@@ -332,28 +346,47 @@ def _manifest_checks(
 
 
 def read_manifest(manifest: Path) -> pd.DataFrame:
-    """The manifest as strings, one row per CSV line; ragged rows are refused, not dropped."""
+    """The manifest as strings (empty fields null), one row per CSV record.
+
+    A UTF-8 byte-order mark is skipped; blank lines are skipped; ragged rows
+    and repeated header names are refused, not cut or renamed. The line each
+    record starts on is kept in ``frame.attrs["lines"]`` (see ``line_of``).
+    """
     if not manifest.is_file():
         raise AuditSetError(f"audit-set manifest not found: {manifest}")
+    rows, lines = [], []
     try:
-        with manifest.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-        frame = pd.read_csv(
-            manifest, dtype=str, keep_default_na=False, na_values=[""], index_col=False
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [str(column).strip() for column in next(reader, [])]
+            start = reader.line_num + 1
+            for row in reader:
+                if row:  # a blank line; a line of empty fields is a row (and refused later)
+                    rows.append(row)
+                    lines.append(start)
+                start = reader.line_num + 1
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise AuditSetError(f"cannot read manifest {manifest}: {exc}") from None
-    header = rows[0] if rows else []
-    for number, row in enumerate(rows[1:], start=2):
-        if row and len(row) != len(header):
+    if not header or not any(header):
+        raise AuditSetError(f"manifest {manifest} has no header row")
+    repeated = sorted({column for column in header if header.count(column) > 1})
+    if repeated:
+        raise AuditSetError(
+            f"{manifest.name}:1 the header names column(s) {repeated} more than once; "
+            "each column must be named once"
+        )
+    for number, row in zip(lines, rows, strict=True):
+        if len(row) != len(header):
             raise AuditSetError(
                 f"{manifest.name}:{number} has {len(row)} fields but the header has "
                 f"{len(header)}; quote values that contain commas"
             )
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.empty:
+    if not rows:
         raise AuditSetError(f"manifest {manifest} has no rows: the audit set is empty")
-    return frame.reset_index(drop=True)
+    frame = pd.DataFrame(rows, columns=header, dtype=object)
+    frame = frame.mask(frame == "")  # an empty field is null, as pandas reads CSVs
+    frame.attrs["lines"] = lines
+    return frame
 
 
 def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = None) -> AuditSet:
@@ -373,6 +406,7 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
         frame["_image_status"] = [
             _inside(root, v)[1] if isinstance(v, str) else "empty image path" for v in frame[IMAGE]
         ]
+        frame["_image_key"] = [_path_key(root, v) for v in frame[IMAGE]]
     if MASK in frame.columns or BOX in frame.columns:
         regions = [_region_status(root, row) for _, row in frame.iterrows()]
         frame["_region_column"] = [column for column, _ in regions]
@@ -386,7 +420,7 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
     size: tuple[int, int] | None = None
     image_paths, image_wheres, regions, region_wheres = [], [], [], []
     for index, row in frame.iterrows():
-        where = f"{manifest.name}:{line_of(int(index))}"
+        where = f"{manifest.name}:{line_of(frame, int(index))}"
         path = root / row[IMAGE]
         image_size = _check_image(path, f"{where} column 'image'")
         if size is None:

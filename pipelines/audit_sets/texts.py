@@ -64,6 +64,8 @@ class TextAuditSet:
     text_ids: list[str]
     class_names: tuple[str, ...] | None
     manifest: Path
+    lines: tuple[int, ...] | None = None
+    """The CSV line each text starts on, for errors (a quoted text may span several)."""
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -72,7 +74,7 @@ class TextAuditSet:
 def is_text_manifest(manifest: str | Path) -> bool:
     """True when the CSV header has a ``text`` column: the audit set is text, not images."""
     try:
-        with Path(manifest).open(newline="") as handle:
+        with Path(manifest).open(newline="", encoding="utf-8-sig") as handle:
             header = next(csv.reader(handle), [])
     except (OSError, UnicodeDecodeError):
         return False  # the image loader reports the real problem
@@ -115,7 +117,7 @@ def load_text_audit_set(
     ids = (
         [str(v) for v in frame[ID]]
         if ID in frame.columns
-        else [f"text-{line_of(i)}" for i in range(len(frame))]
+        else [f"text-{line_of(frame, i)}" for i in range(len(frame))]
     )
     return TextAuditSet(
         texts=[str(t) for t in frame[TEXT]],
@@ -124,13 +126,14 @@ def load_text_audit_set(
         text_ids=ids,
         class_names=tuple(class_names) if class_names is not None else None,
         manifest=manifest,
+        lines=tuple(frame.attrs["lines"]),
     )
 
 
 def _unique_ids_check(manifest: Path, frame: pd.DataFrame) -> Check:
     def describe(result: dict[str, Any]) -> str:
         rows = list(result.get("unexpected_index_list") or [])[:5]
-        found = ", ".join(f"{manifest.name}:{line_of(i)} {frame.at[i, ID]!r}" for i in rows)
+        found = ", ".join(f"{manifest.name}:{line_of(frame, i)} {frame.at[i, ID]!r}" for i in rows)
         return f"column 'id' repeats an id: {found}"
 
     return Check("id unique", lambda gxe: gxe.ExpectColumnValuesToBeUnique(column=ID), describe)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -350,6 +351,12 @@ class AuditRules(_Section):
         }
 
 
+_ALIAS = re.compile(r"[\w\-]+")
+_VERSION_ALIAS = re.compile(r"[vV]\d+")
+"""MLflow's alias rules (``mlflow.utils.validation``): word characters and dashes; 'latest'
+and version-like names are reserved."""
+
+
 class GatePolicy(AuditRules):
     """A gate policy: the rules, plus which model, which audit set and which aliases.
 
@@ -375,11 +382,34 @@ class GatePolicy(AuditRules):
     modality: Literal["auto", "image", "text"] = Field(
         "auto", description="auto: a CSV with a 'text' column is text."
     )
+    on_alias_holder_blocked: Literal["keep", "remove"] = Field(
+        "keep",
+        description="When the version that holds the protected alias is gated again and not "
+        "passed (e.g. under a stricter policy): keep the alias where it is, with a warning in "
+        "the output, the report and the Prefect summary, or remove it.",
+    )
     approval: bool = Field(False, description="Wait for a person to approve each pass.")
     require_signature: bool = Field(
         False,
         description="Refuse to gate without XAI_GATE_SECRET, so no verdict is ever unsigned.",
     )
+
+    @field_validator("protected_aliases")
+    @classmethod
+    def _valid_aliases(cls, aliases: tuple[str, ...]) -> tuple[str, ...]:
+        """MLflow's own rules, so a bad name fails here and not after the whole audit."""
+        for alias in aliases:
+            if not _ALIAS.fullmatch(alias) or len(alias) > 255:
+                raise ValueError(
+                    f"alias {alias!r} is not a valid MLflow alias: letters, digits, '_' and '-' "
+                    "only, at most 255 characters"
+                )
+            if alias.lower() == "latest" or _VERSION_ALIAS.fullmatch(alias):
+                raise ValueError(
+                    f"alias {alias!r} is reserved by MLflow ('latest' and 'v<number>' name "
+                    "versions, not aliases): choose another, e.g. 'champion'"
+                )
+        return aliases
 
     @property
     def alias(self) -> str:

@@ -303,6 +303,7 @@ def text_audit_stage(model: LoadedModel, data: TextAuditSet, rules: AuditRules) 
         class_names=data.class_names,
         flag_mass=rules.checks.heatmaps.flag_mass,
         manifest=data.manifest,
+        lines=data.lines,
         batch_size=rules.batch_size,
     )
 

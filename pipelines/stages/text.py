@@ -87,6 +87,7 @@ def audit_texts(
     keep_worst: int = 4,
     progress: bool | None = None,
     manifest: str | Path | None = None,
+    lines: Sequence[int] | None = None,
 ) -> TextAuditResult:
     """Score each text's reliance on its spurious words, for the predicted class.
 
@@ -97,7 +98,7 @@ def audit_texts(
     with any occurrence cut off by that is an error, since its saliency would
     silently be missing from the score. ``manifest`` is the audit-set CSV the
     texts were loaded from, in its row order (``TextAuditSet.manifest``):
-    errors then name its file and line.
+    errors then name its file and line (``lines``: the line each text starts on).
     """
     flag_mass = HeatmapChecks().flag_mass if flag_mass is None else flag_mass
     texts = list(texts)
@@ -124,8 +125,8 @@ def audit_texts(
                 raise
             i = start + exc.index
             raise NonFiniteError(
-                f"{_where(manifest, i)}text {ids[i]!r}: the model's outputs contain NaN or Inf, "
-                "so its prediction and scores mean nothing",
+                f"{_where(manifest, i, lines)}text {ids[i]!r}: the model's outputs contain NaN "
+                "or Inf, so its prediction and scores mean nothing",
                 index=i,
             ) from None
         rolled = text_rollout(maps)
@@ -155,7 +156,7 @@ def audit_texts(
             cut = _cut_off(texts[i], spurious[i], saliency.word_spans[row_in_batch])
             if cut:  # the CSV check found them in the text: truncation cut them off
                 raise XAICheckError(
-                    f"{_where(manifest, i)}text {ids[i]!r} column {SPURIOUS!r}: spurious "
+                    f"{_where(manifest, i, lines)}text {ids[i]!r} column {SPURIOUS!r}: spurious "
                     f"word(s) {cut} lie beyond the model's token limit ({len(word_ids)} tokens "
                     "kept), so they cannot be scored; shorten the text or put them earlier"
                 )
@@ -217,9 +218,9 @@ def audit_texts(
     return TextAuditResult(scores, estimates, summary, [example for _, example in keep])
 
 
-def _where(manifest: str | Path | None, index: int) -> str:
+def _where(manifest: str | Path | None, index: int, lines: Sequence[int] | None = None) -> str:
     """``'file.csv:LINE '`` of the text at ``index`` when its manifest is known, else ``''``."""
-    return f"{Path(manifest).name}:{line_of(index)} " if manifest is not None else ""
+    return f"{Path(manifest).name}:{line_of(lines, index)} " if manifest is not None else ""
 
 
 def _query_index(maps: AttentionMaps, row: int, tokenizer) -> int:

@@ -16,8 +16,12 @@ __all__ = [
     "EXPERIMENT",
     "HTTP_LIMITS",
     "TAG_MODEL_NAME",
+    "TrackingReadOnly",
     "TrackingUnreachable",
+    "canonical_version",
+    "check_writable",
     "configure_tracking",
+    "store_identity",
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -35,6 +39,73 @@ HTTP_LIMITS = {
 
 class TrackingUnreachable(GateError, ConnectionError):
     """The MLflow tracking server did not answer within the bounded retries."""
+
+
+class TrackingReadOnly(GateError, PermissionError):
+    """The tracking store refuses writes: a gate could audit but never record its verdict."""
+
+
+def store_identity(uri: str) -> str:
+    """One name per store, however it is spelled: what locks and messages are keyed on.
+
+    ``sqlite:///mlflow.db``, ``sqlite:////abs/path/mlflow.db`` and a symlink to
+    the same file name one database; ``http://Host:80/`` and ``http://host``
+    name one server.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    scheme, _, rest = uri.partition(":")
+    scheme = scheme.lower().removeprefix("xai-gate+")
+    if scheme == "sqlite" and rest.startswith("///"):
+        path = rest[3:].split("?", 1)[0]
+        return f"sqlite:{os.path.realpath(path)}" if path not in {"", ":memory:"} else uri
+    if scheme == "file" or (not rest.startswith("//") and scheme not in {"http", "https"}):
+        path = rest.removeprefix("//") if scheme == "file" else uri
+        return f"file:{os.path.realpath(path)}"
+    parts = urlsplit(f"{scheme}:{rest}")
+    host = (parts.hostname or "").lower()
+    default = {"http": 80, "https": 443, "postgresql": 5432}.get(scheme)
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit((scheme, f"{user}{host}{port}", parts.path.rstrip("/"), parts.query, ""))
+
+
+def check_writable(uri: str) -> None:
+    """One harmless write (an experiment tag) before any compute, so a read-only store is an
+    error naming it now, not eleven tracebacks after the whole audit."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        experiment = mlflow.set_experiment(EXPERIMENT)
+        mlflow.MlflowClient().set_experiment_tag(
+            experiment.experiment_id, "xai_gate.writable_check", "ok"
+        )
+    except (MlflowException, OSError) as exc:
+        cause = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TrackingReadOnly(
+            f"the MLflow tracking store {uri} refuses writes, so no verdict could be "
+            f"recorded: {cause}"
+        ) from None
+    except Exception as exc:  # e.g. sqlalchemy's OperationalError: "readonly database"
+        if "readonly" not in str(exc).lower() and "read-only" not in str(exc).lower():
+            raise
+        raise TrackingReadOnly(
+            f"the MLflow tracking store {uri} is read-only, so no verdict could be recorded"
+        ) from None
+
+
+def canonical_version(name: str, version: str) -> str:
+    """The version as MLflow names it (``02`` is ``2``); an error naming the model if none."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(MlflowClient().get_model_version(name, str(version)).version)
+    except MlflowException as exc:
+        raise GateError(
+            f"model {name!r} has no version {version!r}: {str(exc).splitlines()[0][:200]}"
+        ) from None
 
 
 def configure_tracking(tracking_uri: str | None = None, *, check: bool = False) -> str:

@@ -2,14 +2,24 @@
 
 The verdict is written to the model version as tags, signed when
 ``XAI_GATE_SECRET`` is set (see ``pipelines.verdict.signing``), and the protected alias
-moves only on ``passed``. Anything else leaves the alias where it was.
+moves only on ``passed``. Anything else leaves the alias where it was, unless the
+policy says to take it from a holder that is now blocked
+(``on_alias_holder_blocked: remove``).
+
+Nothing recorded is ever erased by a failure: an error during a gate of a
+version that already has a verdict is kept beside it (``xai_gate.last_error``),
+and every attempt, errors included, is appended to ``xai_gate.history``. The
+verdict, its evidence run, policy hash and signature are always written
+together, so they always belong together.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,13 +43,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ALIAS",
+    "TAG_HISTORY",
+    "TAG_LAST_ERROR",
     "TAG_WARNINGS",
     "GateDecision",
     "PriorVerdict",
     "Verdict",
     "decide",
     "file_digest",
+    "holds_alias",
     "prior_verdict",
+    "record_error",
     "record_verdict",
 ]
 
@@ -49,6 +63,11 @@ TAG_REASON = "xai_gate.reason"
 TAG_CHECKS = "xai_gate.checks"
 TAG_AUDIT_SET_HASH = "xai_gate.audit_set_sha256"
 TAG_WARNINGS = "xai_gate.warnings"
+TAG_LAST_ERROR = "xai_gate.last_error"
+TAG_HISTORY = "xai_gate.history"
+TAG_LIMIT = 4900
+"""Tag values are cut to this many characters (MLflow's model-version tag limit is 5000)."""
+FINISHED = frozenset({"passed", "blocked", "inconclusive"})
 
 
 class Verdict(StrEnum):
@@ -117,8 +136,13 @@ def record_verdict(
     checks: tuple[str, ...] = (),
     policy_hash: str = "",
     audit_set_hash: str = "",
+    on_alias_holder_blocked: str = "keep",
 ) -> bool:
     """Tag the model version with the verdict; set ``alias`` only when it passed.
+
+    A version that holds ``alias`` and is now not passed keeps it
+    (``on_alias_holder_blocked="keep"``; the caller warns) or loses it
+    (``"remove"``). The attempt is appended to ``xai_gate.history``.
 
     Returns whether the version holds ``alias`` afterwards; an alias that already
     points at it is not set again. Tags are written first, so a version
@@ -165,11 +189,77 @@ def record_verdict(
     client.set_model_version_tag(name, version, TAG_SIGNED_AT, signed_at)
     client.set_model_version_tag(name, version, TAG_SIGNATURE, signature)
     client.set_model_version_tag(name, version, TAG_VERDICT, decision.verdict.value)
+    _append_history(client, name, version, decision.verdict.value, run_id, decision.reason)
+    holder = _alias_target(client, name, alias) == version
     if decision.verdict is not Verdict.PASSED:
-        return False
-    if _alias_target(client, name, alias) != version:  # a rerun moves nothing
+        if holder and on_alias_holder_blocked == "remove":
+            client.delete_registered_model_alias(name, alias)
+            return False
+        return holder
+    if not holder:  # a rerun moves nothing
         client.set_registered_model_alias(name, alias, version)
     return True
+
+
+def record_error(name: str, version: str, reason: str) -> None:
+    """Record a failed gate attempt without erasing a verdict the version already has.
+
+    A version with a finished verdict keeps it (and its run, policy hash,
+    signature and alias); the error goes to ``xai_gate.last_error`` and the
+    history. A version without one gets verdict ``error``, so it is never
+    mistaken for an ungated or a passed one, and is gated again.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    version = str(version)
+    tags = client.get_model_version(name, version).tags
+    if tags.get(TAG_VERDICT) not in FINISHED:
+        record_verdict(name, version, GateDecision(Verdict.ERROR, [reason]), run_id=None)
+        return
+    stamp = _utc_now()
+    client.set_model_version_tag(name, version, TAG_LAST_ERROR, f"{stamp} {reason}"[:TAG_LIMIT])
+    _append_history(client, name, version, Verdict.ERROR.value, None, reason, at=stamp)
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def holds_alias(name: str, version: str, alias: str) -> bool:
+    """Whether ``alias`` points at ``name`` v``version`` now."""
+    from mlflow import MlflowClient
+
+    return _alias_target(MlflowClient(), name, alias) == str(version)
+
+
+def _append_history(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    verdict: str,
+    run_id: str | None,
+    reason: str,
+    *,
+    at: str | None = None,
+) -> None:
+    """One JSON entry per attempt, newest last; the oldest go first when the tag is full."""
+    tags = client.get_model_version(name, version).tags
+    try:
+        history = json.loads(tags.get(TAG_HISTORY, "[]"))
+        history = history if isinstance(history, list) else []
+    except json.JSONDecodeError:  # edited by hand: start again rather than fail the gate
+        history = []
+    history.append(
+        {"at": at or _utc_now(), "verdict": verdict, "run_id": run_id or "", "reason": reason[:300]}
+    )
+    text = json.dumps(history)
+    while len(text) > TAG_LIMIT and len(history) > 1:
+        history.pop(0)
+        text = json.dumps(history)
+    client.set_model_version_tag(name, version, TAG_HISTORY, text[:TAG_LIMIT])
+    if verdict in FINISHED and TAG_LAST_ERROR in tags:  # a finished verdict supersedes it
+        client.delete_model_version_tag(name, version, TAG_LAST_ERROR)
 
 
 def _alias_target(client: MlflowClient, name: str, alias: str) -> str | None:
