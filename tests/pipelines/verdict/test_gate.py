@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import mlflow
@@ -53,6 +54,8 @@ def test_passed_sets_alias_and_tags(two_versions, monkeypatch):
     tags = client.get_model_version(two_versions, "1").tags
     signed_at = tags["xai_gate.signed_at"]
     assert before <= int(signed_at) <= time.time()
+    history = json.loads(tags.pop("xai_gate.history"))
+    assert [(h["verdict"], h["run_id"]) for h in history] == [("passed", "run-1")]
     assert tags == {
         "xai_gate.verdict": "passed",
         "xai_gate.run_id": "run-1",
