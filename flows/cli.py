@@ -256,8 +256,11 @@ def attention(
     ),
 ) -> None:
     """Draw a Transformer's token x token attention map for one layer and head, offline."""
+    import io
+
     import matplotlib.pyplot as plt
 
+    from flows.files import write_all
     from pipelines.report.attention_html import attention_html
     from pipelines.report.attention_plots import attention_map
     from xai_checks.attention import attention_maps
@@ -282,15 +285,17 @@ def attention(
         which = f"layer {layer % n_layers}, " + (
             "heads averaged" if head is None else f"head {head % n_heads}"
         )
+        # Everything is computed before anything is written: an error leaves no output.
         figure = attention_map(tokens, matrix, title=f"{which}: {sentence}")
         try:
-            figure.savefig(out, dpi=120, bbox_inches="tight")
+            png = io.BytesIO()
+            figure.savefig(png, format="png", dpi=120, bbox_inches="tight")
         finally:
             plt.close(figure)
-        typer.echo(f"wrote {out} ({which}, {length} tokens)")
+        outputs = {out: png.getvalue()}
         if html is not None:
-            html.write_text(attention_html(tokens, weights, title=sentence), encoding="utf-8")
-            typer.echo(f"wrote {html}")
+            outputs[html] = attention_html(tokens, weights, title=sentence).encode("utf-8")
+        lines = []
         if pronoun is not None and candidates:
             probe = pronoun_probe(
                 network, tokenizer, sentence, pronoun, [c.strip() for c in candidates.split(",")]
@@ -301,7 +306,13 @@ def attention(
                 shares = ", ".join(
                     f"{c} {float(w):.3f}" for c, w in zip(probe.candidates, row, strict=True)
                 )
-                typer.echo(f"layer {index}: '{pronoun}' -> {winner}  ({shares})")
+                lines.append(f"layer {index}: '{pronoun}' -> {winner}  ({shares})")
+        write_all(outputs)
+        typer.echo(f"wrote {out} ({which}, {length} tokens)")
+        if html is not None:
+            typer.echo(f"wrote {html}")
+        for line in lines:
+            typer.echo(line)
     except (XAICheckError, OSError, ValueError) as exc:  # transformers: ValueError/OSError
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

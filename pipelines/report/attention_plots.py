@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from pipelines.report.attention_html import check_attention, check_tokens, check_values
+from pipelines.report.titles import fit_title
 from xai_checks.errors import XAICheckError
 
 __all__ = ["attention_grid", "attention_map", "query_bars", "saliency_bars"]
@@ -62,7 +63,7 @@ def attention_map(tokens: Sequence[str], matrix: Tensor, *, title: str = "") -> 
     ax.set_ylabel("query")
     fig.colorbar(image, ax=ax, shrink=0.8, label="attention")
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(fit_title(title), fontsize=10)
     return fig
 
 
@@ -102,7 +103,7 @@ def attention_grid(
                 ax.set_ylabel(f"L{layer}", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(fit_title(title), fontsize=10)
     return fig
 
 
@@ -127,7 +128,9 @@ def query_bars(
     ax.set_ylabel("attention")
     ax.set_xlabel("key")
     heading = f"attention from {query!r} (top {len(top)} highlighted)"
-    ax.set_title(f"{title}\n{heading}" if title else heading, fontsize=10, parse_math=False)
+    ax.set_title(
+        f"{fit_title(title)}\n{heading}" if title else heading, fontsize=10, parse_math=False
+    )
     return fig
 
 
@@ -155,5 +158,7 @@ def saliency_bars(
     ax.set_ylim(0.0, _vmax(array) * 1.1)
     ax.set_ylabel("|gradient x embedding|")
     heading = "token saliency (red: known spurious tokens)"
-    ax.set_title(f"{title}\n{heading}" if title else heading, fontsize=10, parse_math=False)
+    ax.set_title(
+        f"{fit_title(title)}\n{heading}" if title else heading, fontsize=10, parse_math=False
+    )
     return fig

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from pipelines.report.titles import fit_title
 from pipelines.stages.discovery import DiscoveryEvidence
 from xai_checks.counterfactual import fill_from_surroundings
 
@@ -42,7 +43,9 @@ def cluster_grid(evidence: DiscoveryEvidence, size: tuple[int, int], *, title: s
             color=_COLOURS.get(row["status"], "black"),
             parse_math=False,
         )
-    fig.suptitle(f"{title} (discovered strategies: mean heatmap per cluster)", fontsize=10)
+    fig.suptitle(
+        f"{fit_title(title)} (discovered strategies: mean heatmap per cluster)", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -79,7 +82,7 @@ def cluster_samples(
                     loc="left",
                     parse_math=False,
                 )
-    fig.suptitle(f"{title} (discovered strategies: sample members)", fontsize=10)
+    fig.suptitle(f"{fit_title(title)} (discovered strategies: sample members)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -113,7 +116,7 @@ def proposal_figure(evidence: DiscoveryEvidence, images, *, title: str = "") -> 
             f"region filled: {proposal.flip_rate:.0%} of {strategy.size} predictions flip",
             fontsize=7,
         )
-    fig.suptitle(f"{title} (discovery: proposed spurious regions, filled)", fontsize=10)
+    fig.suptitle(f"{fit_title(title)} (discovery: proposed spurious regions, filled)", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from pipelines.report.titles import fit_title
 from pipelines.stages.cam import Cases
 from pipelines.stages.counterfactual import CounterfactualEvidence
 from pipelines.stages.sanity import SanityEvidence
@@ -43,7 +44,7 @@ def overlay_grid(cases: Cases, *, columns: int = 4, title: str = "") -> Figure:
             parse_math=False,  # image ids and labels are data: '$' must not start maths
         )
     if title:
-        fig.suptitle(title, fontsize=10, parse_math=False)
+        fig.suptitle(fit_title(title), fontsize=10, parse_math=False)
     fig.tight_layout()
     return fig
 
@@ -62,7 +63,7 @@ def _pairs(before, after, captions, title: str) -> Figure:
         _image(axes[1, i], after[i])
         axes[0, i].set_title(top, fontsize=7, parse_math=False)
         axes[1, i].set_title(bottom, fontsize=7, parse_math=False)
-    fig.suptitle(title, fontsize=10, parse_math=False)
+    fig.suptitle(fit_title(title), fontsize=10, parse_math=False)
     fig.tight_layout()
     return fig
 
@@ -93,7 +94,7 @@ def removal_grid(
     index = torch.tensor(order, dtype=torch.long)
     shown = images[index].cpu()
     edited = fill_from_surroundings(shown, masks[index].cpu())
-    return _pairs(shown, edited, captions, f"{title} (artifact removal)")
+    return _pairs(shown, edited, captions, f"{fit_title(title)} (artifact removal)")
 
 
 def insertion_grid(
@@ -120,7 +121,8 @@ def insertion_grid(
         cleaned.cpu(),
         pasted.cpu(),
         captions,
-        f"{title} (artifact of '{target}' pasted; spurious score {insertion.spurious_score:.2f})",
+        f"{fit_title(title)} (artifact of '{target}' pasted; "
+        f"spurious score {insertion.spurious_score:.2f})",
     )
 
 
@@ -149,7 +151,7 @@ def sanity_figure(evidence: SanityEvidence, *, threshold: float, title: str = ""
             ax.imshow(maps[i].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
             ax.set_title(f"{label}  ρ={float(result.spearman[-1, i]):.2f}", fontsize=7)
     fig.suptitle(
-        f"{title} (sanity: {evidence.method}, cascading randomisation)",
+        f"{fit_title(title)} (sanity: {evidence.method}, cascading randomisation)",
         fontsize=10,
         parse_math=False,
     )

@@ -100,3 +100,32 @@ def test_an_unreachable_tracking_server_is_a_clear_error_in_bounded_time(tmp_pat
     assert result.exit_code == 2, result.output
     assert f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in result.output
     assert time.monotonic() - start < 120
+
+
+def test_a_very_long_text_makes_a_bounded_figure_and_an_error_writes_nothing(tmp_path):
+    from PIL import Image
+
+    long_text = " ".join(["the ball did not fit in the box because it was too big"] * 40)
+    out, page = tmp_path / "long.png", tmp_path / "long.html"
+    result = CliRunner().invoke(app, ["attention", long_text, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as image:
+        assert image.width * image.height < 4_000_000  # the title no longer widens the canvas
+    # An error after the map was drawn (the probe's word is not in the text): nothing written.
+    probe = ["--pronoun", "zebra", "--candidates", "ball,box"]
+    args = ["attention", SENTENCE, "--out", str(tmp_path / "x.png"), "--html", str(page)]
+    failed = CliRunner().invoke(app, [*args, *probe])
+    assert failed.exit_code == 2, failed.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.png"]
+
+
+def test_write_all_writes_every_file_or_none(tmp_path):
+    import pytest
+
+    from flows.files import write_all
+
+    write_all({tmp_path / "a": b"1", tmp_path / "b": b"2"})
+    assert (tmp_path / "a").read_bytes() == b"1" and (tmp_path / "b").read_bytes() == b"2"
+    with pytest.raises(OSError):
+        write_all({tmp_path / "c": b"3", tmp_path / "missing-dir" / "d": b"4"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]

@@ -266,3 +266,60 @@ def test_a_row_with_more_fields_than_the_header_is_refused_not_cut(tmp_path):
     manifest.write_text("image,label,spurious_mask\n,,,\n")
     with pytest.raises(AuditSetError, match=r"manifest\.csv:2 has 4 fields but the header has 3"):
         load_audit_set(manifest, class_names=CLASS_NAMES)
+
+
+def test_a_quoted_field_over_several_lines_keeps_the_line_numbers_of_later_rows(audit_dir):
+    manifest = _rewrite(
+        audit_dir / "multi.csv",
+        'image,label,spurious_mask\n"images/00000.png",benign,masks/00000.png\n'
+        '"images/00001.png",benign,"masks/\n\n00001.png"\n'
+        "images/nope.png,benign,masks/00002.png\n",
+    )
+    with pytest.raises(AuditSetError) as raised:
+        load_audit_set(manifest, class_names=CLASS_NAMES)
+    message = str(raised.value)
+    assert "multi.csv:3 column 'spurious_mask'" in message  # the record starting on line 3
+    assert "multi.csv:6 column 'image': file not found: images/nope.png" in message
+
+
+def test_two_spellings_of_one_image_are_duplicates(audit_dir):
+    manifest = _rewrite(
+        audit_dir / "dup.csv",
+        "image,label,spurious_mask\nimages/00000.png,benign,masks/00000.png\n"
+        "./images/00000.png,benign,masks/00000.png\n"
+        "images/../images/00001.png,benign,masks/00001.png\n"
+        "images/00001.png,benign,masks/00001.png\n",
+    )
+    with pytest.raises(
+        AuditSetError,
+        match=r"lists an image more than once: dup\.csv:2 'images/00000\.png', "
+        r"dup\.csv:3 '\./images/00000\.png', dup\.csv:4 'images/\.\./images/00001\.png', "
+        r"dup\.csv:5",
+    ):
+        load_audit_set(manifest, class_names=CLASS_NAMES)
+
+
+def test_a_header_naming_a_column_twice_is_refused_not_taken_as_the_first(audit_dir):
+    manifest = _rewrite(
+        audit_dir / "twice.csv",
+        "image,label,label,spurious_mask\nimages/00000.png,benign,malignant,masks/00000.png\n",
+    )
+    with pytest.raises(
+        AuditSetError, match=r"twice\.csv:1 the header names column\(s\) \['label'\]"
+    ):
+        load_audit_set(manifest, class_names=CLASS_NAMES)
+
+
+def test_a_nul_byte_in_a_path_is_an_error_naming_its_line(audit_dir):
+    manifest = audit_dir / "nul.csv"
+    manifest.write_bytes(b"image,label\nimages/00000.png,benign\nimages/0\x00.png,benign\n")
+    with pytest.raises(AuditSetError, match=r"nul\.csv:3 column 'image': path .* contains a NUL"):
+        load_audit_set(manifest, class_names=CLASS_NAMES)
+
+
+def test_a_byte_order_mark_is_skipped(audit_dir):
+    text = (audit_dir / "manifest.csv").read_text()
+    manifest = audit_dir / "bom.csv"
+    manifest.write_bytes("\ufeff".encode() + text.encode())
+    loaded = load_audit_set(manifest, class_names=CLASS_NAMES)
+    assert len(loaded) == 6 and loaded.has_regions

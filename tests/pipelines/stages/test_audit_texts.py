@@ -240,3 +240,17 @@ def test_nan_logits_are_an_error_even_when_the_saliency_is_finite(tmp_path, tiny
             text_ids=data.text_ids,
             manifest=data.manifest,
         )
+
+
+def test_a_text_csv_with_a_byte_order_mark_is_text_and_loads(tmp_path):
+    """Excel writes UTF-8 with a BOM: the first column is still 'text', not '\\ufefftext'."""
+    path = tmp_path / "bom.csv"
+    body = (
+        'text,label,spurious_tokens\n"a long,\nreview cheers",positive,cheers\n'
+        "ok bye,negative,bye\n"
+    )
+    path.write_bytes("\ufeff".encode() + body.encode())
+    assert is_text_manifest(path)
+    loaded = load_text_audit_set(path, class_names=("negative", "positive"))
+    assert loaded.texts[0] == "a long,\nreview cheers" and loaded.lines == (2, 4)
+    assert loaded.text_ids == ["text-2", "text-4"]  # ids name the line each text starts on
