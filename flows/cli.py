@@ -25,6 +25,14 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _interruptible() -> None:
+    """Block registry promotion of models that learned a shortcut."""
+    from flows.interrupt import handle_interrupts
+
+    handle_interrupts()  # Ctrl-C: one line and exit 130 within seconds (flows.interrupt)
+
+
 @app.command()
 @with_policy_options
 def gate(

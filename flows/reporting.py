@@ -16,6 +16,7 @@ from urllib.parse import quote
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, Field
 
+from flows.interrupt import uninterrupted
 from flows.outcome import GateOutcome
 from pipelines.tracking.config import EXPERIMENT, configure_tracking
 from pipelines.verdict.decision import GateDecision, Verdict, record_error
@@ -192,7 +193,8 @@ def tag_error(name: str, version: str, reason: str, tracking_uri: str | None) ->
     is kept); False (logged) when that is impossible."""
     try:
         configure_tracking(tracking_uri)
-        record_error(name, version, reason)
+        with uninterrupted():
+            record_error(name, version, reason)
     except Exception as exc:  # the version may not exist, or the server is gone
         _log.warning("could not tag %s v%s with verdict 'error': %s", name, version, exc)
         return False

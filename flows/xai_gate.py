@@ -20,6 +20,7 @@ from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
+from flows.interrupt import uninterrupted
 from flows.locking import LockTimeout, version_lock
 from flows.outcome import EXPECTED_ERRORS, GateOutcome, describe_error
 from flows.reporting import ask_for_approval, publish_summary, record_error_verdict, tag_error
@@ -146,18 +147,19 @@ def promote(
     audit_set_hash: str,
     on_alias_holder_blocked: str = "keep",
 ) -> bool:
-    """Write the signed verdict; move the alias only on a pass."""
-    return record_verdict(
-        model.name,
-        model.version,
-        decision,
-        run_id=run_id,
-        alias=alias,
-        checks=checks,
-        policy_hash=policy_hash,
-        audit_set_hash=audit_set_hash,
-        on_alias_holder_blocked=on_alias_holder_blocked,
-    )
+    """Write the signed verdict; move the alias only on a pass (Ctrl-C waits for it)."""
+    with uninterrupted():
+        return record_verdict(
+            model.name,
+            model.version,
+            decision,
+            run_id=run_id,
+            alias=alias,
+            checks=checks,
+            policy_hash=policy_hash,
+            audit_set_hash=audit_set_hash,
+            on_alias_holder_blocked=on_alias_holder_blocked,
+        )
 
 
 def check_signing(policy: GatePolicy) -> None:
