@@ -186,6 +186,48 @@ CATALOGUE: dict[str, list[str]] = {
         "xai_checks/test_metrics_properties.py::test_scores_do_not_depend_on_the_heatmap_scale",
         "xai_checks/test_metrics_properties.py::test_a_uniform_heatmap_puts_the_masks_area_inside_it",
     ],
+    # Recorded verdicts: never lost, never stale, never fooled
+    "an option, policy, secret or version mistake touches no version": [
+        "flows/test_verdict_records.py::test_option_and_policy_mistakes_touch_no_version",
+        "flows/test_verdict_records.py::test_the_flow_itself_leaves_the_version_alone_on_a_caller_error",
+    ],
+    "an error during a gate keeps the verdict, records the attempt (last_error, history)": [
+        "flows/test_verdict_records.py::test_an_error_during_a_gate_keeps_the_verdict_and_records_the_attempt",
+    ],
+    "re-gating the alias holder blocked: on_alias_holder_blocked keep | remove": [
+        "flows/test_verdict_records.py::test_regating_the_champion_blocked_is_the_policys_decision",
+    ],
+    "images or masks changed or deleted after a verdict: gated again, never reused": [
+        "flows/test_verdict_records.py::test_changed_images_or_masks_are_gated_again_never_reused",
+    ],
+    "two spellings of one version ('02') or one store: one lock, one verdict": [
+        "flows/test_verdict_records.py::test_two_spellings_of_one_version_and_one_store_are_one_gate",
+    ],
+    "a read-only tracking store: refused before any compute": [
+        "flows/test_verdict_records.py::test_a_read_only_store_is_refused_before_any_compute",
+    ],
+    "a reserved or invalid alias ('latest', 'v3', spaces)": [
+        "pipelines/policy/test_gate_policy.py::test_aliases_follow_mlflows_rules",
+        "flows/test_verdict_records.py::test_option_and_policy_mistakes_touch_no_version",
+    ],
+    "Ctrl-C during a gate: exit 130 in seconds, one line, gated again": [
+        "flows/test_interrupt.py::test_ctrl_c_during_a_gate_exits_130_at_once_and_the_next_run_gates_again",
+    ],
+    "UTF-8 BOM, multi-line quoted fields, ./ duplicates, a repeated header, a NUL byte": [
+        "pipelines/stages/test_audit_texts.py::test_a_text_csv_with_a_byte_order_mark_is_text_and_loads",
+        "pipelines/audit_sets/test_audit_set.py::test_a_byte_order_mark_is_skipped",
+        "pipelines/audit_sets/test_audit_set.py::test_a_quoted_field_over_several_lines_keeps_the_line_numbers_of_later_rows",
+        "pipelines/audit_sets/test_audit_set.py::test_two_spellings_of_one_image_are_duplicates",
+        "pipelines/audit_sets/test_audit_set.py::test_a_header_naming_a_column_twice_is_refused_not_taken_as_the_first",
+        "pipelines/audit_sets/test_audit_set.py::test_a_nul_byte_in_a_path_is_an_error_naming_its_line",
+    ],
+    "a very long text for xai-gate attention; an error after the map was drawn": [
+        "flows/test_cli_attention.py::test_a_very_long_text_makes_a_bounded_figure_and_an_error_writes_nothing",
+        "flows/test_cli_attention.py::test_write_all_writes_every_file_or_none",
+    ],
+    "a removal that tips a boundary prediction is not a flip": [
+        "xai_checks/test_counterfactual.py::test_a_model_at_its_decision_boundary_tips_over_but_does_not_count_as_flipped",
+    ],
     # Discovery written down
     "discover: nothing confirmed, an existing audit set, --strategy alone": [
         "flows/test_discover.py::test_discover_writes_nothing_it_should_not",
@@ -250,5 +292,7 @@ def test_only_a_passed_verdict_can_move_an_alias():
     }
     source = (root / "pipelines" / "verdict" / "decision.py").read_text(encoding="utf-8")
     record = source[source.index("def record_verdict") :]
-    guard = record.index("if decision.verdict is not Verdict.PASSED:\n        return False")
+    guard = record.index(
+        "if decision.verdict is not Verdict.PASSED:\n        return _keep_or_remove("
+    )
     assert guard < record.index("client.set_registered_model_alias")

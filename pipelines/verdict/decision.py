@@ -144,10 +144,11 @@ def record_verdict(
     (``on_alias_holder_blocked="keep"``; the caller warns) or loses it
     (``"remove"``). The attempt is appended to ``xai_gate.history``.
 
-    Returns whether the version holds ``alias`` afterwards; an alias that already
-    points at it is not set again. Tags are written first, so a version
-    that holds the alias always carries the verdict that put it there, and
-    ``checks`` (tagged ``xai_gate.checks``) says which lines of evidence ran.
+    Returns whether the verdict passed and the version holds ``alias``
+    afterwards; an alias that already points at it is not set again. Tags are
+    written first, so a version that holds the alias always carries the
+    verdict that put it there, and ``checks`` (tagged ``xai_gate.checks``)
+    says which lines of evidence ran.
     With ``XAI_GATE_SECRET`` set the verdict is signed over (model, version,
     verdict, run id, policy hash, time of signing); a guarded registry accepts
     only that, and only while fresh.
@@ -190,15 +191,23 @@ def record_verdict(
     client.set_model_version_tag(name, version, TAG_SIGNATURE, signature)
     client.set_model_version_tag(name, version, TAG_VERDICT, decision.verdict.value)
     _append_history(client, name, version, decision.verdict.value, run_id, decision.reason)
-    holder = _alias_target(client, name, alias) == version
     if decision.verdict is not Verdict.PASSED:
-        if holder and on_alias_holder_blocked == "remove":
-            client.delete_registered_model_alias(name, alias)
-            return False
-        return holder
-    if not holder:  # a rerun moves nothing
+        return _keep_or_remove(client, name, version, alias, on_alias_holder_blocked)
+    if _alias_target(client, name, alias) != version:  # a rerun moves nothing
         client.set_registered_model_alias(name, alias, version)
     return True
+
+
+def _keep_or_remove(
+    client: MlflowClient, name: str, version: str, alias: str, on_alias_holder_blocked: str
+) -> bool:
+    """A version not passed never gains the alias; one that holds it keeps or loses it.
+
+    False either way: the version was not promoted by this verdict.
+    """
+    if on_alias_holder_blocked == "remove" and _alias_target(client, name, alias) == version:
+        client.delete_registered_model_alias(name, alias)
+    return False
 
 
 def record_error(name: str, version: str, reason: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from pipelines.policy import (
     EXAMPLE_POLICY,
@@ -204,3 +205,22 @@ def test_the_digest_of_a_shipped_policy_is_stable():
     """
     policy = GatePolicy(model="lesion-classifier", audit_set=Path("/audit/manifest.csv"))
     assert policy.digest() == "08ed994ea82f6e41fc4c4c0d79a25c01fb06dd38e72ba9151ea73ae560f34d91"
+
+
+@pytest.mark.parametrize(
+    ("alias", "message"),
+    [
+        ("latest", "reserved by MLflow"),
+        ("LATEST", "reserved by MLflow"),
+        ("v3", "reserved by MLflow"),
+        ("my alias", "not a valid MLflow alias"),
+        ("a" * 256, "not a valid MLflow alias"),
+    ],
+)
+def test_aliases_follow_mlflows_rules(alias, message):
+    with pytest.raises(ValidationError, match=message):
+        GatePolicy(model="m", audit_set="a.csv", protected_aliases=(alias,))
+    assert (
+        GatePolicy(model="m", audit_set="a.csv", protected_aliases=("prod-2_b",)).alias
+        == "prod-2_b"
+    )
