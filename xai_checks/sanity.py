@@ -25,9 +25,11 @@ from xai_checks.methods import get_method
 from xai_checks.predict import predict_labels
 
 __all__ = [
+    "MAX_CASCADE_STEPS",
     "Explainer",
     "SanityResult",
     "cam_explainer",
+    "cascade_blocks",
     "cascading_randomization",
     "method_explainer",
     "spearman",
@@ -147,11 +149,15 @@ def cascading_randomization(
 ) -> SanityResult:
     """Re-initialise the layers of a copy of ``model`` top-down and track how its maps change.
 
-    The cascade is every module that owns parameters itself, in reverse
-    ``named_modules()`` order; ``max_steps`` keeps only its first steps (the
-    result's last step is then not a fully random model). Step k re-initialises
-    one more module, seeded by ``seed + k`` inside a forked RNG, so results
-    are reproducible and the global RNG is untouched.
+    The cascade is :func:`cascade_blocks`: whole blocks (a ResNet stage, a
+    Transformer layer) output side first, at most ``MAX_CASCADE_STEPS``, so
+    its cost is bounded for any model (a ResNet-50 has 161 parametrised
+    modules; one CAM pass each made the check the slowest stage of a gate).
+    A small model's blocks are its single layers. ``max_steps`` keeps only
+    the first steps (the result's last step is then not a fully random
+    model). Step k re-initialises one more block, seeded by ``seed + k``
+    inside a forked RNG, so results are reproducible and the global RNG is
+    untouched.
 
     ``model`` is only deep-copied, never run, so neither this check nor the
     explainer can change it. Targets default to the model's predictions (eval
@@ -161,13 +167,10 @@ def cascading_randomization(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     images = prepare_images(model, images)
-    layers = [
-        name
-        for name, module in model.named_modules()
-        if next(module.parameters(recurse=False), None) is not None
-    ][::-1]
-    if not layers:
+    blocks = cascade_blocks(model)
+    if not blocks:
         raise XAICheckError(f"{type(model).__name__} has no parameters: nothing to randomise")
+    layers = [name for name, _ in blocks]
     if max_steps is not None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
@@ -182,13 +185,82 @@ def cascading_randomization(
     fixed = fixed.to(images.device)
     original = _explain(explainer, twin, images, fixed, "the original model")
     modules = dict(twin.named_modules())
+    members = dict(blocks)
     rows, heatmaps = [], original
     for step, name in enumerate(layers):
-        _randomize(modules[name], seed + step)
+        for offset, member in enumerate(members[name]):
+            _randomize(modules[member], seed + step + 1000 * offset)
         when = f"randomising {name or type(model).__name__!r} (step {step + 1} of {len(layers)})"
         heatmaps = _explain(explainer, twin, images, fixed, f"the model after {when}")
         rows.append(_change(original, heatmaps))
     return SanityResult(tuple(layers), torch.stack(rows), fixed, original, heatmaps)
+
+
+MAX_CASCADE_STEPS = 15
+"""The most blocks a cascade randomises one after another (each step is one CAM pass)."""
+
+
+def cascade_blocks(
+    model: nn.Module, max_steps: int = MAX_CASCADE_STEPS
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The cascade's steps, output side first: (block name, modules it re-initialises).
+
+    Starts from the whole model and splits blocks into their children,
+    shallowest first and the largest of a depth first, while the steps stay
+    within ``max_steps``: a ResNet becomes its stages and then the blocks of
+    its largest stages, a Transformer its embedding, its layers and its head;
+    a small network its single layers. A container's own parameters (a class
+    token, position embeddings) go with its input-side child. Each block
+    lists the modules under it that own parameters.
+    """
+    owners = [
+        name
+        for name, module in model.named_modules()
+        if next(module.parameters(recurse=False), None) is not None
+    ]
+    if not owners:
+        return []
+    order = {name: index for index, (name, _) in enumerate(model.named_modules())}
+
+    def under(prefix: str) -> tuple[str, ...]:
+        return tuple(o for o in owners if not prefix or o == prefix or o.startswith(prefix + "."))
+
+    def split(prefix: str) -> list[tuple[str, tuple[str, ...]]]:
+        parts = []
+        for child, _ in model.get_submodule(prefix).named_children():
+            name = f"{prefix}.{child}" if prefix else child
+            if under(name):
+                parts.append((name, under(name)))
+        if len(parts) == 1 and prefix not in owners:  # a wrapper (bert.encoder.layer): look in
+            return split(parts[0][0])
+        if prefix in owners and parts:  # own parameters ride with the input-side child
+            parts[0] = (parts[0][0], (prefix, *parts[0][1]))
+        return parts
+
+    def weight(block: tuple[str, tuple[str, ...]]) -> tuple[int, int]:
+        depth = block[0].count(".") + 1 if block[0] else 0
+        return depth, -sum(p.numel() for o in block[1] for p in _own(model, o))
+
+    blocks = [("", under(""))]
+    while True:
+        candidates = sorted((b for b in blocks if len(split(b[0])) > 1), key=weight)
+        for block in candidates:
+            parts = split(block[0])
+            covered = {o for _, group in parts for o in group}
+            riders = tuple(o for o in block[1] if o not in covered)  # an outer container's
+            parts[0] = (parts[0][0], (*riders, *parts[0][1]))
+            if len(blocks) - 1 + len(parts) <= max_steps:
+                index = blocks.index(block)
+                blocks[index : index + 1] = parts
+                break
+        else:
+            break
+    blocks.sort(key=lambda b: order[b[0]])
+    return blocks[::-1]
+
+
+def _own(model: nn.Module, name: str) -> list[nn.Parameter]:
+    return list(model.get_submodule(name).parameters(recurse=False))
 
 
 def _change(original: Tensor, randomized: Tensor) -> Tensor:

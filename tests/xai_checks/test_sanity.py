@@ -11,10 +11,18 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, rankdata, spearmanr
 from torch import Tensor, nn
-from torchvision.models import resnet18
+from torchvision.models import resnet18, resnet50, vit_b_16
+from transformers import BertConfig, BertForSequenceClassification
 
 from xai_checks.errors import NonFiniteError, XAICheckError
-from xai_checks.sanity import SanityResult, cam_explainer, cascading_randomization, spearman
+from xai_checks.sanity import (
+    MAX_CASCADE_STEPS,
+    SanityResult,
+    cam_explainer,
+    cascade_blocks,
+    cascading_randomization,
+    spearman,
+)
 
 RESNET_CASCADE_TOP = ("fc", "layer4.1.bn2", "layer4.1.conv2", "layer4.1.bn1")
 
@@ -263,3 +271,50 @@ def test_a_map_that_goes_flat_counts_as_fully_changed_and_a_flat_original_as_und
     assert result.spearman[0, 0].item() == 0.0
     assert math.isnan(result.spearman[0, 1].item())
     assert result.spearman[0, 2].item() == 1.0
+
+
+# --- bounded cost -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "first", "last"),
+    [
+        (lambda: resnet50(weights=None), "fc", "conv1"),
+        (lambda: vit_b_16(weights=None), "heads", "conv_proj"),
+        (
+            lambda: BertForSequenceClassification(BertConfig(num_hidden_layers=12)),
+            "classifier",
+            "bert.embeddings",
+        ),
+    ],
+    ids=["resnet50", "vit_b_16", "bert-12"],
+)
+def test_large_models_are_randomised_block_by_block_within_the_step_bound(build, first, last):
+    model = build()
+    blocks = cascade_blocks(model)
+    assert len(blocks) <= MAX_CASCADE_STEPS
+    assert blocks[0][0] == first and blocks[-1][0] == last  # output side first
+    owners = [
+        n for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None
+    ]
+    members = [member for _, group in blocks for member in group]
+    assert sorted(members) == sorted(owners)  # every parameter once, none forgotten
+    if isinstance(model, BertForSequenceClassification):  # whole Transformer layers as steps
+        assert [n for n, _ in blocks[2:14]] == [
+            f"bert.encoder.layer.{i}" for i in range(11, -1, -1)
+        ]
+
+
+def test_the_cascade_on_resnet50_takes_at_most_fifteen_steps_and_randomises_everything():
+    torch.manual_seed(0)
+    model = resnet50(weights=None).eval()
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    result = cascading_randomization(model, images, cam_explainer("gradcam"))
+    assert len(result.layers) == result.spearman.shape[0] <= MAX_CASCADE_STEPS
+    assert result.layers[:4] == ("fc", "layer4.2", "layer4.1", "layer4.0")
+    assert result.final_spearman < 0.5
+
+
+def test_small_models_keep_one_step_per_layer():
+    assert [name for name, _ in cascade_blocks(tiny_net())] == ["5", "2", "0"]
+    assert cascade_blocks(nn.Linear(2, 2)) == [("", ("",))]
