@@ -28,7 +28,7 @@ from pipelines.errors import GateError
 from pipelines.evidence.base import Evidence, EvidenceValidation, headline
 from pipelines.policy import AuditRules, GatePolicy
 from pipelines.report.html import render_report
-from pipelines.stages.assembly import Pending, collect_evidence
+from pipelines.stages.assembly import Pending, collect_evidence, rules_for_model
 from pipelines.tracking import (
     LoadedModel,
     close_orphaned_runs,
@@ -97,7 +97,7 @@ def log_evidence(
 ) -> str:
     with evidence_logging():  # runs a dead gate left: this gate holds the lock, none is live
         close_orphaned_runs(model.name, model.version)
-    rules, manifest = policy.rules(), policy.audit_set
+    rules, manifest = rules_for_model(model, policy.rules()), policy.audit_set  # as they ran
     params = {
         "model_uri": model.uri,
         "audit_set": manifest,

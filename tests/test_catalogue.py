@@ -92,8 +92,12 @@ CATALOGUE: dict[str, list[str]] = {
     "model version does not exist": [
         "pipelines/verdict/test_gate.py::test_missing_model_version_is_a_clear_error",
     ],
-    "pt2 model refused with the fix": [
-        "pipelines/verdict/test_gate.py::test_pt2_versions_are_refused_with_the_fix"
+    "a model in MLflow's default pt2 format (static or dynamic batch; pickle payloads)": [
+        "pipelines/verdict/test_gate.py::test_pt2_versions_load_with_their_hierarchy_and_explain_like_the_eager_model",
+        "pipelines/verdict/test_gate.py::test_a_pt2_archive_with_a_pickle_payload_is_refused_as_mlflow_refuses_it",
+        "flows/test_pt2_models.py::test_pt2_lesion_models_are_gated_the_clean_one_promoted_the_shortcut_blocked",
+        "flows/test_pt2_models.py::test_a_pt2_vision_transformer_is_gated_end_to_end",
+        "flows/test_pt2_models.py::test_an_audit_set_of_another_size_than_the_export_is_refused_naming_both",
     ],
     "no spatial layer, wrong layer name": [
         "xai_checks/test_cam.py::test_model_without_spatial_layer_is_a_clear_error",

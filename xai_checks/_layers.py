@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 
 import torch
@@ -38,8 +39,17 @@ def _is_tokens(shape: torch.Size | None) -> bool:
     return shape is not None and len(shape) == 3 and shape[1] > 1
 
 
-def _is_attention(module: nn.Module) -> bool:
-    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention")
+_ATTENTION_NAME = re.compile(r"(?:^|[._])(?:self_)?(?:attention|attn)$", re.IGNORECASE)
+
+
+def _is_attention(name: str, module: nn.Module) -> bool:
+    """By type, or by name where the type is gone (an unflattened ``torch.export`` program
+    keeps the names, ``self_attention``, but makes every module an ``InterpreterModule``)."""
+    return (
+        isinstance(module, nn.MultiheadAttention)
+        or type(module).__name__.endswith("Attention")
+        or bool(_ATTENTION_NAME.search(name))
+    )
 
 
 def locate_target_layer(model: nn.Module, probe: Tensor) -> tuple[str, nn.Module]:
@@ -92,7 +102,7 @@ def locate_target_layer(model: nn.Module, probe: Tensor) -> tuple[str, nn.Module
     attention_starts = [
         i
         for i, (kind, name, _) in enumerate(events)
-        if kind == "start" and _is_attention(modules[name])
+        if kind == "start" and _is_attention(name, modules[name])
     ]
     tokens = []
     if attention_starts:

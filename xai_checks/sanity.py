@@ -146,6 +146,7 @@ def cascading_randomization(
     *,
     seed: int = 0,
     max_steps: int | None = None,
+    batch_size: int | None = None,
 ) -> SanityResult:
     """Re-initialise the layers of a copy of ``model`` top-down and track how its maps change.
 
@@ -163,6 +164,9 @@ def cascading_randomization(
     explainer can change it. Targets default to the model's predictions (eval
     mode) and stay fixed, as in the paper: a new target after each step would
     mix a change of question into the change of answer.
+
+    ``batch_size`` explains that many images per pass (default: all at once);
+    a model exported with a static batch of one needs 1.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -178,12 +182,13 @@ def cascading_randomization(
 
     twin = copy.deepcopy(model)
     n = images.shape[0]
-    if targets is None:  # all images in one pass, as the explainer sees them
-        fixed = predict_labels(twin, images, batch_size=n)
+    step = n if batch_size is None else max(1, int(batch_size))
+    if targets is None:  # in the passes the explainer sees
+        fixed = predict_labels(twin, images, batch_size=step)
     else:
         fixed = check_target_shape(targets, n)
     fixed = fixed.to(images.device)
-    original = _explain(explainer, twin, images, fixed, "the original model")
+    original = _explain(explainer, twin, images, fixed, "the original model", step)
     modules = dict(twin.named_modules())
     members = dict(blocks)
     rows, heatmaps = [], original
@@ -191,7 +196,7 @@ def cascading_randomization(
         for offset, member in enumerate(members[name]):
             _randomize(modules[member], seed + step + 1000 * offset)
         when = f"randomising {name or type(model).__name__!r} (step {step + 1} of {len(layers)})"
-        heatmaps = _explain(explainer, twin, images, fixed, f"the model after {when}")
+        heatmaps = _explain(explainer, twin, images, fixed, f"the model after {when}", step)
         rows.append(_change(original, heatmaps))
     return SanityResult(tuple(layers), torch.stack(rows), fixed, original, heatmaps)
 
@@ -330,16 +335,27 @@ def _randomize(module: nn.Module, seed: int) -> None:
 
 
 def _explain(
-    explainer: Explainer, model: nn.Module, images: Tensor, targets: Tensor, what: str
+    explainer: Explainer,
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    what: str,
+    batch_size: int | None = None,
 ) -> Tensor:
     """Heatmaps of ``model``, checked; errors say which step of the cascade raised them."""
+    step = images.shape[0] if batch_size is None else max(1, batch_size)
     try:
-        heatmaps = explainer(model, images, targets.clone())  # a clone: targets stay fixed
+        parts = [  # a clone: targets stay fixed
+            explainer(model, images[i : i + step], targets[i : i + step].clone())
+            for i in range(0, images.shape[0], step)
+        ]
     except Exception as error:
         error.add_note(f"raised by the explainer on {what}")
         raise
-    if not isinstance(heatmaps, Tensor):
-        raise TypeError(f"the explainer returned {type(heatmaps).__name__} on {what}, not a Tensor")
+    if not all(isinstance(part, Tensor) for part in parts):
+        bad = next(part for part in parts if not isinstance(part, Tensor))
+        raise TypeError(f"the explainer returned {type(bad).__name__} on {what}, not a Tensor")
+    heatmaps = parts[0] if len(parts) == 1 else torch.cat(parts)
     if heatmaps.ndim != 3 or heatmaps.shape[0] != images.shape[0]:
         raise XAICheckError(
             f"the explainer returned shape {tuple(heatmaps.shape)} on {what}; "

@@ -46,6 +46,7 @@ __all__ = [
     "discovery_stage",
     "is_text_policy",
     "rules_for_audit_set",
+    "rules_for_model",
     "sanity_stage",
     "text_audit_set_stage",
     "text_audit_stage",
@@ -124,7 +125,7 @@ def discover(model: LoadedModel, policy: GatePolicy) -> tuple[AuditSet, Discover
         raise GateError(
             f"discovery clusters image heatmaps; {policy.audit_set} is a text audit set"
         )
-    rules = policy.rules().with_options(discovery=True)
+    rules = rules_for_model(model, policy.rules().with_options(discovery=True))
     images = audit_set_stage(model, policy)
     rules = rules_for_audit_set(images, rules)
     audit = cam_stage(model, images, rules)
@@ -145,7 +146,7 @@ def collect_evidence(
     workers, with a Dask task runner), merged in order so the scores equal an
     unsharded run's.
     """
-    rules = policy.rules()
+    rules = rules_for_model(model, policy.rules())
     if is_text_policy(policy):
         texts = runner.run("load-text-audit-set", text_audit_set_stage, model, policy)
         audit = runner.run("text-audit", text_audit_stage, model, texts, rules)
@@ -269,12 +270,30 @@ def sanity_stage(model: LoadedModel, data: AuditSet, rules: AuditRules) -> Sanit
         method=rules.gating_method,
         target_layers=rules.checks.heatmaps.target_layers,
         n_images=rules.sanity.images,
+        batch_size=rules.batch_size,
     )
 
 
 def audit_set_stage(model: LoadedModel, policy: GatePolicy) -> AuditSet:
-    """The policy's image audit set, labels checked against the model's class names."""
-    return load_audit_set(Path(policy.audit_set), class_names=model.class_names)
+    """The policy's image audit set, labels checked against the model's class names, its
+    image size against an exported model's static one (before any compute)."""
+    data = load_audit_set(Path(policy.audit_set), class_names=model.class_names)
+    if model.input_size is not None and data.images.size != model.input_size:
+        raise GateError(
+            f"{model.uri} was exported (pt2) for {model.input_size[1]}x{model.input_size[0]} "
+            f"images, but the audit set {data.manifest} holds "
+            f"{data.images.size[1]}x{data.images.size[0]} ones: resize the audit set, or log "
+            "the model with a dynamic image size"
+        )
+    return data
+
+
+def rules_for_model(model: LoadedModel, rules: AuditRules) -> AuditRules:
+    """The rules as the model can run them: an export with a static batch of one runs one
+    input at a time, in every stage."""
+    if model.max_batch is None or rules.batch_size <= model.max_batch:
+        return rules
+    return rules.with_options(batch_size=model.max_batch)
 
 
 def text_audit_set_stage(model: LoadedModel, policy: GatePolicy) -> TextAuditSet:

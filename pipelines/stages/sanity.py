@@ -44,6 +44,7 @@ def sanity_audit(
     target_layers: Sequence[str] = (),
     n_images: int = 16,
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> SanityEvidence:
     """Cascading randomisation on the first ``n_images`` audit images, with the gating method.
 
@@ -52,7 +53,7 @@ def sanity_audit(
     """
     subset = images[:n_images]
     explainer = method_explainer(method, tuple(target_layers) or None)
-    result = cascading_randomization(model, subset, explainer, seed=seed)
+    result = cascading_randomization(model, subset, explainer, seed=seed, batch_size=batch_size)
     table = pd.DataFrame(
         {"image_id": list(image_ids)[: len(subset)], "spearman": result.spearman[-1].numpy()},
         columns=list(SANITY_COLUMNS),

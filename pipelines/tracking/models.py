@@ -6,13 +6,14 @@ stays cheap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from pipelines.errors import GateError
+from pipelines.tracking.exported import exported_archive, load_exported
 
 __all__ = [
     "STATE_DICT_FILE",
@@ -39,15 +40,19 @@ class LoadedModel:
     source_run_id: str | None
     tokenizer: Any = None
     """The text model's tokenizer, logged beside it; None for image models."""
+    max_batch: int | None = None
+    """The most inputs per forward pass (1 for a pt2 export with a static batch of one)."""
+    input_size: tuple[int, int] | None = None
+    """(H, W) a pt2 export was fixed to; None when any size works."""
 
 
 def load_model_version(name: str, version: str | int) -> LoadedModel:
     """Load ``models:/name/version`` as a torch module, with its class names if logged.
 
-    ``mlflow.pytorch``'s ``pickle`` format gives back the original module. Its
-    default ``pt2`` format gives a ``torch.export`` graph in which every layer
-    is inlined: forward hooks never fire, so such versions are refused with a
-    message saying how to re-log them.
+    ``mlflow.pytorch``'s ``pickle`` format gives back the original module; its
+    default ``pt2`` format is loaded as its ``ExportedProgram`` and unflattened
+    (``pipelines.tracking.exported``), so its layers can be hooked and
+    nothing is unpickled.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -58,15 +63,7 @@ def load_model_version(name: str, version: str | int) -> LoadedModel:
     except MlflowException as exc:
         raise ModelLoadError(f"cannot load models:/{name}/{version}: {exc.message}") from None
     loaded = load_model_uri(f"models:/{name}/{version}")
-    return LoadedModel(
-        module=loaded.module,
-        name=name,
-        version=version,
-        uri=loaded.uri,
-        class_names=loaded.class_names,
-        source_run_id=model_version.run_id,
-        tokenizer=loaded.tokenizer,
-    )
+    return replace(loaded, name=name, version=version, source_run_id=model_version.run_id)
 
 
 def load_model_uri(uri: str) -> LoadedModel:
@@ -75,8 +72,10 @@ def load_model_uri(uri: str) -> LoadedModel:
     With metadata ``architecture`` (``"package.module:Factory"``) and a
     ``state_dict.pt`` among its ``extra_files``, the module is built from that
     installed code and its weights read with ``torch.load(weights_only=True)``:
-    nothing from the registry is unpickled. Otherwise MLflow's pytorch flavour
-    loads the pickled module, so gate only models from registries you trust.
+    nothing from the registry is unpickled. A ``pt2`` model (MLflow 3's
+    default) is unflattened from its ``ExportedProgram``, pickle-checked as
+    MLflow checks it. Otherwise MLflow's pytorch flavour loads the pickled
+    module, so gate only models from registries you trust.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -86,20 +85,37 @@ def load_model_uri(uri: str) -> LoadedModel:
     except MlflowException as exc:
         raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
     metadata = info.metadata or {}
+    flavor = info.flavors.get("pytorch")
+    if flavor is None and not metadata.get("architecture"):
+        logged = ", ".join(sorted(f for f in info.flavors if f != "python_function")) or "none"
+        raise ModelLoadError(
+            f"{uri} has no pytorch flavour (it was logged with: {logged}); log it with "
+            "mlflow.pytorch.log_model"
+        )
+    max_batch = input_size = None
     if metadata.get("architecture"):
         module = _load_weights_only(uri, metadata)
     else:
         try:
-            module = mlflow.pytorch.load_model(uri, map_location="cpu")
-        except MlflowException as exc:
-            raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        except (MlflowException, OSError) as exc:
+            raise ModelLoadError(f"cannot load {uri}: {exc}") from None
+        archive = exported_archive(local, flavor or {})
+        if archive is not None:
+            exported = load_exported(archive, uri)
+            module, max_batch, input_size = exported.module, exported.batch, exported.size
+        else:
+            try:
+                module = mlflow.pytorch.load_model(str(local), map_location="cpu")
+            except MlflowException as exc:
+                raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{uri} is a {type(module).__name__}, not a torch.nn.Module")
     if _has_no_hookable_layers(module):
         raise ModelLoadError(
-            f"{uri} was logged in MLflow's pt2 format (torch.export): its layers are inlined "
-            "into one graph, so no layer can be hooked for Grad-CAM. Log the model with "
-            "mlflow.pytorch.log_model(..., serialization_format='pickle') to gate it."
+            f"{uri} is a torch.fx graph with every layer inlined (e.g. a pickled "
+            "ExportedProgram.module()), so no layer can be hooked for Grad-CAM. Log the model "
+            "itself with mlflow.pytorch.log_model (MLflow's default pt2 format is gated)."
         )
     names = metadata.get("class_names")
     tokenizer = _load_tokenizer(uri) if metadata.get("modality") == "text" else None
@@ -111,6 +127,8 @@ def load_model_uri(uri: str) -> LoadedModel:
         class_names=tuple(str(n) for n in names) if names else None,
         source_run_id=info.run_id,
         tokenizer=tokenizer,
+        max_batch=max_batch,
+        input_size=input_size,
     )
 
 

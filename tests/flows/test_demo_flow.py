@@ -283,9 +283,12 @@ def test_cli_exit_codes(demo):
         bogus.output
     )
     assert "errors.pydantic.dev" not in bogus.output  # one readable line, no library noise
+    # The errors above were the caller's or happened before any verdict: v2 keeps its pass.
     passed = runner.invoke(app, [*args, "--version", "2"])
     assert passed.exit_code == 0, passed.output
-    assert "alias 'champion' -> lesion-classifier v2" in passed.output
+    assert "lesion-classifier v2 passed" in passed.output
+    assert MlflowClient().get_model_version(MODEL, "2").tags["xai_gate.verdict"] == "passed"
+    assert "xai_gate.last_error" in MlflowClient().get_model_version(MODEL, "2").tags
     # Only the gating method and stages asked for: HiResCAM alone, no counterfactuals.
     lean = runner.invoke(
         app, [*args, "--version", "1", "--method", "hirescam", "--no-counterfactual", "--no-sanity"]
@@ -298,7 +301,7 @@ def test_cli_exit_codes(demo):
     assert MlflowClient().get_model_version(MODEL, "2").tags["xai_gate.verdict"] == "inconclusive"
     missing = runner.invoke(app, [*args, "--version", "9"])
     assert missing.exit_code == 2
-    assert "cannot load models:/lesion-classifier/9" in missing.output
+    assert "model 'lesion-classifier' has no version '9'" in missing.output
 
 
 def test_bad_manifest_exits_2_with_a_clear_message_and_no_traceback(demo):
@@ -334,5 +337,7 @@ def test_bad_manifest_exits_2_with_a_clear_message_and_no_traceback(demo):
     assert "bad.csv:3 column 'image': file not found: images/missing.png" in proc.stderr
     assert "Traceback" not in output
     assert champion_version(MODEL) == "2"
-    # The failed run leaves the verdict "error" on the version (on_failure hook): never promoted.
-    assert MlflowClient().get_model_version(MODEL, "1").tags["xai_gate.verdict"] == "error"
+    # The failed run keeps v1's verdict and records the attempt (on_failure hook).
+    tags = MlflowClient().get_model_version(MODEL, "1").tags
+    assert tags["xai_gate.verdict"] == "blocked"
+    assert "bad.csv:3 column 'image': file not found" in tags["xai_gate.last_error"]

@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 
 import flows.locking as locking
 from flows.locking import LockTimeout, file_lock_path, version_lock
+from pipelines.tracking.config import store_identity
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,7 +109,7 @@ def test_a_gate_killed_mid_flow_leaves_no_verdict_and_the_next_gate_runs_at_once
     env = {**os.environ, "PREFECT_HOME": str(home), "XAI_GATE_SECRET": "kill-test"}
     env.pop("PREFECT_API_URL", None)  # ephemeral, as a user's CLI runs by default
     command = [sys.executable, "-m", "flows.cli", "gate", "--policy", str(policy), "--version", "1"]
-    lock = file_lock_path(model, "1", tracking_uri, home=home)
+    lock = file_lock_path(model, "1", store_identity(tracking_uri), home=home)
 
     first = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -176,18 +177,55 @@ def test_missing_model_version_is_a_clear_error(two_versions):
         load_model_version("no-such-model", 1)
 
 
-def test_pt2_versions_are_refused_with_the_fix(tracking_uri):
+def _log_pt2(model: torch.nn.Module, name: str, example: torch.Tensor) -> None:
     with mlflow.start_run():
         mlflow.pytorch.log_model(
-            SmallCNN(width=8).eval(),
+            model,
             name="model",
-            registered_model_name="pt2-model",
-            serialization_format="pt2",
-            input_example=torch.rand(2, 3, 32, 32).numpy(),
+            registered_model_name=name,
+            input_example=example.numpy(),  # MLflow 3's default format: pt2 (torch.export)
             pip_requirements=["torch"],
         )
-    with pytest.raises(ModelLoadError, match=r"pt2 format.*serialization_format='pickle'"):
-        load_model_version("pt2-model", 1)
+
+
+@pytest.mark.parametrize("rows", [1, 2], ids=["static batch of one", "dynamic batch"])
+def test_pt2_versions_load_with_their_hierarchy_and_explain_like_the_eager_model(
+    tracking_uri, rows
+):
+    from torchvision.models import resnet18
+
+    from xai_checks.cam import GradCAM
+
+    torch.manual_seed(0)
+    eager = resnet18(weights=None, num_classes=2).eval()
+    _log_pt2(eager, "pt2-model", torch.rand(rows, 3, 64, 64))
+    loaded = load_model_version("pt2-model", 1)
+    assert loaded.module.get_submodule("layer4") is not None  # the hierarchy is back
+    assert loaded.max_batch == (1 if rows == 1 else None) and loaded.input_size == (64, 64)
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    ours = GradCAM(loaded.module, target_layer="layer4").explain(images)
+    reference = GradCAM(eager, target_layer="layer4").explain(images)
+    assert torch.equal(ours.predictions, reference.predictions)
+    assert torch.allclose(ours.heatmaps, reference.heatmaps, atol=1e-5)
+
+
+def test_a_pt2_archive_with_a_pickle_payload_is_refused_as_mlflow_refuses_it(
+    tracking_uri, monkeypatch
+):
+    import zipfile
+
+    from pipelines.tracking.exported import EXPORTED_FILE, ExportError, load_exported
+
+    _log_pt2(SmallCNN(width=8).eval(), "pt2-pickled", torch.rand(2, 3, 32, 32))
+    local = mlflow.artifacts.download_artifacts("models:/pt2-pickled/1")
+    archive = next(Path(local).rglob(EXPORTED_FILE))
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    assert load_exported(archive, "models:/pt2-pickled/1").batch is None  # a clean one loads
+    with zipfile.ZipFile(archive, "a") as handle:  # a pickle where only raw tensors belong
+        handle.writestr("model/data/constants/evil.pkl", b"\x80\x04cos\nsystem\n.")
+
+    with pytest.raises(ExportError, match="pt2-pickled"):
+        load_exported(archive, "models:/pt2-pickled/1")
 
 
 class _Tripwire:

@@ -1,0 +1,133 @@
+"""MLflow's ``pt2`` format (``torch.export``, its default): the module hierarchy restored.
+
+``mlflow.pytorch.load_model`` returns ``ExportedProgram.module()``, a graph in
+which every layer is inlined, so no forward hook can fire. The archive itself
+keeps the ``ExportedProgram``, and ``torch.export.unflatten`` rebuilds the
+original hierarchy from it (``conv1``, ``layer4``, ``encoder.layers.…``):
+hooks fire, gradients flow and the outputs equal the eager model's. Nothing
+in the archive is unpickled unless MLflow itself would allow it: where MLflow
+refuses pickle (its default outside Databricks), the archive is checked to
+be pickle-free first, as ``mlflow.pytorch.load_model`` does.
+
+An export fixes the shapes it was not told were dynamic: MLflow makes the
+batch dynamic only for an input example of two or more rows. A static batch
+of one is run one input at a time; another static batch, or an image size
+other than the exported one, is refused with both sizes named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from pipelines.errors import GateError
+
+__all__ = ["EXPORTED_FILE", "ExportedModel", "exported_archive", "load_exported"]
+
+EXPORTED_FILE = "model.pt2"
+
+
+class ExportError(GateError, RuntimeError):
+    """The pt2 archive cannot be gated as it is; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    module: nn.Module
+    """The unflattened module: the original hierarchy, hookable."""
+    batch: int | None
+    """The exported batch size when it is static, else None."""
+    size: tuple[int, int] | None
+    """The exported (H, W) when static, for image inputs."""
+
+
+def exported_archive(local: Path, flavor: dict[str, object]) -> Path | None:
+    """The ``model.pt2`` of a downloaded ``mlflow.pytorch`` model, or None (pickle format)."""
+    archive = Path(local) / str(flavor.get("model_data", "data")) / EXPORTED_FILE
+    return archive if archive.is_file() else None
+
+
+def load_exported(archive: Path, uri: str) -> ExportedModel:
+    """Load the archive as an ``ExportedProgram`` and unflatten it, pickle-checked."""
+    import torch
+
+    _check_pickle_free(archive, uri)
+    try:
+        program = torch.export.load(str(archive))
+        module = torch.export.unflatten(program)
+    except Exception as exc:  # torch raises many kinds here; each says what broke
+        raise ExportError(
+            f"{uri}: cannot load its pt2 archive with torch.export ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''})"
+        ) from None
+    _drop_fake_tensors(module)
+    shapes = _user_input_shapes(program)
+    if len(shapes) != 1:
+        raise ExportError(
+            f"{uri}: its pt2 export takes {len(shapes)} inputs; the gate explains models that "
+            "take one image batch (log text models with their tokenizer in the pickle format "
+            "or with mlflow.transformers)"
+        )
+    shape = shapes[0]
+    batch = shape[0]
+    if batch is not None and batch != 1:
+        raise ExportError(
+            f"{uri}: its pt2 export has a static batch of {batch}, so it only accepts exactly "
+            f"{batch} inputs at a time. Log it again with an input example of two or more rows "
+            "(MLflow then exports the batch as dynamic), or with a single row"
+        )
+    size = (shape[2], shape[3]) if len(shape) == 4 and None not in shape[2:] else None
+    return ExportedModel(module=module, batch=batch, size=size)  # type: ignore[arg-type]
+
+
+def _drop_fake_tensors(module: nn.Module) -> None:
+    """Remove the tracing-time fake tensors from the graphs' node metadata.
+
+    They describe shapes for the compiler, running does not read them, and a
+    symbolic one (a dynamic batch) cannot be deep-copied, which the sanity
+    check's randomised twin needs.
+    """
+    for part in module.modules():
+        graph = getattr(part, "graph", None)
+        for node in getattr(graph, "nodes", ()):
+            for key in ("val", "example_value", "tensor_meta"):
+                node.meta.pop(key, None)
+
+
+def _user_input_shapes(program: object) -> list[tuple[int | None, ...]]:
+    """Each user input's shape: ints where static, None where dynamic."""
+    from torch.export.graph_signature import InputKind
+
+    names = [
+        spec.arg.name
+        for spec in program.graph_signature.input_specs  # type: ignore[attr-defined]
+        if spec.kind == InputKind.USER_INPUT
+    ]
+    shapes = []
+    for node in program.graph.nodes:  # type: ignore[attr-defined]
+        if node.op == "placeholder" and node.name in names:
+            value = node.meta.get("val")
+            dims = getattr(value, "shape", ())
+            shapes.append(tuple(d if isinstance(d, int) else None for d in dims))
+    return shapes
+
+
+def _check_pickle_free(archive: Path, uri: str) -> None:
+    """Refuse what MLflow would refuse: a pt2 archive with pickle payloads, when pickle is off."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        from mlflow.pytorch import (
+            _is_pickle_deserialization_allowed,
+            _validate_pt2_archive_is_pickle_free,
+        )
+    except ImportError:  # an MLflow without the check: it would load the archive as it is
+        return
+    if _is_pickle_deserialization_allowed():
+        return
+    try:
+        _validate_pt2_archive_is_pickle_free(str(archive))
+    except MlflowException as exc:
+        raise ExportError(f"{uri}: {exc.message}") from None
