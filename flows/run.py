@@ -9,6 +9,7 @@ from typing import Any
 from flows._console import hide_expected_tracebacks
 from flows.outcome import EXPECTED_ERRORS, GateOutcome, describe_error
 from flows.xai_gate import check_signing, xai_gate
+from pipelines.devices import resolve_device
 from pipelines.errors import GateError
 from pipelines.policy import GatePolicy, load_policy
 from pipelines.verdict.decision import Verdict
@@ -79,6 +80,7 @@ def run_gate(
         elif rules or policy_file is not None:
             raise GateError("give a policy, or a policy file, or rules: not several")
         check_signing(policy)
+        resolve_device(policy.device)
     except EXPECTED_ERRORS as exc:  # the caller's mistake: no flow starts, no version is touched
         return GateOutcome(
             model_name or "?", version, Verdict.ERROR, [describe_error(exc)], caller_error=True

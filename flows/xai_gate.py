@@ -24,6 +24,7 @@ from flows.interrupt import uninterrupted
 from flows.locking import LockTimeout, version_lock
 from flows.outcome import EXPECTED_ERRORS, GateOutcome, describe_error
 from flows.reporting import ask_for_approval, publish_summary, record_error_verdict, tag_error
+from pipelines.devices import resolve_device
 from pipelines.errors import GateError
 from pipelines.evidence.base import Evidence, EvidenceValidation, headline
 from pipelines.policy import AuditRules, GatePolicy
@@ -240,6 +241,7 @@ def xai_gate(
     version = str(version)
     try:  # the caller's mistakes: each touches no version
         check_signing(policy)
+        resolve_device(policy.device)
         uri = configure_tracking(tracking_uri, check=True)
         version = canonical_version(policy.model, version)  # '02' and '2' are one version
         check_writable(uri)

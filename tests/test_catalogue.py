@@ -232,6 +232,11 @@ CATALOGUE: dict[str, list[str]] = {
     "a removal that tips a boundary prediction is not a flip": [
         "xai_checks/test_counterfactual.py::test_a_model_at_its_decision_boundary_tips_over_but_does_not_count_as_flipped",
     ],
+    "a device that is not on the machine; cpu and auto agree": [
+        "pipelines/test_devices.py::test_cuda_on_a_machine_without_it_is_refused_by_name",
+        "pipelines/test_devices.py::test_the_policy_key_takes_only_device_names_and_does_not_change_the_hash",
+        "flows/test_devices_gate.py::test_cpu_and_auto_give_the_same_verdict_and_scores",
+    ],
     # Discovery written down
     "discover: nothing confirmed, an existing audit set, --strategy alone": [
         "flows/test_discover.py::test_discover_writes_nothing_it_should_not",

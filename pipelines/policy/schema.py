@@ -274,6 +274,12 @@ class AuditRules(_Section):
         "block records 'blocked'. Neither promotes.",
     )
     batch_size: int = Field(32, ge=1, description="Inputs per forward pass.")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        description="Where every stage runs: auto (CUDA when available, else the CPU), cpu, "
+        "cuda, cuda:N or mps. Not part of the policy's hash: a verdict does not depend on it.",
+    )
 
     @classmethod
     def from_options(cls, **options: Any) -> AuditRules:
@@ -422,7 +428,7 @@ class GatePolicy(AuditRules):
 
     def digest(self) -> str:
         """SHA-256 of the canonical policy: a verdict names the exact rules that judged it."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"device"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

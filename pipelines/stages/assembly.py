@@ -17,6 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 
 from pipelines.audit_sets.images import AuditSet, load_audit_set
 from pipelines.audit_sets.texts import TextAuditSet, is_text_manifest, load_text_audit_set
+from pipelines.devices import on_device
 from pipelines.errors import GateError
 from pipelines.evidence.base import Evidence
 from pipelines.evidence.images import ImageEvidence
@@ -126,6 +127,7 @@ def discover(model: LoadedModel, policy: GatePolicy) -> tuple[AuditSet, Discover
             f"discovery clusters image heatmaps; {policy.audit_set} is a text audit set"
         )
     rules = rules_for_model(model, policy.rules().with_options(discovery=True))
+    model = on_device(model, rules.device)
     images = audit_set_stage(model, policy)
     rules = rules_for_audit_set(images, rules)
     audit = cam_stage(model, images, rules)
@@ -147,6 +149,7 @@ def collect_evidence(
     unsharded run's.
     """
     rules = rules_for_model(model, policy.rules())
+    model = on_device(model, rules.device)  # once: every stage moves its batches to it
     if is_text_policy(policy):
         texts = runner.run("load-text-audit-set", text_audit_set_stage, model, policy)
         audit = runner.run("text-audit", text_audit_stage, model, texts, rules)
