@@ -232,6 +232,10 @@ CATALOGUE: dict[str, list[str]] = {
     "a removal that tips a boundary prediction is not a flip": [
         "xai_checks/test_counterfactual.py::test_a_model_at_its_decision_boundary_tips_over_but_does_not_count_as_flipped",
     ],
+    "a Hugging Face model logged with mlflow.transformers (text; image with its processor)": [
+        "flows/test_transformers_models.py::test_transformers_text_classifiers_are_gated_shortcut_blocked_clean_promoted",
+        "flows/test_transformers_models.py::test_a_transformers_image_classifier_takes_unit_images_through_its_processor",
+    ],
     "a device that is not on the machine; cpu and auto agree": [
         "pipelines/test_devices.py::test_cuda_on_a_machine_without_it_is_refused_by_name",
         "pipelines/test_devices.py::test_the_policy_key_takes_only_device_names_and_does_not_change_the_hash",

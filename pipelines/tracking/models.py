@@ -86,11 +86,24 @@ def load_model_uri(uri: str) -> LoadedModel:
         raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
     metadata = info.metadata or {}
     flavor = info.flavors.get("pytorch")
+    if flavor is None and "transformers" in info.flavors:
+        from pipelines.tracking.hf_flavour import load_transformers
+
+        components = load_transformers(uri)
+        return LoadedModel(
+            module=components.module,
+            name=uri,
+            version="",
+            uri=uri,
+            class_names=components.class_names,
+            source_run_id=info.run_id,
+            tokenizer=components.tokenizer,
+        )
     if flavor is None and not metadata.get("architecture"):
         logged = ", ".join(sorted(f for f in info.flavors if f != "python_function")) or "none"
         raise ModelLoadError(
-            f"{uri} has no pytorch flavour (it was logged with: {logged}); log it with "
-            "mlflow.pytorch.log_model"
+            f"{uri} has no pytorch or transformers flavour (it was logged with: {logged}); "
+            "log it with mlflow.pytorch.log_model or mlflow.transformers.log_model"
         )
     max_batch = input_size = None
     if metadata.get("architecture"):

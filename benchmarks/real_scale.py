@@ -1,0 +1,214 @@
+"""Real scale: the whole gate on ResNet-50 and ViT-B/16 at 224x224, as users log them.
+
+Each architecture (torchvision, random weights, a random head: users'
+architectures, not their weights) is logged the way MLflow 3 logs it by
+default (``pt2``, with a two-row input example so the batch is dynamic), an
+audit set of PNGs with masks is written to disk, and ``xai-gate gate`` runs
+with the default checks (two CAM methods, removal and insertion, the
+sanity cascade). Reported per model:
+
+* the whole gate's wall time and its peak memory (the CLI process);
+* where the time goes, stage by stage, timed in one process on the same
+  files (load, audit set, CAM, counterfactuals, sanity, validation, logging);
+* the anchor: pure Grad-CAM on the same images, already decoded, in memory;
+* the goal: the whole gate minus its fixed start-up (imports and Prefect's
+  temporary server, measured by ``gate_overhead``) at most 2x the anchor.
+
+The default checks do more than one Grad-CAM pass (a second CAM method, the
+counterfactual passes, the sanity cascade), so the ratio says what the
+checks cost on top of the compute they must do, not overhead alone.
+``--device`` follows the policy default (``auto``): on a GPU machine the
+same script measures the GPU.
+
+    python -m benchmarks real_scale [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._common import REPO, Row
+
+__all__ = ["run"]
+
+ARCHITECTURES = ("resnet50", "vit_b_16")
+
+_STAGES = """
+import json, time
+clock = time.perf_counter()
+seconds = {}
+def lap(name):
+    global clock
+    now = time.perf_counter()
+    seconds[name] = now - clock
+    clock = now
+from pipelines.policy import load_policy
+from pipelines.stages import assembly
+from pipelines.evidence.images import ImageEvidence
+from pipelines.tracking import configure_tracking, load_model_version
+lap("imports")
+policy = load_policy(POLICY)
+configure_tracking()
+model = load_model_version(NAME, "1")
+lap("load the model (pt2, unflattened)")
+rules = assembly.rules_for_model(model, policy.rules())
+model = assembly.on_device(model, rules.device)
+data = assembly.audit_set_stage(model, policy)
+lap("read and validate the audit set")
+audit = assembly.cam_stage(model, data, rules)
+lap("CAM audit (two methods)")
+counterfactual = assembly.counterfactual_stage(model, data, rules)
+lap("counterfactual removal and insertion")
+sanity = assembly.sanity_stage(model, data, rules)
+lap(f"sanity cascade ({len(sanity.result.layers)} steps)")
+evidence = ImageEvidence(audit, counterfactual, sanity, data.images, data.class_names, data.masks)
+evidence.validate(rules)
+lap("GX validation")
+print(json.dumps(seconds))
+"""
+
+_COMPUTE = """
+import time, torch
+from pipelines.audit_sets.images import load_audit_set
+from pipelines.devices import resolve_device
+from pipelines.tracking import configure_tracking, load_model_version
+from xai_checks import GradCAM
+configure_tracking()
+model = load_model_version(NAME, "1")
+device = resolve_device("auto")
+module = model.module.to(device)
+data = load_audit_set(MANIFEST, class_names=model.class_names)
+images = data.images[:]  # decoded up front: the anchor is the compute alone
+cam = GradCAM(module)
+cam(images[:2])
+start = time.perf_counter()
+for i in range(0, len(images), 32):
+    cam(images[i:i + 32])
+if device.type == "cuda":
+    torch.cuda.synchronize()
+print(time.perf_counter() - start)
+"""
+
+
+def _build(architecture: str):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, architecture)(weights=None, num_classes=2).eval()
+    if architecture.startswith("vit"):  # torchvision starts the head at zero: no gradient at all
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    return model
+
+
+def _prepare(workdir: Path, architecture: str, n: int, quick: bool) -> Path:
+    import mlflow
+    import torch
+
+    from pipelines.audit_sets.images import write_audit_set
+    from pipelines.policy import GatePolicy, write_policy
+    from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    mlflow.set_experiment("bench")
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            _build(architecture),
+            name="model",
+            registered_model_name=architecture,
+            input_example=torch.rand(2, 3, 224, 224).numpy(),  # pt2, a dynamic batch
+            metadata={"class_names": list(CLASS_NAMES)},
+            pip_requirements=["torch"],
+        )
+    batch = make_lesions(n, ruler="always", seed=0, size=224)
+    folder = workdir / f"audit-{architecture}"
+    write_audit_set(folder, batch.images, batch.labels, batch.masks, CLASS_NAMES)
+    small = {"sanity_images": 2, "batch_size": 4} if quick else {}
+    policy = GatePolicy.from_options(model=architecture, audit_set=folder / "manifest.csv", **small)
+    return write_policy(policy, workdir / f"policy-{architecture}.yaml")
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(workdir / "prefect")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def _python(code: str, workdir: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=workdir, env=_env(workdir), capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark step failed:\n{done.stderr[-3000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _whole_gate(workdir: Path, policy: Path) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS in MB of the CLI process, and its verdict line."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "gate", "--policy", str(policy), "--version", "1"],
+        cwd=workdir, env=_env(workdir), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    if done.returncode not in (0, 1, 3):  # passed, blocked, inconclusive: finished gates
+        raise RuntimeError(f"the gate failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    verdict = next((line for line in done.stdout.splitlines() if " v1 " in line), "")
+    return seconds, max(peak, before) / 1024, verdict
+
+
+def _startup(workdir: Path) -> float:
+    code = (
+        "import time\nstart = time.perf_counter()\n"
+        "import torch, mlflow, prefect, great_expectations\n"
+        "from prefect import flow\nflow(lambda: 1)()\n"
+        "print(time.perf_counter() - start)\n"
+    )
+    return float(_python(code, workdir))
+
+
+def run(*, quick: bool = False) -> list[Row]:
+    n = 4 if quick else 1000
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="xai-gate-real-") as folder:
+        workdir = Path(folder)
+        startup = _startup(workdir)
+        rows.append(Row("real_scale", "fixed start-up (imports, Prefect)", startup, "s"))
+        for architecture in ARCHITECTURES:
+            policy = _prepare(workdir, architecture, n, quick)
+            gate, peak, verdict = _whole_gate(workdir, policy)
+            names = f"NAME = {architecture!r}\n"
+            manifest = f"MANIFEST = {str(workdir / f'audit-{architecture}' / 'manifest.csv')!r}\n"
+            compute = float(_python(names + manifest + _COMPUTE, workdir))
+            stages = json.loads(_python(names + f"POLICY = {str(policy)!r}\n" + _STAGES, workdir))
+            ratio = (gate - startup) / compute if compute > 0 else None
+            label = f"{architecture} 224x224, {n} PNGs"
+            rows.append(Row("real_scale", f"{label}: pure Grad-CAM", compute, "s"))
+            rows.append(
+                Row(
+                    "real_scale",
+                    f"{label}: whole gate ({verdict.split(':')[0].strip() or 'done'})",
+                    gate,
+                    "s",
+                    ratio,
+                    "x pure compute (minus start-up)",
+                    "<= 2x",
+                    None if ratio is None else ratio <= 2.0,
+                )
+            )
+            rows.append(Row("real_scale", f"{label}: peak memory of the gate", peak, "MB"))
+            for stage, seconds in stages.items():
+                rows.append(Row("real_scale", f"{label}: {stage}", seconds, "s"))
+    return rows
