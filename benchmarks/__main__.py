@@ -21,6 +21,7 @@ BENCHMARKS = (
     "gate_overhead",
     "cold_start",
     "shortcut_zoo",
+    "real_scale",
 )
 
 

@@ -182,13 +182,13 @@ def cascading_randomization(
 
     twin = copy.deepcopy(model)
     n = images.shape[0]
-    step = n if batch_size is None else max(1, int(batch_size))
+    chunk = n if batch_size is None else max(1, int(batch_size))
     if targets is None:  # in the passes the explainer sees
-        fixed = predict_labels(twin, images, batch_size=step)
+        fixed = predict_labels(twin, images, batch_size=chunk)
     else:
         fixed = check_target_shape(targets, n)
     fixed = fixed.to(images.device)
-    original = _explain(explainer, twin, images, fixed, "the original model", step)
+    original = _explain(explainer, twin, images, fixed, "the original model", chunk)
     modules = dict(twin.named_modules())
     members = dict(blocks)
     rows, heatmaps = [], original
@@ -196,7 +196,7 @@ def cascading_randomization(
         for offset, member in enumerate(members[name]):
             _randomize(modules[member], seed + step + 1000 * offset)
         when = f"randomising {name or type(model).__name__!r} (step {step + 1} of {len(layers)})"
-        heatmaps = _explain(explainer, twin, images, fixed, f"the model after {when}", step)
+        heatmaps = _explain(explainer, twin, images, fixed, f"the model after {when}", chunk)
         rows.append(_change(original, heatmaps))
     return SanityResult(tuple(layers), torch.stack(rows), fixed, original, heatmaps)
 

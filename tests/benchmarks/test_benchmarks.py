@@ -45,6 +45,7 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
         "gate_overhead",
         "cold_start",
         "shortcut_zoo",
+        "real_scale",
     }
     ours = by_name[("gradcam_speed", "xai_checks GradCAM")]
     assert ours["versus"] == "limit" and ours["ratio"] > 0 and ours["goal"] == "<= 1.05x limit"
@@ -58,5 +59,11 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
         assert by_name[("shortcut_zoo", f"tuned: {gate} gate, spurious blocked")]["met"] is True
         assert by_name[("shortcut_zoo", f"tuned: {gate} gate, clean passed")]["met"] is True
     assert "shortcut zoo: scores" in done.stdout
+    # Real scale at smoke sizes: both architectures logged as pt2 and gated to a verdict.
+    for architecture in ("resnet18 64x64", "vit_tiny 64x64"):
+        whole = [r for r in rows if r["name"].startswith(f"{architecture}, 4 PNGs: whole gate")]
+        assert len(whole) == 1 and whole[0]["ratio"] > 0, rows
+        assert any(r["name"].endswith("sanity cascade (2 steps)") or "sanity cascade" in r["name"]
+                   for r in rows if r["name"].startswith(architecture))  # fmt: skip
     assert all(row["value"] > 0 for row in rows if row["benchmark"] != "shortcut_zoo")
     assert "xai-gate benchmarks (quick: smoke sizes)" in done.stdout

@@ -318,3 +318,21 @@ def test_the_cascade_on_resnet50_takes_at_most_fifteen_steps_and_randomises_ever
 def test_small_models_keep_one_step_per_layer():
     assert [name for name, _ in cascade_blocks(tiny_net())] == ["5", "2", "0"]
     assert cascade_blocks(nn.Linear(2, 2)) == [("", ("",))]
+
+
+def test_batches_of_the_explainer_give_the_maps_of_one_pass():
+    """A model exported with a static batch of one is explained one image at a time."""
+    model = tiny_net()
+    images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    sizes: list[int] = []
+
+    def counting(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
+        sizes.append(images.shape[0])
+        return cam_explainer("gradcam", "0")(model, images, targets)
+
+    whole = cascading_randomization(model, images, counting, seed=3)
+    assert set(sizes) == {5}
+    sizes.clear()
+    single = cascading_randomization(model, images, counting, seed=3, batch_size=2)
+    assert sizes == [2, 2, 1] * (1 + len(single.layers))
+    assert torch.allclose(single.spearman, whole.spearman, atol=1e-6)
