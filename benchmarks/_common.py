@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = [
+    "STAGE_CLOCK",
     "Row",
     "interleaved_medians",
     "median_seconds",
@@ -22,6 +23,18 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
+
+STAGE_CLOCK = """
+import json, time
+clock = time.perf_counter()
+seconds = {}
+def lap(name):
+    global clock
+    now = time.perf_counter()
+    seconds[name] = now - clock
+    clock = now
+"""
+"""The head of a script that times its stages with ``lap(name)``; it prints ``seconds`` last."""
 
 
 @dataclass(frozen=True)

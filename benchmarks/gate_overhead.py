@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import REPO, Row, print_rows
+from benchmarks._common import REPO, STAGE_CLOCK, Row, print_rows
 
 __all__ = ["run"]
 
@@ -111,15 +111,9 @@ def _compute_seconds(workdir: Path) -> float:
     return float(out.strip().splitlines()[-1])
 
 
-_STAGES = """
-import json, time
-clock = time.perf_counter()
-seconds = {}
-def lap(name):
-    global clock
-    now = time.perf_counter()
-    seconds[name] = now - clock
-    clock = now
+_STAGES = (
+    STAGE_CLOCK
+    + """
 from pipelines.audit_sets.images import load_audit_set
 from pipelines.stages.assembly import cam_stage
 from pipelines.evidence.images import ImageEvidence
@@ -146,6 +140,7 @@ log_gate_evidence(
 lap("figures and MLflow logging")
 print(json.dumps(seconds))
 """
+)
 
 
 def _stage_seconds(workdir: Path, policy: Path) -> dict[str, float]:

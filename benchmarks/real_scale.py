@@ -32,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import REPO, Row
+from benchmarks._common import STAGE_CLOCK, Row
+from benchmarks.gate_overhead import _env
 
 __all__ = ["run"]
 
@@ -41,15 +42,9 @@ ARCHITECTURES = {"resnet50": 224, "vit_b_16": 224}
 SMOKE = {"resnet18": 64, "vit_tiny": 64}
 """``--quick``: the same code path on small models, so the smoke test stays quick."""
 
-_STAGES = """
-import json, time
-clock = time.perf_counter()
-seconds = {}
-def lap(name):
-    global clock
-    now = time.perf_counter()
-    seconds[name] = now - clock
-    clock = now
+_STAGES = (
+    STAGE_CLOCK
+    + """
 from pipelines.policy import load_policy
 from pipelines.stages import assembly
 from pipelines.evidence.images import ImageEvidence
@@ -74,6 +69,7 @@ evidence.validate(rules)
 lap("GX validation")
 print(json.dumps(seconds))
 """
+)
 
 _COMPUTE = """
 import time, torch
@@ -145,15 +141,6 @@ def _prepare(workdir: Path, architecture: str, size: int, n: int, quick: bool) -
     return write_policy(policy, workdir / f"policy-{architecture}.yaml")
 
 
-def _env(workdir: Path) -> dict[str, str]:
-    import os
-
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(workdir / "prefect")}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
-    env.pop("PREFECT_API_URL", None)
-    return env
-
-
 def _python(code: str, workdir: Path) -> str:
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=workdir, env=_env(workdir), capture_output=True,
@@ -223,7 +210,7 @@ def run(*, quick: bool = False) -> list[Row]:
                     gate,
                     "s",
                     ratio,
-                    "x pure compute (minus start-up)",
+                    "pure compute (minus start-up)",
                     "<= 2x",
                     None if ratio is None else ratio <= 2.0,
                 )

@@ -13,6 +13,7 @@ normalisation.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,11 +46,13 @@ class ProcessorNormalised(nn.Module):
         return output.logits if hasattr(output, "logits") else output
 
 
+@dataclass(frozen=True)
 class TransformersComponents:
     """What the gate needs from the flavour: the module, the tokenizer, the class names."""
 
-    def __init__(self, module: nn.Module, tokenizer: Any, class_names: tuple[str, ...] | None):
-        self.module, self.tokenizer, self.class_names = module, tokenizer, class_names
+    module: nn.Module
+    tokenizer: Any
+    class_names: tuple[str, ...] | None
 
 
 def load_transformers(uri: str) -> TransformersComponents:

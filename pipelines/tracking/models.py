@@ -124,12 +124,6 @@ def load_model_uri(uri: str) -> LoadedModel:
                 raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{uri} is a {type(module).__name__}, not a torch.nn.Module")
-    if _has_no_hookable_layers(module):
-        raise ModelLoadError(
-            f"{uri} is a torch.fx graph with every layer inlined (e.g. a pickled "
-            "ExportedProgram.module()), so no layer can be hooked for Grad-CAM. Log the model "
-            "itself with mlflow.pytorch.log_model (MLflow's default pt2 format is gated)."
-        )
     names = metadata.get("class_names")
     tokenizer = _load_tokenizer(uri) if metadata.get("modality") == "text" else None
     return LoadedModel(
@@ -220,16 +214,3 @@ def _load_tokenizer(uri: str) -> Any:
         return AutoTokenizer.from_pretrained(str(local), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{uri}: cannot load its tokenizer from extra_files: {exc}") from None
-
-
-def _has_no_hookable_layers(module: nn.Module) -> bool:
-    """True for graphs (torch.export) that call no submodule, so hooks cannot fire."""
-    import torch.fx
-
-    if not isinstance(module, torch.fx.GraphModule):
-        return False
-    called = [node.target for node in module.graph.nodes if node.op == "call_module"]
-    # torch.export leaves only parameter-free helpers (its guard function) as calls.
-    return not any(
-        next(module.get_submodule(str(target)).parameters(), None) is not None for target in called
-    )
