@@ -22,6 +22,7 @@ BENCHMARKS = (
     "cold_start",
     "shortcut_zoo",
     "real_scale",
+    "webhook_latency",
 )
 
 

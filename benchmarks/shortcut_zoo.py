@@ -19,8 +19,9 @@ shipped default policy, the way the gate judges it:
   often as in training), without masks; strategy discovery decides.
 
 Tuning happened on the ``tuned`` group only (ruler, band, grating; seeds 0-2).
-The ``held out`` group (tag, stamp; seeds 3-5) was never looked at while
-choosing defaults; it reports the same numbers.
+The ``held out`` group (tag, stamp, weave; seeds 3-5) was never looked at while
+choosing defaults; its numbers are reported as they come out (``weave`` was
+added after the last tuning, as a texture kind the tuning never saw).
 
 The ``text`` group does the same for review classifiers (a tiny BERT): the
 artifact is a sign-off word, the effect the rise in P(positive) when it is
@@ -44,7 +45,7 @@ __all__ = ["GROUPS", "ZooModel", "judge", "run", "train_zoo"]
 
 GROUPS: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
     "tuned": (("ruler", "band", "grating"), (0, 1, 2)),
-    "held out": (("tag", "stamp"), (3, 4, 5)),
+    "held out": (("tag", "stamp", "weave"), (3, 4, 5)),
 }
 STRENGTHS = (0.0, 0.5, 0.9, 1.0)
 SPURIOUS_EFFECT = 0.3

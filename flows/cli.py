@@ -247,6 +247,47 @@ def serve(
 
 
 @app.command()
+def listen(
+    policy: Path = typer.Option(..., "--policy", help="Gate policy YAML."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8765, help="Port to listen on."),
+    tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI."),
+    register: str | None = typer.Option(
+        None,
+        help="Create or update the tracking server's webhook to deliver new versions to this "
+        "URL (e.g. http://gate-host:8765/webhook) before listening.",
+    ),
+) -> None:
+    """Gate each new version as MLflow's webhook announces it (signed deliveries only)."""
+    import os
+
+    from mlflow.exceptions import MlflowException
+
+    from flows.listen import SECRET_ENV, serve_listener
+    from flows.outcome import EXPECTED_ERRORS, describe_error
+
+    secret = os.environ.get(SECRET_ENV, "")
+    if not secret:
+        typer.echo(
+            f"error: set {SECRET_ENV} to the webhook's secret: unsigned deliveries are refused, "
+            "so without one nothing could be gated",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        serve_listener(
+            policy, host=host, port=port, secret=secret, tracking_uri=tracking_uri,
+            register=register,
+        )  # fmt: skip
+    except EXPECTED_ERRORS as exc:
+        typer.echo(f"error: {describe_error(exc)}", err=True)
+        raise typer.Exit(2) from None
+    except MlflowException as exc:  # registering the webhook: no SQL backend, bad URL
+        typer.echo(f"error: cannot register the webhook: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def attention(
     sentence: str = typer.Argument(..., help="The text to look at."),
     layer: int = typer.Option(-1, help="Layer, 0-based (negative counts from the last)."),

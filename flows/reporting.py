@@ -6,18 +6,17 @@ everything they report comes from ``pipelines``.
 
 from __future__ import annotations
 
-import html
 import logging
 import math
 import re
 from typing import Any
-from urllib.parse import quote
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, Field
 
 from flows.interrupt import uninterrupted
 from flows.outcome import GateOutcome
+from pipelines.report.markdown import code_span, link_target, markdown_text
 from pipelines.tracking.config import EXPERIMENT, configure_tracking
 from pipelines.verdict.decision import GateDecision, Verdict, record_error
 
@@ -40,47 +39,6 @@ def _key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
 
 
-# Backslash-escapable in CommonMark and meaningful anywhere in a line: emphasis, links
-# and images, code, headings' closing ``#``, tables, strikethrough. ``<``, ``>`` and ``&``
-# become entities instead (a backslash before ``&gt;`` would show the entity's text).
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\](){}#!|~])")
-# Meaningful only where a line starts (a list item or thematic break); newlines are
-# collapsed, so that is only the start of the text, and "sweep-model" stays as it is.
-_LINE_START = re.compile(r"^(\s*)([-+]|\d+\.)")
-_NEWLINES = re.compile(r"[\r\n]+")
-
-
-def markdown_text(text: str) -> str:
-    """``text`` as literal inline markdown: no link, image, emphasis, heading or raw HTML.
-
-    Markdown control characters are backslash-escaped, ``<``, ``>`` and ``&``
-    become HTML entities, and line breaks become spaces, so a data string
-    (a file name, label, reviewer note) cannot start a new block either.
-    """
-    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", _NEWLINES.sub(" ", text))
-    escaped = _LINE_START.sub(lambda m: f"{m[1]}{m[2][:-1]}\\{m[2][-1]}", escaped)
-    return html.escape(escaped, quote=False)
-
-
-def code_span(text: str) -> str:
-    """``text`` as one inline code span, whatever backticks it holds.
-
-    Nothing inside a code span is markdown or HTML, and backslashes there are
-    literal, so the fence is made longer than any run of backticks in ``text``.
-    """
-    text = _NEWLINES.sub(" ", text)
-    if not text:
-        return "` `"
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text[0] in "` " or text[-1] in "` " else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def _link_target(url: str) -> str:
-    """A URL safe as a markdown link destination: parentheses, spaces, ``<>`` encoded."""
-    return quote(url, safe=":/?#[]@!$&'*+,;=%-._~")
-
-
 def summary_markdown(
     model: str,
     version: str,
@@ -94,8 +52,11 @@ def summary_markdown(
     """The verdict artifact's markdown; every string from the run or its data is escaped."""
     where = f"experiment {code_span(EXPERIMENT)}, run {code_span(run_id)}"
     if tracking.startswith(("http://", "https://")) and experiment_id is not None:
-        base = _link_target(f"{tracking.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}")
-        where = f"[the MLflow run]({base}) and [its artifacts]({base}/artifacts)"
+        base = link_target(f"{tracking.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}")
+        where = (
+            f"[the MLflow run]({base}), [its report]({base}/artifacts/xai/report.html) and "
+            f"[its artifacts]({base}/artifacts)"
+        )
     reasons = (
         "\n".join(f"- {markdown_text(reason)}" for reason in decision.reasons)
         or "- all checks passed"

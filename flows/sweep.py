@@ -17,17 +17,20 @@ from flows.run import run_gate
 from flows.xai_gate import GateOutcome
 from pipelines.policy import load_policy
 from pipelines.tracking import configure_tracking
+from pipelines.verdict.decision import PENDING
 from pipelines.verdict.signing import TAG_VERDICT
 
 __all__ = ["run_sweep", "sweep_deployment", "ungated_versions", "xai_gate_sweep"]
 
 
 def ungated_versions(model: str) -> list[str]:
-    """Versions of ``model`` without an xai-gate verdict, oldest first."""
+    """Versions of ``model`` without an xai-gate verdict, oldest first: never gated, or cut
+    off while their first verdict was written (``pending``)."""
     from mlflow import MlflowClient
 
     versions = MlflowClient().search_model_versions(f"name = '{model}'")
-    return sorted((str(v.version) for v in versions if TAG_VERDICT not in v.tags), key=int)
+    ungated = (str(v.version) for v in versions if v.tags.get(TAG_VERDICT, PENDING) == PENDING)
+    return sorted(ungated, key=int)
 
 
 @flow(name="xai-gate-sweep")
@@ -64,4 +67,6 @@ def sweep_deployment(policy_file: str | Path, *, cron: str, tracking_uri: str | 
             "tracking_uri": tracking_uri,
         },
         description=f"Gate new versions of {policy.model} against {Path(policy_file).name}",
+        tags=[f"model:{policy.model}", f"policy:{policy.digest()[:12]}"],
+        version=policy.digest()[:12],
     )

@@ -134,6 +134,7 @@ def log_evidence(
         figures=evidence.figures(rules, f"{model.name} v{model.version}: {decision.verdict.value}"),
         pages=evidence.pages(),
         report=report,
+        model_id=model.model_id,
     )
 
 

@@ -18,7 +18,7 @@ from pipelines.errors import GateError
 if TYPE_CHECKING:
     from pipelines.tracking.models import LoadedModel
 
-__all__ = ["DeviceError", "on_device", "resolve_device"]
+__all__ = ["DeviceError", "on_device", "resolve_device", "worker_device"]
 
 
 class DeviceError(GateError, RuntimeError):
@@ -43,9 +43,43 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def worker_device(spec: str, *, worker: int | None = None, gpus: int | None = None) -> str:
+    """``spec`` as this process should read it: inside Dask worker ``i`` (``worker``, found
+    when not given), ``auto`` and ``cuda`` become ``cuda:(i mod gpus)`` where CUDA exists.
+
+    Anything with an index, ``cpu`` and ``mps`` stay as they are: the user chose them.
+    """
+    if spec not in ("auto", "cuda"):
+        return spec
+    worker = _dask_worker_index() if worker is None else worker
+    gpus = (torch.cuda.device_count() if torch.cuda.is_available() else 0) if gpus is None else gpus
+    if worker is None or gpus == 0:
+        return spec
+    return f"cuda:{worker % gpus}"
+
+
+def _dask_worker_index() -> int | None:
+    """This Dask worker's number (a local cluster names its workers 0, 1, ...), else None."""
+    try:
+        from distributed import get_worker
+    except ImportError:  # no Dask installed: never a worker
+        return None
+    try:
+        name = get_worker().name
+    except ValueError:  # not inside a worker
+        return None
+    try:
+        return int(name)
+    except (TypeError, ValueError):  # a named worker of a remote cluster: a stable number
+        import zlib
+
+        return zlib.crc32(str(name).encode())
+
+
 def on_device(model: LoadedModel, spec: str) -> LoadedModel:
-    """The loaded model on ``spec``'s device (the same object when it is already there)."""
-    device = resolve_device(spec)
+    """The loaded model on ``spec``'s device (the same object when it is already there);
+    in a Dask worker, on that worker's own GPU (:func:`worker_device`)."""
+    device = resolve_device(worker_device(spec))
     parameter = next(model.module.parameters(), None)
     if parameter is None or parameter.device == device:
         return model

@@ -35,12 +35,20 @@ region (its hot region, minus where the rest of its class looks):
   the region from its surroundings changes the pixels: ``1 - change(others) /
   change(members)``. A lesion is present in every class and scores low; a tag
   only on malignant images scores near 1.
+* **texture**: the same comparison on the images' fine detail (each pixel
+  minus the mean of its neighbourhood): ``1 - detail(others) / detail(members)``.
+  A faint texture added over varying skin changes little when filled, since
+  the fill error of the skin itself is of its size, but it is nearly all of
+  the region's fine detail;
 * **stereotypy**: the region's content is a copy, the same on every member
-  (up to a small shift), while the rest of the image varies:
-  ``1 - median pairwise distance inside / outside``. A stamp scores high; a
-  lesion, whose shape and colour vary, scores low or negative.
+  (up to a small shift), while the rest of the image varies and the region
+  has structure of its own: ``1 - median pairwise distance inside / min(the
+  same outside, the region's own detail)``. A stamp scores high; a lesion,
+  whose shape and colour vary, scores low or negative, and so does the
+  near-uniform inside of a dark lesion, which is alike on every member
+  without being a copy of anything.
 
-Both are only suspicions: a class defined by an object that the others lack
+All three are only suspicions: a class defined by an object that the others lack
 (a fracture) has presence too. :func:`confirm_proposal` tests the region
 behaviourally: fill it on the members (does their prediction change?) and
 paste it onto other classes' images (how far does P(class) rise?).
@@ -82,7 +90,8 @@ _EVIDENCE_SAMPLE = 64
 _STEREOTYPY_SAMPLE = 24
 """Members compared pairwise for stereotypy (pairs x shifts stays small)."""
 _EVIDENCE_SIDE = 64
-"""Images are pooled to at most this side for presence and stereotypy: fast at any size."""
+"""Images are pooled to at most this side for presence, texture and stereotypy: fast at any
+size."""
 
 
 @dataclass(frozen=True)
@@ -366,14 +375,17 @@ class RegionEvidence:
     """1 - change(others) / change(members) when the region is filled, at most 1; NaN with
     no images of other classes to compare with."""
     stereotypy: float
-    """1 - median pairwise distance inside / outside the region, at most 1; NaN with fewer
-    than three members."""
+    """1 - median pairwise distance inside / min(outside, the region's own detail), at most 1;
+    NaN with fewer than three members, or nothing varying to compare with."""
+    texture: float = float("nan")
+    """1 - fine detail(others) / fine detail(members) in the region, at most 1; NaN as for
+    presence."""
 
 
 def region_evidence(
     images: Tensor, members: Tensor, others: Tensor, region: Tensor, *, seed: int = 0
 ) -> RegionEvidence:
-    """Presence and stereotypy of ``region`` (H, W) bool on the ``members`` of a strategy.
+    """Presence, texture and stereotypy of ``region`` (H, W) bool on a strategy's ``members``.
 
     ``others`` are indices of images of other classes (predicted, or labelled
     when the model predicts one class only). Reads at most 64 images of each,
@@ -386,14 +398,18 @@ def region_evidence(
     rng = torch.Generator().manual_seed(seed)
     members = _subsample(members.long().cpu(), _EVIDENCE_SAMPLE, rng)
     mine, small = _pooled(images[members], region)
-    presence = nan
+    presence = texture = nan
     if others.numel():
         theirs, _ = _pooled(images[_subsample(others.long().cpu(), _EVIDENCE_SAMPLE, rng)], region)
-        change_mine, change_theirs = _fill_change(mine, small), _fill_change(theirs, small)
-        if change_mine > 0:
-            presence = min(1.0, 1.0 - change_theirs / change_mine)
+        presence = _share_only_mine(_fill_change(mine, small), _fill_change(theirs, small))
+        texture = _share_only_mine(_fine_detail(mine, small), _fine_detail(theirs, small))
     stereotypy = _stereotypy(mine[:_STEREOTYPY_SAMPLE], small) if mine.shape[0] >= 3 else nan
-    return RegionEvidence(presence, stereotypy)
+    return RegionEvidence(presence, stereotypy, texture)
+
+
+def _share_only_mine(mine: float, theirs: float) -> float:
+    """1 - theirs / mine, at most 1: how much of the members' amount the others lack."""
+    return min(1.0, 1.0 - theirs / mine) if mine > 0 else float("nan")
 
 
 def _subsample(index: Tensor, most: int, rng: torch.Generator) -> Tensor:
@@ -420,11 +436,30 @@ def _fill_change(images: Tensor, region: Tensor) -> float:
     return float((images - filled).abs().mean(dim=1)[:, region].mean())
 
 
+def _fine_detail(images: Tensor, region: Tensor) -> float:
+    """Mean absolute fine detail inside ``region``: each pixel minus its neighbourhood's mean
+    (a box of about 1/12 of the side), so slow shading and colour drop out."""
+    side = max(images.shape[-2:])
+    box = max(3, side // 12 | 1)
+    padded = F.pad(images, (box // 2,) * 4, mode="replicate")
+    detail = images - F.avg_pool2d(padded, box, stride=1)
+    return float(detail.abs().mean(dim=1)[:, region].mean())
+
+
+def _own_detail(images: Tensor, region: Tensor) -> float:
+    """Mean absolute deviation of each image's region from its own mean colour there."""
+    inside = images[:, :, region]  # (M, C, K)
+    return float((inside - inside.mean(dim=-1, keepdim=True)).abs().mean())
+
+
 def _stereotypy(images: Tensor, region: Tensor) -> float:
-    """1 - (median pairwise distance inside the region) / (the same outside it).
+    """1 - (median pairwise distance inside the region) / min(the same outside it, the
+    region's own detail).
 
     Each pair is compared at its best shift within 1/16 of the image side, so a
-    copy placed with a little jitter still counts as a copy.
+    copy placed with a little jitter still counts as a copy. Measured against
+    the region's own detail too: a near-uniform patch (the inside of a dark
+    lesion) differs little between images without holding any copied pattern.
     """
     m = images.shape[0]
     side = max(images.shape[-2:])
@@ -440,9 +475,9 @@ def _stereotypy(images: Tensor, region: Tensor) -> float:
             best_in = torch.minimum(best_in, (distance * inside).sum((2, 3)) / inside.sum())
             best_out = torch.minimum(best_out, (distance * outside).sum((2, 3)) / outside.sum())
     pairs = ~torch.eye(m, dtype=torch.bool)
-    spread = float(best_out[pairs].median())
+    spread = min(float(best_out[pairs].median()), _own_detail(images, region))
     if spread <= 0:
-        return float("nan")  # the images are identical outside: nothing varies to compare
+        return float("nan")  # identical outside, or a flat region: nothing varies to compare
     return min(1.0, 1.0 - float(best_in[pairs].median()) / spread)
 
 

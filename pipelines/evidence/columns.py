@@ -60,6 +60,7 @@ DISCOVERY_COLUMNS = (
     "evidence",
     "clusters",
     "presence",
+    "texture",
     "stereotypy",
     "offset",
     "separation",
@@ -75,7 +76,7 @@ DISCOVERY_COLUMNS = (
     "status",
 )
 """One row per discovered strategy, most suspicious first. ``suspicion`` is the largest of
-``clusters`` (SpRAy), ``presence`` and ``stereotypy`` (what its region holds); ``evidence``
-names those above the bound. ``status`` is ``confirmed`` (suspicious, and filling its
+``clusters`` (SpRAy), ``presence``, ``texture`` and ``stereotypy`` (what its region holds);
+``evidence`` names those above the bound. ``status`` is ``confirmed`` (suspicious, and filling its
 proposed region flips predictions or pasting it pulls other classes to it: blocks),
 ``suspicious`` (a warning) or ``ok``; the tested columns are null where untested."""

@@ -143,7 +143,7 @@ class DiscoveryChecks(_Section):
     """Unknown shortcuts: cluster each class's heatmaps (SpRAy) and test the odd clusters.
 
     Needs no spurious masks. A strategy above ``max_suspicion`` (by its clusters,
-    or by what its region holds: presence, stereotypy) is a warning; it blocks
+    or by what its region holds: presence, texture, stereotypy) is a warning; it blocks
     only when the region is confirmed behaviourally: filling it flips more than
     ``max_flip_rate`` of its predictions, or pasting it onto other classes'
     inputs raises P(its class) by more than ``max_lift``.

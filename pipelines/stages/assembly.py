@@ -221,7 +221,7 @@ def _image_stages(
 def cam_stage(model: LoadedModel, data: AuditSet, rules: AuditRules) -> AuditResult:
     heat = rules.checks.heatmaps
     return audit_images(
-        model.module,
+        on_device(model, rules.device).module,
         data.images,
         data.labels,
         data.masks,
@@ -239,7 +239,7 @@ def counterfactual_stage(
     model: LoadedModel, data: AuditSet, rules: AuditRules
 ) -> CounterfactualEvidence:
     return counterfactual_audit(
-        model.module,
+        on_device(model, rules.device).module,
         data.images,
         data.labels,
         data.masks,
@@ -255,7 +255,7 @@ def discovery_stage(
     if not rules.checks.discovery.enabled:
         return None
     return discovery_audit(
-        model.module,
+        on_device(model, rules.device).module,
         data.images,
         audit,
         rules.checks.discovery,
@@ -267,7 +267,7 @@ def discovery_stage(
 
 def sanity_stage(model: LoadedModel, data: AuditSet, rules: AuditRules) -> SanityEvidence:
     return sanity_audit(
-        model.module,
+        on_device(model, rules.device).module,
         data.images,
         image_ids=data.image_ids,
         method=rules.gating_method,
@@ -316,7 +316,7 @@ def text_audit_set_stage(model: LoadedModel, policy: GatePolicy) -> TextAuditSet
 
 def text_audit_stage(model: LoadedModel, data: TextAuditSet, rules: AuditRules) -> TextAuditResult:
     return audit_texts(
-        model.module,
+        on_device(model, rules.device).module,
         model.tokenizer,
         data.texts,
         data.labels,
@@ -334,7 +334,7 @@ def text_counterfactual_stage(
     model: LoadedModel, data: TextAuditSet, rules: AuditRules
 ) -> CounterfactualEvidence:
     return text_counterfactual_audit(
-        model.module,
+        on_device(model, rules.device).module,
         model.tokenizer,
         data.texts,
         data.labels,

@@ -6,12 +6,13 @@ plus, for each of the few most suspicious strategies, one fill-and-predict
 pass over its images. Needs no spurious masks: on an audit set without any it
 is the check that gates (with the sanity check beside it).
 
-A strategy's suspicion is the largest of three lines of evidence, and the
+A strategy's suspicion is the largest of four lines of evidence, and the
 table names the ones above the bound (``evidence``): ``clusters`` (SpRAy: it
 looks elsewhere than the rest of its class, distinctly), ``presence`` (its
-region holds something the other classes' images lack there) and
-``stereotypy`` (the same copy on every member). The last two need no second
-cluster, so a shortcut that sits at the same place on every image is found.
+region holds something the other classes' images lack there), ``texture``
+(the same for fine detail: a faint texture) and ``stereotypy`` (the same
+copy on every member). The last three need no second cluster, so a shortcut
+that sits at the same place on every image is found.
 
 Contribution to the verdict: a suspicious strategy is a *warning*; it
 *blocks* (``status`` confirmed) only when its region is confirmed
@@ -222,6 +223,7 @@ class _Examined:
         return {
             "clusters": self.strategy.suspicion,
             "presence": self.evidence.presence,
+            "texture": self.evidence.texture,
             "stereotypy": self.evidence.stereotypy,
         }
 
@@ -232,7 +234,8 @@ class _Examined:
     @property
     def evidence_suspicion(self) -> float:
         """What the images under the region say, leaving the clusters aside."""
-        values = [v for v in (self.evidence.presence, self.evidence.stereotypy) if v == v]
+        evidence = self.evidence
+        values = [v for v in (evidence.presence, evidence.texture, evidence.stereotypy) if v == v]
         return max(values, default=-math.inf)
 
     def evidence_above(self, bound: float) -> str:
@@ -247,7 +250,7 @@ def _examine(
     less (its whole class looks at the same artifact), its whole hot region."""
     distinct = propose_region(strategy, size, threshold=rule.mask_threshold)
     if strategy.size < rule.min_cluster_size:
-        return _Examined(strategy, distinct, others, RegionEvidence(math.nan, math.nan))
+        return _Examined(strategy, distinct, others, RegionEvidence(math.nan, math.nan, math.nan))
     candidates = [
         _Examined(
             strategy, distinct, others, region_evidence(images, strategy.members, others, distinct)
@@ -281,6 +284,7 @@ def _table(
     table["suspicion"] = [e.suspicion for e in examined]
     table["evidence"] = [e.evidence_above(rule.max_suspicion) for e in examined]
     table["presence"] = [e.evidence.presence for e in examined]
+    table["texture"] = [e.evidence.texture for e in examined]
     table["stereotypy"] = [e.evidence.stereotypy for e in examined]
     rows = []
     for rank in range(1, len(examined) + 1):

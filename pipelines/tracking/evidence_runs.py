@@ -38,6 +38,7 @@ def log_gate_evidence(
     figures: dict[str, Callable[[], Figure]],
     pages: dict[str, str] | None = None,
     report: Callable[[dict[str, bytes]], str] | None = None,
+    model_id: str | None = None,
 ) -> str:
     """Log one gate run's evidence to a new MLflow run; return its run id.
 
@@ -47,6 +48,9 @@ def log_gate_evidence(
     PNG artifacts drawn only inside the run, each closed after logging, ``pages``
     self-contained HTML views. ``report`` turns the drawn PNGs into
     ``xai/report.html`` (figures inline, so MLflow's sandboxed viewer shows it).
+    ``model_id`` (the version's MLflow 3 logged model) links the run to the model as
+    an evaluation run is linked: the model is the run's input and the metrics are
+    logged against it, so they show on the model's page beside its training metrics.
     """
     with evidence_logging():
         import matplotlib.pyplot as plt
@@ -59,14 +63,22 @@ def log_gate_evidence(
         tags = {TAG_MODEL_NAME: model_name, "xai_gate.model_version": model_version}
         with mlflow.start_run(run_name=run_name, tags=tags) as run:
             mlflow.log_params({k: str(v) for k, v in params.items()})
-            mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+            model_id = model_id if model_id and _logged_model_exists(model_id) else None
+            if model_id:
+                from mlflow.entities import LoggedModelInput
+
+                mlflow.MlflowClient().log_inputs(
+                    run.info.run_id, models=[LoggedModelInput(model_id)]
+                )
+            finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+            mlflow.log_metrics(finite, model_id=model_id)
             undefined = sorted(k for k, v in metrics.items() if not math.isfinite(v))
             if undefined:  # MLflow stores no NaN; say which numbers had no defined value
                 mlflow.set_tag("xai_gate.undefined_metrics", ", ".join(undefined)[:4900])
             for key, values in series.items():
                 for step, value in enumerate(values, start=1):
                     if math.isfinite(value):
-                        mlflow.log_metric(key, value, step=step)
+                        mlflow.log_metric(key, value, step=step, model_id=model_id)
             for path, table in tables.items():
                 mlflow.log_text(table.to_csv(index=False), path)
             for path, document in documents.items():
@@ -87,6 +99,19 @@ def log_gate_evidence(
             if report is not None:
                 mlflow.log_text(report(images), "xai/report.html")
             return run.info.run_id
+
+
+def _logged_model_exists(model_id: str) -> bool:
+    """Whether the version's logged model is still there (it may have been deleted; the
+    evidence is then logged to the run alone)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient().get_logged_model(model_id)
+    except MlflowException:
+        return False
+    return True
 
 
 @contextmanager

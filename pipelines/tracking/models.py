@@ -6,6 +6,7 @@ stays cheap.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ class LoadedModel:
     """The most inputs per forward pass (1 for a pt2 export with a static batch of one)."""
     input_size: tuple[int, int] | None = None
     """(H, W) a pt2 export was fixed to; None when any size works."""
+    model_id: str | None = None
+    """The version's logged model (MLflow 3), whose page shows the gate's metrics; None for a
+    version registered from a run path without one."""
 
 
 def load_model_version(name: str, version: str | int) -> LoadedModel:
@@ -63,7 +67,24 @@ def load_model_version(name: str, version: str | int) -> LoadedModel:
     except MlflowException as exc:
         raise ModelLoadError(f"cannot load models:/{name}/{version}: {exc.message}") from None
     loaded = load_model_uri(f"models:/{name}/{version}")
-    return replace(loaded, name=name, version=version, source_run_id=model_version.run_id)
+    return replace(
+        loaded,
+        name=name,
+        version=version,
+        source_run_id=model_version.run_id,
+        model_id=logged_model_id(model_version),
+    )
+
+
+def logged_model_id(model_version: Any) -> str | None:
+    """The version's MLflow 3 logged model: its ``model_id``, which the client often leaves
+    empty, else the id in a ``models:/m-...`` source; None for a version from a run path."""
+    model_id = getattr(model_version, "model_id", None)
+    if model_id:
+        return str(model_id)
+    source = str(getattr(model_version, "source", "") or "")
+    match = re.fullmatch(r"models:/(m-[0-9a-f]+)", source)
+    return match.group(1) if match else None
 
 
 def load_model_uri(uri: str) -> LoadedModel:

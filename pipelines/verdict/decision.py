@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.evidence.gx import SuiteResult
 from pipelines.policy.schema import GatePolicy
+from pipelines.verdict.description import refresh_description
 from pipelines.verdict.signing import (
     TAG_POLICY_HASH,
     TAG_RUN_ID,
@@ -37,12 +38,21 @@ from pipelines.verdict.signing import (
     sign_verdict,
     verify_signature,
 )
+from pipelines.verdict.tags import (
+    TAG_AUDIT_SET_HASH,
+    TAG_CHECKS,
+    TAG_HISTORY,
+    TAG_LAST_ERROR,
+    TAG_REASON,
+    TAG_WARNINGS,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 __all__ = [
     "DEFAULT_ALIAS",
+    "PENDING",
     "TAG_HISTORY",
     "TAG_LAST_ERROR",
     "TAG_WARNINGS",
@@ -59,15 +69,12 @@ __all__ = [
 
 DEFAULT_ALIAS: str = GatePolicy.model_fields["protected_aliases"].default[0]
 """The alias a pass moves unless the policy names others (the schema's default)."""
-TAG_REASON = "xai_gate.reason"
-TAG_CHECKS = "xai_gate.checks"
-TAG_AUDIT_SET_HASH = "xai_gate.audit_set_sha256"
-TAG_WARNINGS = "xai_gate.warnings"
-TAG_LAST_ERROR = "xai_gate.last_error"
-TAG_HISTORY = "xai_gate.history"
 TAG_LIMIT = 4900
 """Tag values are cut to this many characters (MLflow's model-version tag limit is 5000)."""
 FINISHED = frozenset({"passed", "blocked", "inconclusive"})
+PENDING = "pending"
+"""The verdict tag's value while a version's first verdict is being written: not finished,
+so a gate cut off there leaves a version that is gated again and promoted by nothing."""
 
 
 class Verdict(StrEnum):
@@ -172,9 +179,13 @@ def record_verdict(
         if secret
         else ""
     )
-    # The verdict tag goes last: a run killed while writing leaves either no verdict (the
-    # sweeper gates the version again) or the old verdict beside a signature that no
+    # The verdict tag's value goes last: a run killed while writing leaves either no verdict
+    # (the sweeper gates the version again) or the old verdict beside a signature that no
     # longer matches it (a guarded registry refuses to promote), never a fresh-looking pass.
+    # A version's first verdict is held by a placeholder written first: stores list tags in
+    # the order they were first set, so MLflow's version table shows the verdict first.
+    if TAG_VERDICT not in client.get_model_version(name, version).tags:
+        client.set_model_version_tag(name, version, TAG_VERDICT, PENDING)
     client.set_model_version_tag(name, version, TAG_RUN_ID, run_id or "")
     client.set_model_version_tag(name, version, TAG_REASON, decision.reason[:4900])
     client.set_model_version_tag(name, version, TAG_POLICY_HASH, policy_hash)
@@ -191,6 +202,7 @@ def record_verdict(
     client.set_model_version_tag(name, version, TAG_SIGNATURE, signature)
     client.set_model_version_tag(name, version, TAG_VERDICT, decision.verdict.value)
     _append_history(client, name, version, decision.verdict.value, run_id, decision.reason)
+    refresh_description(client, name, version)
     if decision.verdict is not Verdict.PASSED:
         return _keep_or_remove(client, name, version, alias, on_alias_holder_blocked)
     if _alias_target(client, name, alias) != version:  # a rerun moves nothing
@@ -229,6 +241,7 @@ def record_error(name: str, version: str, reason: str) -> None:
     stamp = _utc_now()
     client.set_model_version_tag(name, version, TAG_LAST_ERROR, f"{stamp} {reason}"[:TAG_LIMIT])
     _append_history(client, name, version, Verdict.ERROR.value, None, reason, at=stamp)
+    refresh_description(client, name, version)
 
 
 def _utc_now() -> str:

@@ -46,6 +46,7 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
         "cold_start",
         "shortcut_zoo",
         "real_scale",
+        "webhook_latency",
     }
     ours = by_name[("gradcam_speed", "xai_checks GradCAM")]
     assert ours["versus"] == "limit" and ours["ratio"] > 0 and ours["goal"] == "<= 1.05x limit"
@@ -61,9 +62,16 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
     assert "shortcut zoo: scores" in done.stdout
     # Real scale at smoke sizes: both architectures logged as pt2 and gated to a verdict.
     for architecture in ("resnet18 64x64", "vit_tiny 64x64"):
-        whole = [r for r in rows if r["name"].startswith(f"{architecture}, 4 PNGs: whole gate")]
+        whole = [r for r in rows if r["name"].startswith(f"{architecture}, 4 PNGs: whole gate (")]
         assert len(whole) == 1 and whole[0]["ratio"] > 0, rows
+        own = by_name[
+            ("real_scale", f"{architecture}, 4 PNGs: whole gate against its checks' own compute")
+        ]
+        assert own["ratio"] > 0 and own["goal"] == "<= 2x"
         assert any(r["name"].endswith("sanity cascade (2 steps)") or "sanity cascade" in r["name"]
                    for r in rows if r["name"].startswith(architecture))  # fmt: skip
+    # Registration to verdict through a real mlflow server and xai-gate listen.
+    latency = [r for r in rows if r["benchmark"] == "webhook_latency" and r["goal"]]
+    assert len(latency) == 1 and latency[0]["versus"] == "a fresh gate process"
     assert all(row["value"] > 0 for row in rows if row["benchmark"] != "shortcut_zoo")
     assert "xai-gate benchmarks (quick: smoke sizes)" in done.stdout

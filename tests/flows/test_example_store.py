@@ -80,3 +80,39 @@ def test_heatmap_and_report_render_in_the_mlflow_ui(tmp_path):
             finally:
                 browser.close()
     assert (tmp_path / "mlflow-run.png").stat().st_size > 10_000
+
+
+def test_the_verdict_reads_in_the_registry_pages_without_knowing_the_tool(tmp_path):
+    """A reviewer's path: the model's version list, the version page, then the evidence run
+    through the description's link; each shows the verdict and its key number."""
+    from playwright.sync_api import sync_playwright
+
+    store = tmp_path / "store"
+    shutil.copytree(EXAMPLE, store)
+    with mlflow_server(store) as uri:
+        client = MlflowClient(uri, registry_uri=uri)
+        version = client.get_model_version("lesion-classifier", "1")
+        run = client.get_run(version.tags["xai_gate.run_id"])
+        mass = run.data.metrics["gradcam.spurious_mass"]
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.goto(f"{uri}/#/models/lesion-classifier")
+                page.get_by_text("xai-gate: blocked").first.wait_for(timeout=60_000)
+                page.screenshot(path=str(tmp_path / "versions.png"))
+
+                page.goto(f"{uri}/#/models/lesion-classifier/versions/1")
+                page.get_by_text("xai-gate: blocked").first.wait_for(timeout=60_000)
+                assert page.get_by_text("spurious_mass").first.is_visible()
+                page.screenshot(path=str(tmp_path / "version.png"), full_page=True)
+
+                page.get_by_role("link", name="evidence run").first.click()
+                page.wait_for_url(f"**/runs/{run.info.run_id}**", timeout=60_000)
+                page.get_by_text("gradcam.spurious_mass").first.wait_for(timeout=60_000)
+                assert page.get_by_text(f"{mass:.4g}"[:5]).first.is_visible()
+                page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+            finally:
+                browser.close()
+    for shot in ("versions.png", "version.png", "run.png"):
+        assert (tmp_path / shot).stat().st_size > 10_000

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from flows.reporting import code_span, markdown_text, summary_markdown
+from flows.reporting import summary_markdown
+from pipelines.report.markdown import code_span, markdown_text
 from pipelines.verdict.decision import GateDecision, Verdict
 
 HOSTILE = "x](http://evil) ![img](http://evil/x.png) <img src=x onerror=alert(1)>"
@@ -101,14 +102,21 @@ def test_summary_escapes_a_hostile_reason_and_keeps_its_own_links():
     assert "<b>" not in md and "<img" not in md.replace("``champ` <img src=x>``", "")
     assert "\\]\\(http://evil\\) \\!\\[img\\]\\(http://evil/x.png\\)" in md
     base = "http://mlflow:5000/#/experiments/7/runs/abc123"
-    # the only "](" left are the two links the code builds itself
-    assert md.count("](") == 2
-    assert f"[the MLflow run]({base}) and [its artifacts]({base}/artifacts)" in md
+    # the only "](" left are the three links the code builds itself
+    assert md.count("](") == 3
+    assert (
+        f"[the MLflow run]({base}), [its report]({base}/artifacts/xai/report.html) and "
+        f"[its artifacts]({base}/artifacts)"
+    ) in md
     assert md.startswith("# m \\!\\[x\\]\\(http://evil/m.png\\) v3 &lt;b&gt;: **blocked**\n")
     assert "Alias: ``champ` <img src=x>`` now points to v3 &lt;b&gt;." in md
     rendered = _render(md)
     assert "<img" not in rendered and "<b>" not in rendered
-    assert re.findall(r'<a href="([^"]*)"', rendered) == [base, f"{base}/artifacts"]
+    assert re.findall(r'<a href="([^"]*)"', rendered) == [
+        base,
+        f"{base}/artifacts/xai/report.html",
+        f"{base}/artifacts",
+    ]
 
 
 def test_summary_without_an_http_server_has_no_links_at_all():
@@ -123,6 +131,7 @@ def test_a_tracking_uri_cannot_break_out_of_the_link():
     rendered = _render(md)
     assert re.findall(r'<a href="([^"]*)"', rendered) == [
         "http://h/x%29%20%5Bevil%5D%28http://evil/#/experiments/7/runs/r%20%3Cx%3E",
+        "http://h/x%29%20%5Bevil%5D%28http://evil/#/experiments/7/runs/r%20%3Cx%3E/artifacts/xai/report.html",
         "http://h/x%29%20%5Bevil%5D%28http://evil/#/experiments/7/runs/r%20%3Cx%3E/artifacts",
     ]
     assert "(tracking <code>http://h/x) [evil](http://evil</code>)" in rendered  # as text

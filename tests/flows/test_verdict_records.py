@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from PIL import Image
 
 from flows.run import exit_code, run_gate
+from pipelines.tracking.models import logged_model_id
 from pipelines.verdict.decision import Verdict
 from pipelines.verdict.signing import verify_passed
 
@@ -227,3 +228,25 @@ def test_a_read_only_store_is_refused_before_any_compute(champion, tmp_path):
     assert str(database) in outcome.reasons[0]
     assert elapsed < 60  # refused up front, not after the audit
     assert _tags()["xai_gate.verdict"] == "passed" and _champion() == "1"
+
+
+def test_the_verdict_and_its_metrics_show_where_reviewers_look(champion):
+    """The version's description leads with the verdict and links the evidence; the gate's
+    metrics are logged against the version's logged model, whose input the run names."""
+    client = MlflowClient()
+    version = client.get_model_version(MODEL, "1")
+    run_id = version.tags["xai_gate.run_id"]
+    run = client.get_run(run_id)
+    assert version.description.startswith(
+        "**xai-gate: passed** (every check within its bound) · [evidence run]"
+        f"(#/experiments/{run.info.experiment_id}/runs/{run_id})"
+    )
+    model_id = logged_model_id(version)  # the client leaves model_id empty; the source names it
+    assert model_id and version.source == f"models:/{model_id}"
+    on_model = client.get_logged_model(model_id).metrics
+    on_run = run.data.metrics  # the latest value of each (curves have steps)
+    assert on_run and all(
+        value in {m.value for m in on_model if m.key == key} for key, value in on_run.items()
+    )
+    assert {m.run_id for m in on_model if m.key in on_run} == {run_id}
+    assert [m.model_id for m in run.inputs.model_inputs] == [model_id]

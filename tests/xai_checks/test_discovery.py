@@ -215,13 +215,13 @@ def test_a_hospital_tag_in_a_corner_is_found_too(trained_tag_model):
     assert proposal.flip_rate > FLIP_THRESHOLD
 
 
-def _backgrounds(n: int, seed: int, size: int = 32) -> torch.Tensor:
+def _backgrounds(n: int, seed: int, size: int = 32, grain: float = 0.05) -> torch.Tensor:
     """Varying images: smooth random shading plus grain, no two alike."""
     gen = torch.Generator().manual_seed(seed)
     shade = torch.nn.functional.interpolate(
         torch.rand(n, 3, 4, 4, generator=gen), size=(size, size), mode="bilinear"
     )
-    return (0.3 + 0.4 * shade + 0.05 * torch.randn(n, 3, size, size, generator=gen)).clamp(0, 1)
+    return (0.3 + 0.4 * shade + grain * torch.randn(n, 3, size, size, generator=gen)).clamp(0, 1)
 
 
 def test_region_evidence_tells_a_stamp_from_an_object_every_class_has():
@@ -257,3 +257,55 @@ def test_region_evidence_tolerates_a_little_jitter_and_says_nan_without_comparis
     assert evidence.stereotypy > 0.5
     empty = region_evidence(images, torch.arange(n), torch.arange(0), torch.zeros_like(region))
     assert math.isnan(empty.presence) and math.isnan(empty.stereotypy)
+    assert math.isnan(empty.texture)
+
+
+def _mottled(n: int, seed: int, size: int) -> torch.Tensor:
+    """Skin-like images: shading, grain and a mottling that a smooth fill cannot rebuild."""
+    gen = torch.Generator().manual_seed(seed + 100)
+    mottling = torch.nn.functional.interpolate(
+        torch.randn(n, 1, 8, 8, generator=gen), size=(size, size), mode="bicubic"
+    )
+    return _backgrounds(n, seed=seed, size=size, grain=0.02) + 0.035 * mottling
+
+
+def test_texture_sees_a_faint_grating_that_filling_barely_changes():
+    """A texture of contrast 0.06 added over mottled skin: filling it changes the pixels
+    little more than filling the mottling does, but it is most of the fine detail."""
+    n, size = 32, 64
+    corner = torch.zeros(size, size, dtype=torch.bool)
+    corner[4:24, 4:24] = True
+    coords = torch.arange(size)
+    grating = 0.06 * torch.cos(2 * math.pi * (coords.view(-1, 1) + coords.view(1, -1)) / 4)
+    members = _mottled(n, seed=6, size=size)
+    members[:, :, corner] += grating[corner]
+    others = _mottled(n, seed=7, size=size)
+    index = torch.arange(n)
+    evidence = region_evidence(torch.cat([members, others]), index, index + n, corner)
+    assert evidence.texture > 0.5 > evidence.presence
+
+    # The same region without the grating: the members' detail is the others' detail.
+    plain = torch.cat([_mottled(n, seed=6, size=size), others])
+    assert abs(region_evidence(plain, index, index + n, corner).texture) < 0.15
+
+
+def test_a_flat_patch_alike_on_every_member_is_no_copy():
+    """The inside of a dark lesion: near-uniform, a slightly different colour on each image.
+    Its members differ less there than elsewhere, yet nothing in it is copied: its own
+    detail is as small as the differences between members."""
+    n, size = 24, 32
+    region = torch.zeros(size, size, dtype=torch.bool)
+    region[10:22, 10:22] = True
+    gen = torch.Generator().manual_seed(8)
+    images = _backgrounds(n, seed=9, size=size, grain=0.02)
+    colour = 0.25 + 0.1 * torch.rand(n, 3, 1, 1, generator=gen)
+    blotches = 1 + 0.08 * torch.randn(n, 1, 12, 12, generator=gen)
+    images[:, :, 10:22, 10:22] = colour * blotches
+    evidence = region_evidence(images, torch.arange(n), torch.empty(0, dtype=torch.long), region)
+    assert evidence.stereotypy < 0.2
+
+    # The same patch with a copied pattern in it (dark dashes) is a copy.
+    dashed = images.clone()
+    dashed[:, :, 14:18, 10:22:3] = 0.9
+    copied = region_evidence(dashed, torch.arange(n), torch.empty(0, dtype=torch.long), region)
+    assert copied.stereotypy > 0.5

@@ -32,7 +32,7 @@ images, otherwise it is a fair coin independent of the label.
 exposes a model which learned the ruler instead of the lesion.
 """
 
-Artifact = Literal["ruler", "tag", "band", "stamp", "grating"]
+Artifact = Literal["ruler", "tag", "band", "stamp", "grating", "weave"]
 """What the shortcut is. Moving ones, whose place differs from image to image:
 
 * ``ruler``: a light strip with ticks along a random border;
@@ -45,7 +45,9 @@ Fixed-place ones, at the same pixels on every image (a scanner's frame, a
 watermark burned into one corner), which cluster into a single strategy:
 
 * ``band``: a light band with dark dashes along the bottom edge;
-* ``stamp``: a small light ring in the top-left corner.
+* ``stamp``: a small light ring in the top-left corner;
+* ``weave``: a faint fine checkerboard (contrast 0.14) in a strip along the
+  right edge, a fixed-place low-contrast texture (a scanner's screen pattern).
 """
 
 ARTIFACTS: tuple[Artifact, ...] = get_args(Artifact)
@@ -278,6 +280,18 @@ def _paint_gratings(
     return torch.where(masks.unsqueeze(1), images + texture, images), masks
 
 
+def _paint_weave(images: Tensor, has_weave: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A faint 2-pixel checkerboard added in a strip along the right edge, on every image alike."""
+    n, _, size, _ = images.shape
+    width, inset = size // 8, size // 32
+    strip = torch.zeros(size, size, dtype=torch.bool)
+    strip[inset : size - inset, size - inset - width : size - inset] = True
+    coords = torch.arange(size)
+    checker = 0.07 * (1 - 2 * ((coords.view(-1, 1) + coords.view(1, -1)) % 2)).float()
+    masks = has_weave.view(n, 1, 1) & strip
+    return torch.where(masks.unsqueeze(1), images + checker, images), masks
+
+
 def _stamp_pattern(
     images: Tensor,
     present: Tensor,
@@ -295,4 +309,9 @@ def _stamp_pattern(
     return images, where
 
 
-_PAINTERS = {"band": _paint_band, "stamp": _paint_stamp, "grating": _paint_gratings}
+_PAINTERS = {
+    "band": _paint_band,
+    "stamp": _paint_stamp,
+    "grating": _paint_gratings,
+    "weave": _paint_weave,
+}

@@ -12,6 +12,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from flows.sweep import ungated_versions
 from pipelines.tracking import ModelLoadError, load_model_version
 from pipelines.verdict.decision import (
     GateDecision,
@@ -107,7 +108,8 @@ def test_anything_but_passed_gives_a_first_version_no_alias(two_versions, verdic
 def test_a_verdict_cut_off_while_being_written_leaves_no_verdict(
     two_versions, monkeypatch, dies_at
 ):
-    """The verdict tag is written last: dying before it leaves the version ungated."""
+    """The verdict's value is written last: dying before it leaves the version ungated (its
+    first verdict's placeholder, 'pending', which the sweeper gates again)."""
     original = MlflowClient.set_model_version_tag
 
     def dies(client, name, version, key, value):
@@ -118,8 +120,25 @@ def test_a_verdict_cut_off_while_being_written_leaves_no_verdict(
     monkeypatch.setattr(MlflowClient, "set_model_version_tag", dies)
     with pytest.raises(KeyboardInterrupt):
         record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r")
-    assert "xai_gate.verdict" not in MlflowClient().get_model_version(two_versions, "1").tags
+    tags = MlflowClient().get_model_version(two_versions, "1").tags
+    assert tags["xai_gate.verdict"] == "pending"
     assert MlflowClient().get_registered_model(two_versions).aliases == {}
+    assert ungated_versions(two_versions) == ["1", "2"]
+    assert prior_verdict(two_versions, "1", policy_hash="", audit_set_hash="") is None
+
+
+def test_the_verdict_is_the_first_tag_a_version_lists(two_versions):
+    """Stores list tags in the order they were first set; MLflow's version table shows them
+    in that order, so the verdict must come first, and stay first on later gates."""
+    record_verdict(two_versions, "1", GateDecision(Verdict.BLOCKED, ["x"]), run_id="r")
+    record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r2")
+    tags = MlflowClient().get_model_version(two_versions, "1").tags
+    assert next(iter(tags)) == "xai_gate.verdict" and tags["xai_gate.verdict"] == "passed"
+    listed = MlflowClient().search_model_versions(f"name = '{two_versions}'")
+    assert [next(iter(v.tags), None) for v in sorted(listed, key=lambda v: int(v.version))] == [
+        "xai_gate.verdict",
+        None,
+    ]
 
 
 def test_only_a_finished_verdict_under_the_same_policy_and_data_is_reused(

@@ -1,0 +1,192 @@
+"""Event-driven gating: an HTTP listener for MLflow's ``model_version.created`` webhook.
+
+``xai-gate listen --policy FILE`` is a long-running process: torch, MLflow,
+Great Expectations and one Prefect server are started once, so a version
+registered on the tracking server is gated as soon as the delivery arrives,
+without the ~20 s of start-up a fresh ``xai-gate gate`` pays. Each verified
+delivery for the policy's model queues its version; one worker thread gates
+the queue in order through :func:`flows.run.run_gate`, so every gate is a
+Prefect flow run (tagged with the policy's model and digest) under the same
+per-version lock and verdict reuse as any other gate. A version already
+queued is not queued twice.
+
+Why flow runs of this process rather than runs of a served deployment: a
+served deployment's runner starts each flow run in a new process, which
+would pay the imports the listener exists to avoid. The sweeper
+(``xai-gate serve``) stays the catch-up path for deliveries MLflow gave up on.
+
+Endpoints: ``POST /webhook`` (202 queued, 200 ignored: another model or
+event, 401 refused: unsigned, forged, stale or replayed, 400 malformed) and
+``GET /health`` (the queue, and the last outcome).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from flows.outcome import GateOutcome
+from pipelines.policy import load_policy
+from pipelines.tracking.webhooks import EVENT, DeliveryRefused, ReplayGuard, verify_delivery
+
+__all__ = ["GateQueue", "listener_app", "serve_listener"]
+
+SECRET_ENV = "XAI_GATE_WEBHOOK_SECRET"
+"""The webhook secret: the same string the MLflow webhook was created with."""
+
+_log = logging.getLogger("xai_gate.listen")
+
+
+@dataclass
+class GateQueue:
+    """Versions waiting to be gated, gated one at a time by a worker thread, in order."""
+
+    gate: Callable[[str], GateOutcome]
+    _pending: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    _queued: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    outcomes: list[GateOutcome] = field(default_factory=list)
+    _worker: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._worker = threading.Thread(target=self._run, name="xai-gate-listen", daemon=True)
+        self._worker.start()
+
+    def put(self, version: str) -> bool:
+        """Queue ``version``; False when it is already waiting (a retried delivery)."""
+        with self._lock:
+            if version in self._queued:
+                return False
+            self._queued.add(version)
+        self._pending.put(version)
+        return True
+
+    @property
+    def waiting(self) -> list[str]:
+        with self._lock:
+            return sorted(self._queued, key=lambda v: (len(v), v))
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._pending.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    def _run(self) -> None:
+        while (version := self._pending.get()) is not None:
+            try:
+                outcome = self.gate(version)
+            except Exception as exc:  # run_gate turns errors into outcomes; this is a bug
+                _log.exception("gating v%s failed outside the gate: %s", version, exc)
+            else:
+                self.outcomes.append(outcome)
+                _log.info(outcome.message)
+            finally:
+                with self._lock:
+                    self._queued.discard(version)
+
+
+def listener_app(
+    model: str, secret: str, gates: GateQueue, guard: ReplayGuard | None = None
+) -> FastAPI:
+    """The FastAPI app: verify each delivery, queue new versions of ``model``."""
+    guard = guard or ReplayGuard()
+    app = FastAPI(title="xai-gate listen", docs_url=None, redoc_url=None, openapi_url=None)
+
+    # FastAPI reads these annotations at runtime: Request and JSONResponse are module-level
+    # names, so they resolve although this module postpones annotations.
+    @app.post("/webhook")
+    async def webhook(request: Request) -> JSONResponse:
+        body = await request.body()
+        try:
+            delivery = verify_delivery(secret, request.headers, body, guard=guard)
+        except DeliveryRefused as refused:
+            _log.warning("delivery refused: %s", refused)
+            return JSONResponse({"refused": str(refused)}, status_code=refused.status)
+        name, version = delivery.data.get("name"), delivery.data.get("version")
+        if delivery.event != EVENT or name != model:
+            return JSONResponse({"ignored": f"{delivery.event} for {name!r}"}, status_code=200)
+        if not isinstance(version, str | int) or not str(version).isdigit():
+            return JSONResponse({"refused": f"version {version!r} is not a number"}, 400)
+        queued = gates.put(str(int(version)))
+        return JSONResponse(
+            {"queued" if queued else "already queued": f"{model} v{int(version)}"},
+            status_code=202,
+        )
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        last = gates.outcomes[-1] if gates.outcomes else None
+        return {
+            "model": model,
+            "waiting": gates.waiting,
+            "gated": len(gates.outcomes),
+            "last": last.message if last else None,
+        }
+
+    return app
+
+
+def serve_listener(
+    policy_file: Path,
+    *,
+    host: str,
+    port: int,
+    secret: str,
+    tracking_uri: str | None,
+    register: str | None = None,
+) -> None:
+    """Run the listener until interrupted; ``register``: first point the server's webhook at
+    this public URL (``http(s)://host:port/webhook`` as the MLflow server reaches it)."""
+    import uvicorn
+    from prefect import tags
+
+    from flows.run import run_gate
+    from pipelines.tracking import configure_tracking
+    from pipelines.tracking.webhooks import register_webhook
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    _log.addHandler(handler)
+    _log.setLevel(logging.INFO)  # deliveries, refusals and verdicts, one line each
+    policy = load_policy(policy_file)
+    configure_tracking(tracking_uri)
+    if register:
+        webhook_id = register_webhook(register, secret, model=policy.model)
+        _log.info("webhook %s delivers %s of %s to %s", webhook_id, EVENT, policy.model, register)
+    labels = (f"model:{policy.model}", f"policy:{policy.digest()[:12]}", "trigger:webhook")
+
+    def gate(version: str) -> GateOutcome:
+        with tags(*labels):
+            return run_gate(
+                policy.model,
+                version,
+                policy_file=str(Path(policy_file).absolute()),
+                tracking_uri=tracking_uri,
+            )
+
+    _warm_up()
+    gates = GateQueue(gate)
+    gates.start()
+    app = listener_app(policy.model, secret, gates)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    gates.stop(timeout=0)
+
+
+def _warm_up() -> None:
+    """Start Prefect's temporary server (when no ``PREFECT_API_URL`` is set) before the first
+    delivery: a no-op flow run, so the first gate pays no start-up."""
+    from prefect import flow
+
+    flow(name="xai-gate-listen-ready", log_prints=False)(_nothing)()
+
+
+def _nothing() -> None:
+    return None
