@@ -38,12 +38,12 @@ descriptions in a text column, but a first line longer than a screen helps nobod
 def gate_part(tags: Mapping[str, str], *, run_page: str | None) -> str:
     """The description's gate-written lines, from the version's ``xai_gate.*`` tags.
 
-    ``run_page`` is the evidence run's address in the MLflow UI (absolute for
-    a tracking server, ``#/experiments/…`` for a local store), None without a run.
+    ``run_page`` is the evidence run's address in the MLflow UI
+    (``#/experiments/…``), None without a run.
     """
     verdict = tags.get(TAG_VERDICT, "")
     reason = tags.get(TAG_REASON, "")
-    headline = f"**xai-gate: {markdown_text(verdict or 'not gated')}**"
+    headline = f"xai-gate: {markdown_text(verdict or 'not gated')}"
     if reason and verdict != "passed":
         headline += f" ({markdown_text(reason)})"
     elif verdict == "passed":
@@ -88,8 +88,11 @@ def refresh_description(client: MlflowClient, name: str, version: str) -> None:
 
 
 def _run_page(client: MlflowClient, run_id: str) -> str | None:
-    """The evidence run's page: absolute on a tracking server, a hash route otherwise."""
-    import mlflow
+    """The evidence run's page as the MLflow UI routes it (``#/experiments/E/runs/R``).
+
+    Relative, so the link works wherever the store is served: the description
+    is read in the UI of the server that holds it, under whatever host name.
+    """
     from mlflow.exceptions import MlflowException
 
     if not run_id:
@@ -98,8 +101,4 @@ def _run_page(client: MlflowClient, run_id: str) -> str | None:
         experiment_id = client.get_run(run_id).info.experiment_id
     except MlflowException:  # the run was deleted: the verdict stands without its link
         return None
-    route = f"#/experiments/{experiment_id}/runs/{run_id}"
-    uri = mlflow.get_tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/{route}"
-    return route
+    return f"#/experiments/{experiment_id}/runs/{run_id}"

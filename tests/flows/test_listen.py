@@ -111,7 +111,7 @@ def test_registering_a_version_is_all_it_takes_to_gate_it(listener, trained_pair
     assert _wait_until_gated(listener, 1) == 1
     assert _verdict("1") == "blocked"
     version = MlflowClient().get_model_version(MODEL, "1")
-    assert version.description.startswith("**xai-gate: blocked**")
+    assert version.description.startswith("xai-gate: blocked")
     health = requests.get(f"{listener}/health", timeout=5).json()
     assert health["gated"] == 1 and health["waiting"] == []
     assert health["last"].startswith(f"{MODEL} v1 blocked")

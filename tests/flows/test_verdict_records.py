@@ -238,7 +238,7 @@ def test_the_verdict_and_its_metrics_show_where_reviewers_look(champion):
     run_id = version.tags["xai_gate.run_id"]
     run = client.get_run(run_id)
     assert version.description.startswith(
-        "**xai-gate: passed** (every check within its bound) · [evidence run]"
+        "xai-gate: passed (every check within its bound) · [evidence run]"
         f"(#/experiments/{run.info.experiment_id}/runs/{run_id})"
     )
     model_id = logged_model_id(version)  # the client leaves model_id empty; the source names it

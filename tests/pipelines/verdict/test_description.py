@@ -51,7 +51,7 @@ def test_blocked_puts_the_verdict_its_failed_checks_and_links_on_the_first_line(
     first, rest = _description().split("\n", 1)
     page = f"#/experiments/{experiment_id}/runs/{run_id}"
     assert first == (
-        "**xai-gate: blocked** (gradcam.spurious\\_mass: mean 0.62 &gt; bound 0.30; removal flip"
+        "xai-gate: blocked (gradcam.spurious\\_mass: mean 0.62 &gt; bound 0.30; removal flip"
         f" rate 0.85 &gt; 0.20) · [evidence run]({page})"
         f" · [report.html]({page}/artifacts/xai/report.html)"
     )
@@ -66,7 +66,7 @@ def test_every_verdict_rewrites_the_gate_part_and_keeps_the_person_text_once(ver
     )
     record_verdict(NAME, version, GateDecision(Verdict.PASSED), run_id=run_id)
     text = _description()
-    assert text.startswith("**xai-gate: passed** (every check within its bound) · [evidence run]")
+    assert text.startswith("xai-gate: passed (every check within its bound) · [evidence run]")
     assert "blocked" not in text and "inconclusive" not in text
     assert text.count(KEPT_BELOW) == 1 and text.count(PERSON) == 1
     assert person_part(text) == PERSON
@@ -74,7 +74,7 @@ def test_every_verdict_rewrites_the_gate_part_and_keeps_the_person_text_once(ver
     MlflowClient().update_model_version(NAME, "1", description=text + "\n\nReviewed by A. B.")
     record_verdict(NAME, version, GateDecision(Verdict.BLOCKED, ["mass 0.7 > 0.3"]), run_id=run_id)
     assert person_part(_description()) == PERSON + "\n\nReviewed by A. B."
-    assert _description().startswith("**xai-gate: blocked** (mass 0.7 &gt; 0.3)")
+    assert _description().startswith("xai-gate: blocked (mass 0.7 &gt; 0.3)")
 
 
 def test_an_error_keeps_the_verdict_line_and_says_the_attempt_failed(version):
@@ -82,7 +82,7 @@ def test_an_error_keeps_the_verdict_line_and_says_the_attempt_failed(version):
     record_verdict(NAME, version, GateDecision(Verdict.PASSED), run_id=run_id)
     record_error(NAME, version, "OSError: audit/manifest.csv: no such file")
     lines = _description().split("\n\n")
-    assert lines[0].startswith("**xai-gate: passed**")
+    assert lines[0].startswith("xai-gate: passed")
     assert lines[1].startswith("Last attempt failed, the verdict above stands: ")
     assert lines[1].endswith("OSError: audit/manifest.csv: no such file")
     assert person_part(_description()) == PERSON
@@ -91,7 +91,7 @@ def test_an_error_keeps_the_verdict_line_and_says_the_attempt_failed(version):
 def test_a_version_never_gated_before_an_error_reads_error(version):
     record_error(NAME, version, "RuntimeError: the audit broke")
     first = _description().split("\n", 1)[0]
-    assert first == "**xai-gate: error** (RuntimeError: the audit broke)"  # no run, no link
+    assert first == "xai-gate: error (RuntimeError: the audit broke)"  # no run, no link
 
 
 def test_warnings_get_their_own_line():
