@@ -34,7 +34,7 @@ GOAL_S = 10.0
 
 
 def _prepare(workdir: Path, uri: str, n: int) -> tuple[Path, str]:
-    """The audit set and policy, and a logged (not yet registered) model; its source URI."""
+    """The audit set and policy, and a logged (not yet registered) model; its model id."""
     import mlflow
     import torch
 
@@ -59,7 +59,7 @@ def _prepare(workdir: Path, uri: str, n: int) -> tuple[Path, str]:
         workdir / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES
     )
     policy = GatePolicy.from_options(model=MODEL, audit_set=manifest, sanity_images=4)
-    return write_policy(policy, workdir / "policy.yaml"), logged.model_uri
+    return write_policy(policy, workdir / "policy.yaml"), logged.model_id
 
 
 def _wait_for_health(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -77,10 +77,11 @@ def _wait_for_health(url: str, process: subprocess.Popen[bytes], log: Path) -> N
         time.sleep(0.2)
 
 
-def _verdict_seconds(client: object, source: str) -> tuple[float, str]:
+def _verdict_seconds(client: object, model_id: str) -> tuple[float, str]:
     """Register the next version of MODEL; seconds until its verdict is finished."""
     start = time.perf_counter()
-    version = str(client.create_model_version(MODEL, source).version)  # type: ignore[attr-defined]
+    created = client.create_model_version(MODEL, f"models:/{model_id}", model_id=model_id)  # type: ignore[attr-defined]
+    version = str(created.version)
     while time.perf_counter() - start < 300:
         verdict = client.get_model_version(MODEL, version).tags.get("xai_gate.verdict")  # type: ignore[attr-defined]
         if verdict in ("passed", "blocked", "inconclusive", "error"):
@@ -101,7 +102,7 @@ def run(*, quick: bool = False) -> list[Row]:
         server = _webhook_server(workdir / "store")
         listener = None
         try:
-            policy, source = _prepare(workdir, server.uri, 8 if quick else 16)
+            policy, model_id = _prepare(workdir, server.uri, 8 if quick else 16)
             client = MlflowClient(server.uri, registry_uri=server.uri)
             client.create_registered_model(MODEL)
             port = _free_port()
@@ -121,7 +122,7 @@ def run(*, quick: bool = False) -> list[Row]:
             _wait_for_health(url, listener, log)
             latencies, versions = [], []
             for _ in range(repeats):
-                seconds, version = _verdict_seconds(client, source)
+                seconds, version = _verdict_seconds(client, model_id)
                 latencies.append(seconds)
                 versions.append(version)
             fresh = _fresh_gate(workdir, env, policy, versions[-1])

@@ -181,10 +181,23 @@ def serve_listener(
 
 
 def _warm_up() -> None:
-    """Start Prefect's temporary server (when no ``PREFECT_API_URL`` is set) before the first
-    delivery: a no-op flow run, so the first gate pays no start-up."""
+    """Pay every one-time cost before the first delivery: Prefect's temporary server (when no
+    ``PREFECT_API_URL`` is set; a no-op flow run starts it) and the libraries a gate imports
+    on first use (Great Expectations, matplotlib, MLflow's pytorch flavour)."""
+    import importlib
+
     from prefect import flow
 
+    for module in (
+        "great_expectations",
+        "matplotlib.pyplot",
+        "mlflow.pytorch",
+        "pipelines.evidence.gx",
+        "pipelines.report.html",
+        "pipelines.report.plots",
+        "scipy.stats",
+    ):
+        importlib.import_module(module)
     flow(name="xai-gate-listen-ready", log_prints=False)(_nothing)()
 
 

@@ -144,6 +144,19 @@ CATALOGUE: dict[str, list[str]] = {
         "pipelines/verdict/test_gate.py::test_only_a_finished_verdict_under_the_same_policy_and_data_is_reused",
         "pipelines/verdict/test_gate.py::test_a_rerun_does_not_move_an_alias_that_already_points_at_the_version",
     ],
+    "unsigned, forged, stale, replayed or malformed webhook deliveries gate nothing": [
+        "pipelines/tracking/test_webhooks.py::test_unsigned_forged_and_stale_deliveries_are_refused",
+        "pipelines/tracking/test_webhooks.py::test_a_replayed_delivery_is_refused_while_it_would_still_be_fresh",
+        "pipelines/tracking/test_webhooks.py::test_a_signed_but_malformed_body_is_a_bad_request",
+        "flows/test_listen.py::test_forged_unsigned_replayed_and_malformed_deliveries_gate_nothing",
+    ],
+    "a person's description on a gated version is kept": [
+        "pipelines/verdict/test_description.py::test_every_verdict_rewrites_the_gate_part_and_keeps_the_person_text_once",
+        "pipelines/verdict/test_description.py::test_merging_keeps_exactly_what_stands_below_the_marker",
+    ],
+    "a gate cut off while writing a first verdict: pending, gated again": [
+        "pipelines/verdict/test_gate.py::test_a_verdict_cut_off_while_being_written_leaves_no_verdict",
+    ],
     "two gates at once on one version": [
         "flows/test_xai_gate.py::test_two_gates_at_once_on_one_version_give_one_consistent_verdict",
         "flows/test_sweep.py::test_two_sweeps_racing_give_each_version_exactly_one_verdict",
