@@ -35,9 +35,12 @@ def server(tmp_path, monkeypatch) -> Iterator[str]:
     running = start_mlflow_server(store)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", running.uri)
     mlflow.set_tracking_uri(running.uri)
+    mlflow.set_experiment("tests")  # forget an experiment id cached from another store
     try:
         yield running.uri
     finally:
+        if mlflow.active_run():
+            mlflow.end_run()
         running.kill(signal.SIGTERM)
 
 
