@@ -184,7 +184,8 @@ def record_verdict(
     # longer matches it (a guarded registry refuses to promote), never a fresh-looking pass.
     # A version's first verdict is held by a placeholder written first: stores list tags in
     # the order they were first set, so MLflow's version table shows the verdict first.
-    if TAG_VERDICT not in client.get_model_version(name, version).tags:
+    before = client.get_model_version(name, version).tags  # read once: placeholder, warnings
+    if TAG_VERDICT not in before:
         client.set_model_version_tag(name, version, TAG_VERDICT, PENDING)
     client.set_model_version_tag(name, version, TAG_RUN_ID, run_id or "")
     client.set_model_version_tag(name, version, TAG_REASON, decision.reason[:4900])
@@ -196,7 +197,7 @@ def record_verdict(
         client.set_model_version_tag(
             name, version, TAG_WARNINGS, "; ".join(decision.warnings)[:4900]
         )
-    elif TAG_WARNINGS in client.get_model_version(name, version).tags:  # an earlier run's
+    elif TAG_WARNINGS in before:  # an earlier run's
         client.delete_model_version_tag(name, version, TAG_WARNINGS)
     client.set_model_version_tag(name, version, TAG_SIGNED_AT, signed_at)
     client.set_model_version_tag(name, version, TAG_SIGNATURE, signature)
