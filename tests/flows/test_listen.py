@@ -48,33 +48,48 @@ def server(tmp_path, monkeypatch) -> Iterator[str]:
 def listener(server, lesion_gate, tmp_path) -> Iterator[str]:
     """``xai-gate listen`` as its own process, registered as the server's webhook."""
     policy = lesion_gate.policy(tmp_path / "gate", MODEL)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "listen.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "flows.cli", "listen", "--policy", str(policy),
-            "--port", str(port), "--tracking-uri", server, "--register", f"{url}/webhook",
-        ],
-        env={**os.environ, "XAI_GATE_WEBHOOK_SECRET": SECRET},
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    for _ in range(3):  # a picked port can be taken before the listener binds it: pick again
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = (tmp_path / "listen.log").open("wb")
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "flows.cli", "listen", "--policy", str(policy),
+                "--port", str(port), "--tracking-uri", server, "--register", f"{url}/webhook",
+            ],
+            env={**os.environ, "XAI_GATE_WEBHOOK_SECRET": SECRET},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        if _healthy(url, process):
+            break
+        log.close()
+        output = (tmp_path / "listen.log").read_text()
+        if "address already in use" not in output.lower():
+            raise AssertionError(output[-3000:])
+    else:
+        raise AssertionError("no free port for the listener in 3 tries")
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((tmp_path / "listen.log").read_text()[-3000:])
-            time.sleep(0.5)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
         log.close()
+
+
+def _healthy(url: str, process: subprocess.Popen, timeout: float = 180) -> bool:
+    """Whether the listener answers its health check before it exits or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                return True
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    if process.poll() is None:  # hung: stop it, and say so with its log
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    return False
 
 
 def _wait_until_gated(url: str, count: int, timeout: float = 240) -> int:

@@ -71,10 +71,9 @@ def test_without_a_prefect_server_the_lock_is_exclusive_and_dies_with_its_holder
             pass  # another version: another lock
     finally:
         _kill_group(holder)
-    started = time.monotonic()
-    with version_lock("m", "1", scope=str(tmp_path), timeout_seconds=5):
-        waited = time.monotonic() - started
-    assert waited < 1  # freed by the kernel when the holder died, no lease to run out
+    # One try, no waiting: the kernel freed it when the holder died, there is no lease to run out.
+    with version_lock("m", "1", scope=str(tmp_path), timeout_seconds=0):
+        pass
 
 
 def test_with_a_prefect_server_the_lock_is_a_concurrency_slot():

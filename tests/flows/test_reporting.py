@@ -6,6 +6,7 @@ import html
 import re
 
 import pytest
+from markdown_it import MarkdownIt
 
 from flows.reporting import summary_markdown
 from pipelines.report.markdown import code_span, markdown_text
@@ -15,8 +16,7 @@ HOSTILE = "x](http://evil) ![img](http://evil/x.png) <img src=x onerror=alert(1)
 
 
 def _render(markdown: str) -> str:
-    markdown_it = pytest.importorskip("markdown_it")
-    return markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown)
+    return MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown)
 
 
 def _summary(**overrides) -> str:

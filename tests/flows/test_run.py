@@ -22,7 +22,7 @@ def _scores(run_id: str) -> pd.DataFrame:
 
 
 def test_a_sharded_gate_on_two_dask_workers_equals_the_single_process_gate(
-    trained_pair, lesion_gate, tracking_uri, tmp_path
+    trained_pair, lesion_gate, tracking_uri, tmp_path, registry
 ):
     for model in (trained_pair.shortcut, trained_pair.clean):
         lesion_gate.register(model, MODEL)
@@ -44,6 +44,9 @@ def test_a_sharded_gate_on_two_dask_workers_equals_the_single_process_gate(
     assert _cam_audit_tasks_of_the_latest_gate() == 2
     clean = run_gate(MODEL, "2", policy_file=str(policy), task_runner="dask", dask_workers=2)
     assert clean.verdict is Verdict.PASSED and clean.promoted
+    blocked, passed = registry(MODEL, "1"), registry(MODEL, "2")
+    assert (blocked.verdict, blocked.run_id) == ("blocked", scaled.run_id)
+    assert (passed.verdict, passed.run_id, passed.alias_holder) == ("passed", clean.run_id, "2")
 
 
 def _cam_audit_tasks_of_the_latest_gate() -> int:

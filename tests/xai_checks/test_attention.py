@@ -62,6 +62,23 @@ def test_shapes_padding_and_mask(maps: AttentionMaps) -> None:
     assert maps.words[0][:4] == ["The", "ball", "didn", "'"]  # original casing, BERT's split
 
 
+def test_maps_are_the_models_own_output_attentions(
+    minilm: tuple[nn.Module, PreTrainedTokenizerBase], maps: AttentionMaps
+) -> None:
+    """Independent of xai-gate: each text alone through transformers, output_attentions on."""
+    model, tokenizer = minilm
+    for i, text in enumerate(TEXTS):
+        encoded = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            own = model(**encoded, output_attentions=True).attentions
+        length = encoded["input_ids"].shape[1]
+        assert maps.tokens[i] == tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+        expected = torch.stack([layer[0] for layer in own])  # (layers, heads, T, T)
+        torch.testing.assert_close(
+            maps.weights[i, :, :, :length, :length], expected, atol=1e-5, rtol=0
+        )
+
+
 def test_batch_size_one_equals_batched(
     minilm: tuple[nn.Module, PreTrainedTokenizerBase], maps: AttentionMaps
 ) -> None:

@@ -15,12 +15,19 @@ from xai_checks.words import word_level
 BALL_BOX = "The ball didn't fit in the box because it was too big."
 
 
-def test_pronoun_probe_prefers_ball(minilm: tuple[nn.Module, PreTrainedTokenizerBase]) -> None:
+def test_pronoun_probe_prefers_ball(
+    minilm: tuple[nn.Module, PreTrainedTokenizerBase], minilm_ball_box: torch.Tensor
+) -> None:
     model, tokenizer = minilm
     probe = pronoun_probe(model, tokenizer, BALL_BOX, "It", ["ball", "Box"])
     assert probe.weights.shape == (6, 12, 2)
+    # Every weight equals transformers' own output_attentions ('ball', 'box', 'it' are one
+    # token each, so word level is token level).
+    torch.testing.assert_close(probe.weights, minilm_ball_box, atol=1e-6, rtol=0)
     average = probe.head_average
     assert average.shape == (6, 2)
+    torch.testing.assert_close(average, minilm_ball_box.mean(1), atol=1e-6, rtol=0)
+    # Read off MiniLM (tests/conftest.py pins its weights' SHA-256) and equal to the above.
     assert (average[3:, 0] > average[3:, 1]).all()
     assert average[5, 0].item() == pytest.approx(0.210, abs=2e-3)
     assert average[5, 1].item() == pytest.approx(0.071, abs=2e-3)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
+import signal
 import time
 
 import pytest
@@ -79,7 +76,11 @@ def test_a_gate_without_the_secret_cannot_promote_through_the_guard(guarded, mon
     monkeypatch.delenv("XAI_GATE_SECRET")
     with pytest.raises(MlflowException, match="no XAI_GATE_SECRET"):
         record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r1", policy_hash="h")
-    assert guarded.get_model_version("m", "1").tags["xai_gate.signature"] == ""
+    tags = guarded.get_model_version("m", "1").tags
+    assert (tags["xai_gate.verdict"], tags["xai_gate.signature"]) == ("passed", "")
+    assert tags["xai_gate.guard.accepted_signature"] == ""
+    with pytest.raises(MlflowException, match="not found"):
+        guarded.get_model_version_by_alias("m", "champion")
 
 
 def _write_back(client: MlflowClient, version: str, tags: dict[str, str]) -> None:
@@ -161,53 +162,18 @@ def test_a_verdict_whose_tags_were_changed_after_it_was_written_is_refused(guard
         client.set_registered_model_alias("m", "champion", "2")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_a_real_mlflow_server_enforces_the_guard_over_http(tmp_path, monkeypatch):
-    db = tmp_path / "server.db"
-    port = _free_port()
-    env = {**os.environ, "XAI_GATE_SECRET": SECRET, "XAI_GATE_PROTECTED_ALIASES": "champion"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{db}",
-            "--registry-store-uri",
-            f"xai-gate+sqlite:///{db}",
-            "--default-artifact-root",
-            str(tmp_path / "artifacts"),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
+    from flows.example import start_mlflow_server
+
+    server = start_mlflow_server(
+        tmp_path,
+        registry_store_uri="xai-gate+sqlite:///mlflow.db",
+        env={"XAI_GATE_SECRET": SECRET, "XAI_GATE_PROTECTED_ALIASES": "champion"},
     )
     try:
-        uri = f"http://127.0.0.1:{port}"
+        uri = server.uri
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                client.search_registered_models()
-                break
-            except Exception:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(server.stdout.read().decode()[-3000:]) from None
-                time.sleep(1)
         _versions(client, "m", 2)
         import mlflow
 
@@ -233,5 +199,4 @@ def test_a_real_mlflow_server_enforces_the_guard_over_http(tmp_path, monkeypatch
         assert str(client.get_model_version_by_alias("m", "champion").version) == "1"
         assert str(client.get_model_version_by_alias("m", "challenger").version) == "2"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.kill(signal.SIGTERM)

@@ -1,0 +1,103 @@
+"""Known answers for verdict signing, computed here from the README's message layout.
+
+The expected signatures never come from ``sign_verdict``: each is an HMAC-SHA256
+built in the test with ``hmac``/``hashlib`` over
+``xai-gate-verdict-v2␟model␟version␟verdict␟run_id␟policy_hash␟signed_at`` (␟ = 0x1F).
+A change to what is signed, or to its order, fails them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from pipelines.verdict.signing import sign_verdict, verify_passed, verify_signature
+
+SECRET = b"s3cret"
+FIELDS = {
+    "model": "lesion-classifier",
+    "version": "3",
+    "verdict": "passed",
+    "run_id": "r1",
+    "policy_hash": "abc",
+    "signed_at": "1700000000",
+}
+ORDER = ("model", "version", "verdict", "run_id", "policy_hash", "signed_at")
+
+
+def _reference(secret: bytes, fields: dict[str, str]) -> str:
+    message = "\x1f".join(["xai-gate-verdict-v2", *(fields[key] for key in ORDER)])
+    return hmac.new(secret, message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _tags(fields: dict[str, str], signature: str) -> dict[str, str]:
+    return {
+        "xai_gate.verdict": fields["verdict"],
+        "xai_gate.run_id": fields["run_id"],
+        "xai_gate.policy_hash": fields["policy_hash"],
+        "xai_gate.signed_at": fields["signed_at"],
+        "xai_gate.signature": signature,
+    }
+
+
+def test_the_signature_is_the_documented_hmac():
+    # The same digest from outside Python, as the README says a reviewer can compute it:
+    # printf 'xai-gate-verdict-v2\x1flesion-classifier\x1f3\x1fpassed\x1fr1\x1fabc\x1f1700000000'
+    #   | openssl dgst -sha256 -hmac s3cret
+    openssl = "4caebf41f76062f9674c1c74145202fcb5ab89c48373891c03b3361eca5d1bfc"
+    assert _reference(SECRET, FIELDS) == openssl
+    assert sign_verdict(SECRET, **FIELDS) == openssl
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"model": "naïve-模型", "version": "12", "run_id": "", "policy_hash": ""},
+        {"verdict": "blocked", "signed_at": "0"},
+        {"model": "a\x1fb"},  # a separator inside a field is signed as given
+    ],
+)
+def test_other_fields_sign_as_the_layout_says(fields):
+    claim = FIELDS | fields
+    assert sign_verdict(SECRET, **claim) == _reference(SECRET, claim)
+
+
+@pytest.mark.parametrize(
+    ("what", "claimed"),
+    [
+        ("cross-model", {"model": "other-classifier"}),
+        ("cross-version", {"version": "4"}),
+        ("policy-hash swap", {"policy_hash": "def"}),
+        ("timestamp swap", {"signed_at": "1700000001"}),
+        ("run swap", {"run_id": "r2"}),
+        ("verdict swap", {"verdict": "blocked"}),
+    ],
+)
+def test_a_signature_verifies_for_exactly_the_claim_it_was_made_for(what, claimed):
+    """A correct signature for FIELDS, presented with one field changed, does not verify."""
+    signature = _reference(SECRET, FIELDS)
+    honest = _tags(FIELDS, signature)
+    assert verify_signature(SECRET, model=FIELDS["model"], version="3", tags=honest)
+    assert verify_passed(SECRET, model=FIELDS["model"], version="3", tags=honest) is None
+    swapped = FIELDS | claimed
+    tags = _tags(swapped, signature)
+    model, version = swapped["model"], swapped["version"]
+    assert not verify_signature(SECRET, model=model, version=version, tags=tags), what
+    assert verify_passed(SECRET, model=model, version=version, tags=tags) is not None, what
+    # ...while the signature made for the swapped claim verifies for it.
+    resigned = _tags(swapped, _reference(SECRET, swapped))
+    assert verify_signature(SECRET, model=model, version=version, tags=resigned), what
+
+
+def test_another_secret_an_empty_or_uppercase_signature_does_not_verify():
+    tags = _tags(FIELDS, _reference(b"another", FIELDS))
+    assert not verify_signature(SECRET, model=FIELDS["model"], version="3", tags=tags)
+    assert not verify_signature(SECRET, model=FIELDS["model"], version="3", tags=_tags(FIELDS, ""))
+    upper = _tags(FIELDS, _reference(SECRET, FIELDS).upper())
+    assert not verify_signature(SECRET, model=FIELDS["model"], version="3", tags=upper)
+
+
+def test_a_version_given_as_a_number_signs_as_its_text():
+    assert sign_verdict(SECRET, **(FIELDS | {"version": 3})) == _reference(SECRET, FIELDS)
