@@ -1,5 +1,11 @@
 """Ctrl-C ends a command within seconds: one line, exit 130, nothing half-written.
 
+SIGTERM (a worker, ``docker stop``, ``kill``) ends it with 143 the same way, after
+Prefect has marked a running gate crashed and its ``on_crashed`` hook has recorded
+``error``: Prefect turns SIGTERM into a crash while a flow runs, then sends it again to
+the handler it found, this one. Without it the process would die by the signal and
+leave Prefect's temporary API server running, orphaned, for ever.
+
 Why not let ``KeyboardInterrupt`` unwind: the terminal sends SIGINT to the
 whole process group, so Prefect's temporary API server dies with it, and
 Prefect's crash handling then retries its calls against the dead server for
@@ -23,12 +29,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["EXIT_INTERRUPTED", "handle_interrupts", "uninterrupted"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "handle_interrupts", "uninterrupted"]
 
 EXIT_INTERRUPTED = 130
 """128 + SIGINT, what shells report for a command stopped by Ctrl-C."""
+EXIT_TERMINATED = 143
+"""128 + SIGTERM."""
 
-_state = {"critical": 0, "pending": False}
+_state: dict[str, int | bool] = {"critical": 0, "pending": False, "code": EXIT_INTERRUPTED}
 _lock = threading.Lock()
 
 
@@ -37,14 +45,16 @@ def handle_interrupts(what: str = "xai-gate") -> None:
     if threading.current_thread() is not threading.main_thread():
         return
 
-    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        code = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
         with _lock:
             if _state["critical"]:
-                _state["pending"] = True  # leave once the verdict is written
+                _state["pending"], _state["code"] = True, code  # leave once it is written
                 return
-        _leave(what)
+        _leave(what, code)
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
 
 
 @contextmanager
@@ -59,17 +69,18 @@ def uninterrupted() -> Iterator[None]:
             _state["critical"] -= 1
             leave = _state["pending"] and not _state["critical"]
         if leave:
-            _leave("xai-gate")
+            _leave("xai-gate", int(_state["code"]))
 
 
-def _leave(what: str) -> None:
+def _leave(what: str, code: int = EXIT_INTERRUPTED) -> None:
+    how = "terminated" if code == EXIT_TERMINATED else "interrupted"
     sys.stderr.write(
-        f"\ninterrupted: {what} stopped (a verdict is written whole or not at all; "
+        f"\n{how}: {what} stopped (a verdict is written whole or not at all; "
         "an unfinished gate is gated again next time)\n"
     )
     sys.stderr.flush()
     _stop_temporary_prefect_servers()
-    os._exit(EXIT_INTERRUPTED)
+    os._exit(code)
 
 
 def _stop_temporary_prefect_servers() -> None:

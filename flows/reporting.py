@@ -170,17 +170,38 @@ class Approval(BaseModel):
     note: str = Field("", description="Why.")
 
 
+APPROVAL_TIMEOUT_SECONDS = 3600
+"""How long a pass waits for a person before it is recorded as blocked."""
+
+
+def _running_again() -> None:
+    """Take the flow run out of its timed-out pause: the server fails a run that leaves an
+    expired pause any other way, and its final state (the blocked verdict) would be lost."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.states import Running
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(context.flow_run.id, Running(), force=True)
+
+
 def ask_for_approval(
-    decision: GateDecision, model: str, version: str, run_id: str, timeout: int = 3600
+    decision: GateDecision, model: str, version: str, run_id: str, timeout: int | None = None
 ) -> GateDecision:
     """Pause the flow run until a person approves the pass; a refusal or timeout blocks."""
+    from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
+    timeout = APPROVAL_TIMEOUT_SECONDS if timeout is None else timeout
     try:
         answer = pause_flow_run(
             wait_for_input=Approval, timeout=timeout, poll_interval=2, key="xai-gate-approval"
         )
-    except TimeoutError:
+    except (FlowPauseTimeout, TimeoutError):  # Prefect's is not a TimeoutError
+        _running_again()
         return GateDecision(Verdict.BLOCKED, [f"no approval within {timeout} s"], decision.warnings)
     if answer is not None and answer.approve:
         return decision

@@ -132,11 +132,10 @@ CATALOGUE: dict[str, list[str]] = {
     "tracking server dies mid-run": [
         "flows/test_xai_gate.py::test_the_server_dying_while_evidence_is_logged_ends_in_error_and_no_alias",
     ],
-    "process killed mid-flow": [
+    "process killed mid-flow (the real CLI, kill -9)": [
         "flows/test_locking.py::test_a_gate_killed_mid_flow_leaves_no_verdict_and_the_next_gate_runs_at_once",
-        "flows/test_locking.py::test_without_a_prefect_server_the_lock_is_exclusive_and_dies_with_its_holder",
-        "pipelines/verdict/test_gate.py::test_a_verdict_cut_off_while_being_written_leaves_no_verdict",
-        "flows/test_sweep.py::test_a_gate_killed_while_writing_leaves_no_verdict_so_the_sweeper_gates_again",
+        "flows/test_faults.py::test_killed_while_writing_a_first_verdict_it_stays_pending_and_is_gated_again",
+        "flows/test_faults.py::test_killed_before_the_verdict_tag_over_an_old_pass_leaves_a_pass_that_does_not_verify",
     ],
     "rerun of a finished gate is idempotent": [
         "flows/test_xai_gate.py::test_a_rerun_reuses_the_verdict_and_moves_no_alias",
@@ -155,12 +154,25 @@ CATALOGUE: dict[str, list[str]] = {
         "pipelines/verdict/test_description.py::test_merging_keeps_exactly_what_stands_below_the_marker",
     ],
     "a gate cut off while writing a first verdict: pending, gated again": [
+        "flows/test_faults.py::test_killed_while_writing_a_first_verdict_it_stays_pending_and_is_gated_again",
         "pipelines/verdict/test_gate.py::test_a_verdict_cut_off_while_being_written_leaves_no_verdict",
     ],
+    "a gate killed between a new signature and its verdict tag: the old pass does not verify": [
+        "flows/test_faults.py::test_killed_before_the_verdict_tag_over_an_old_pass_leaves_a_pass_that_does_not_verify",
+    ],
     "two gates at once on one version": [
+        "flows/test_faults.py::test_two_cli_gates_at_once_give_one_signed_verdict_and_one_evidence_run",
         "flows/test_xai_gate.py::test_two_gates_at_once_on_one_version_give_one_consistent_verdict",
         "flows/test_sweep.py::test_two_sweeps_racing_give_each_version_exactly_one_verdict",
-        "flows/test_locking.py::test_with_a_prefect_server_the_lock_is_a_concurrency_slot",
+    ],
+    "a killed gate's Prefect slot: held while its lease lasts, then freed by the server": [
+        "flows/test_locking.py::test_a_killed_gates_prefect_slot_is_freed_when_its_lease_runs_out",
+    ],
+    "a crashed flow run (SIGTERM from a worker or docker stop): on_crashed records error": [
+        "flows/test_faults.py::test_a_gate_stopped_by_sigterm_crashes_and_its_on_crashed_hook_records_error",
+    ],
+    "approval asked, no answer within the timeout: blocked": [
+        "flows/test_approval.py::test_no_answer_within_the_timeout_is_recorded_as_blocked",
     ],
     "any other failure inside the gate": [
         "flows/test_xai_gate.py::test_an_unexpected_failure_is_recorded_as_error_and_never_promotes",

@@ -26,7 +26,6 @@ the gate in the memory of one batch.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,10 +41,22 @@ from pipelines.audit_sets.decoding import (
     DecodeError,
     check_mode,
     image_array,
-    mask_array,
     oriented_size,
 )
-from pipelines.errors import GateError
+from pipelines.audit_sets.regions import (
+    BOX,
+    IMAGE,
+    LABEL,
+    MASK,
+    OK,
+    AuditSetError,
+    inside,
+    open_image,
+    path_key,
+    region_mask,
+    region_of,
+    region_status,
+)
 from pipelines.evidence.gx import Check, run_checks
 
 __all__ = [
@@ -58,17 +69,6 @@ __all__ = [
     "write_audit_set",
     "write_masked_copy",
 ]
-
-IMAGE, LABEL, MASK, BOX = "image", "label", "spurious_mask", "spurious_box"
-OK = "ok"
-
-
-class AuditSetError(GateError, ValueError):
-    """The audit set cannot be used; the message names file, line and column."""
-
-
-Region = Path | tuple[int, int, int, int] | None
-"""A row's spurious region: a mask file, a box ``(x0, y0, x1, y1)``, or None (no regions)."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class RegionMasks(FileStack):
         return torch.bool
 
     def decode(self, source: Any, where: str) -> Tensor:
-        return _region_mask(source, self.size, where)
+        return region_mask(source, self.size, where)
 
 
 @dataclass(frozen=True)
@@ -201,56 +201,6 @@ def line_of(frame: pd.DataFrame | Sequence[int] | None, index: int) -> int:
     quoted field spanning several lines does not shift the lines of the rows after it."""
     lines = frame.attrs.get("lines") if isinstance(frame, pd.DataFrame) else frame
     return int(lines[int(index)]) if lines is not None else int(index) + 2
-
-
-def _inside(root: Path, value: str) -> tuple[Path | None, str]:
-    """Resolve a manifest path; refuse absolute paths and escapes from ``root``."""
-    if "\0" in value:
-        return None, f"path {value!r} contains a NUL byte"
-    candidate = Path(value)
-    if candidate.is_absolute():
-        return None, f"absolute path {value!r} is not allowed (paths are relative to the manifest)"
-    resolved = (root / candidate).resolve()
-    if not resolved.is_relative_to(root):
-        return None, f"path {value!r} leaves the audit-set folder"
-    if not resolved.is_file():
-        return None, f"file not found: {value}"
-    return resolved, OK
-
-
-def _path_key(root: Path, value: Any) -> str:
-    """One spelling per file (``./a.png``, ``a.png``, ``b/../a.png``), for the duplicate check."""
-    if not isinstance(value, str) or "\0" in value:
-        return str(value)
-    return os.path.normpath(os.path.join(root, value))
-
-
-def _parse_box(value: str) -> tuple[int, int, int, int] | None:
-    try:
-        x0, y0, x1, y1 = (int(part) for part in value.split(","))
-    except ValueError:
-        return None
-    return x0, y0, x1, y1
-
-
-def _region_status(root: Path, row: pd.Series) -> tuple[str, str]:
-    """(column, status) of a row's spurious region."""
-    mask = row.get(MASK)
-    box = row.get(BOX)
-    if isinstance(mask, str) and mask:
-        return MASK, _inside(root, mask)[1]
-    if isinstance(box, str) and box:
-        parsed = _parse_box(box)
-        if parsed is None:
-            return BOX, f"box {box!r} is not four integers x0,y0,x1,y1"
-        x0, y0, x1, y1 = parsed
-        if min(parsed) < 0:
-            return BOX, f"box {box!r} has a negative coordinate (pixels start at 0)"
-        if x0 >= x1 or y0 >= y1:
-            return BOX, f"box {box!r} is empty or inverted (needs x0 < x1 and y0 < y1)"
-        return BOX, OK
-    # Name a column the file has: a manifest with only boxes has no mask column.
-    return (MASK if MASK in row.index else BOX), f"no {MASK} or {BOX} given"
 
 
 def status_check(manifest: Path, frame: pd.DataFrame, status_column: str, column_of: str) -> Check:
@@ -404,11 +354,11 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
     if IMAGE in frame.columns:
         frame["_image_column"] = IMAGE
         frame["_image_status"] = [
-            _inside(root, v)[1] if isinstance(v, str) else "empty image path" for v in frame[IMAGE]
+            inside(root, v)[1] if isinstance(v, str) else "empty image path" for v in frame[IMAGE]
         ]
-        frame["_image_key"] = [_path_key(root, v) for v in frame[IMAGE]]
+        frame["_image_key"] = [path_key(root, v) for v in frame[IMAGE]]
     if MASK in frame.columns or BOX in frame.columns:
-        regions = [_region_status(root, row) for _, row in frame.iterrows()]
+        regions = [region_status(root, row) for _, row in frame.iterrows()]
         frame["_region_column"] = [column for column, _ in regions]
         frame["_region_status"] = [status for _, status in regions]
     report = run_checks(
@@ -430,9 +380,9 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
                 f"{where} column 'image': size {image_size} differs from the first "
                 f"image's {size}; all audit images must share one size"
             )
-        region, column = _region(root, row)
+        region, column = region_of(root, row)
         region_where = f"{where} column {column!r}"
-        _region_mask(region, size, region_where)  # checked now, decoded again per batch
+        region_mask(region, size, region_where)  # checked now, decoded again per batch
         image_paths.append(path)
         image_wheres.append(f"{where} column 'image'")
         regions.append(region)
@@ -456,15 +406,6 @@ def label_index(label: str, class_names: Sequence[str] | None) -> int:
     return int(label)
 
 
-def _open(path: Path, where: str) -> Image.Image:
-    try:
-        with Image.open(path) as handle:
-            handle.load()
-            return handle.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise AuditSetError(f"{where}: cannot decode {path.name}: {exc}") from None
-
-
 def _check_image(path: Path, where: str) -> tuple[int, int]:
     """(H, W) as oriented, after checking the file's structure without decoding pixels."""
     try:
@@ -482,58 +423,9 @@ def _check_image(path: Path, where: str) -> tuple[int, int]:
 
 def _load_image(path: Path, where: str) -> Tensor:
     try:
-        return torch.from_numpy(image_array(_open(path, where)))
+        return torch.from_numpy(image_array(open_image(path, where)))
     except DecodeError as exc:
         raise AuditSetError(f"{where}: {path.name}: {exc}") from None
-
-
-def _region(root: Path, row: pd.Series) -> tuple[Region, str]:
-    """A validated row's region, and the column it came from."""
-    if MASK not in row.index and BOX not in row.index:
-        return None, IMAGE
-    mask_path = row.get(MASK)
-    if isinstance(mask_path, str) and mask_path:
-        return root / mask_path, MASK
-    return _parse_box(row[BOX]), BOX  # type: ignore[return-value]  # validated above
-
-
-def _region_mask(region: Region, size: tuple[int, int], where: str) -> Tensor:
-    height, width = size
-    if region is None:
-        return torch.zeros(height, width, dtype=torch.bool)
-    if isinstance(region, Path):
-        try:
-            mask = torch.from_numpy(mask_array(_open(region, where)).copy())
-        except DecodeError as exc:
-            raise AuditSetError(f"{where}: {region.name}: {exc}") from None
-        if tuple(mask.shape) != (height, width):
-            raise AuditSetError(
-                f"{where}: mask size {tuple(mask.shape)} differs from its image's {(height, width)}"
-            )
-        if not mask.any():
-            raise AuditSetError(
-                f"{where}: mask {region.name} is empty (every pixel is zero; non-zero = spurious)"
-            )
-        if mask.all():
-            raise AuditSetError(
-                f"{where}: mask {region.name} covers the whole image (every pixel is non-zero): "
-                "nothing is left outside the region to compare it with"
-            )
-        return mask
-    x0, y0, x1, y1 = region
-    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise AuditSetError(
-            f"{where}: box {f'{x0},{y0},{x1},{y1}'!r} is empty or outside the "
-            f"{width}x{height} image"
-        )
-    if (x1 - x0, y1 - y0) == (width, height):
-        raise AuditSetError(
-            f"{where}: box {f'{x0},{y0},{x1},{y1}'!r} covers the whole {width}x{height} image: "
-            "nothing is left outside the region to compare it with"
-        )
-    mask = torch.zeros(height, width, dtype=torch.bool)
-    mask[y0:y1, x0:x1] = True
-    return mask
 
 
 def write_audit_set(

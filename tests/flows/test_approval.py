@@ -38,18 +38,15 @@ def _paused_run_id(deadline: float):
     raise AssertionError("the gate never paused for approval")
 
 
-@pytest.mark.parametrize(("approve", "verdict"), [(True, "passed"), (False, "blocked")])
-def test_a_pass_waits_for_a_person_and_their_answer_decides(
-    trained_pair, tracking_uri, tmp_path, approve, verdict, registry
-):
+def _approval_gate(model, tmp_path):
+    """The clean model registered, and a policy whose passes wait for approval."""
     import mlflow
-    from prefect.flow_runs import resume_flow_run
 
     batch = make_lesions(16, ruler="always", seed=100)
     write_audit_set(tmp_path / "audit", batch.images, batch.labels, batch.masks, CLASS_NAMES)
     with mlflow.start_run():
         mlflow.pytorch.log_model(
-            trained_pair.clean,
+            model,
             name="model",
             registered_model_name=MODEL,
             serialization_format="pickle",
@@ -62,6 +59,16 @@ def test_a_pass_waits_for_a_person_and_their_answer_decides(
         .replace("approval: false", "approval: true")
         .replace("images: 16", "images: 4")
     )
+    return policy
+
+
+@pytest.mark.parametrize(("approve", "verdict"), [(True, "passed"), (False, "blocked")])
+def test_a_pass_waits_for_a_person_and_their_answer_decides(
+    trained_pair, tracking_uri, tmp_path, approve, verdict, registry
+):
+    from prefect.flow_runs import resume_flow_run
+
+    policy = _approval_gate(trained_pair.clean, tmp_path)
     outcomes = []
     gate = threading.Thread(
         target=lambda: outcomes.append(
@@ -81,3 +88,18 @@ def test_a_pass_waits_for_a_person_and_their_answer_decides(
     assert state.run_id == outcome.run_id
     if not approve:
         assert "approval refused by ana: seen" in state.tags["xai_gate.reason"]
+
+
+def test_no_answer_within_the_timeout_is_recorded_as_blocked(
+    trained_pair, tracking_uri, tmp_path, registry, monkeypatch
+):
+    import flows.reporting
+
+    monkeypatch.setattr(flows.reporting, "APPROVAL_TIMEOUT_SECONDS", 3)
+    policy = _approval_gate(trained_pair.clean, tmp_path)
+    outcome = run_gate(MODEL, "1", policy_file=str(policy), tracking_uri=tracking_uri)
+    assert outcome.verdict.value == "blocked" and not outcome.promoted
+    assert outcome.reasons == ["no approval within 3 s"]
+    state = registry(MODEL, "1")
+    assert (state.verdict, state.alias_holder, state.run_id) == ("blocked", None, outcome.run_id)
+    assert state.tags["xai_gate.reason"] == "no approval within 3 s"

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,93 @@ def test_a_gate_killed_mid_flow_leaves_no_verdict_and_the_next_gate_runs_at_once
     tags = client.get_model_version(model, "1").tags
     assert tags["xai_gate.verdict"] == "passed"
     assert str(client.get_model_version_by_alias(model, "champion").version) == "1"
+
+
+@pytest.fixture
+def prefect_server(tmp_path) -> Iterator[str]:
+    """A real ``prefect server start`` whose repossessor looks for expired leases every second
+    (the test harness's server is not the service a killed gate's slot depends on)."""
+    import requests
+
+    from flows.example import _free_port
+
+    for _ in range(3):  # a picked port can be taken before the server binds it: pick again
+        port = _free_port()
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(tmp_path / "prefect-server-home"),
+            "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1",
+            "PREFECT_UI_ENABLED": "false",
+        }
+        env.pop("PREFECT_API_URL", None)
+        log = (tmp_path / "prefect-server.log").open("wb")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + 120
+        while server.poll() is None and time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        if server.poll() is None and time.monotonic() < deadline:
+            break
+        if server.poll() is None:
+            _kill_group(server)
+        log.close()
+        output = (tmp_path / "prefect-server.log").read_text()
+        if "address already in use" not in output.lower():
+            raise AssertionError(output[-3000:])
+    else:
+        raise AssertionError("no free port for the Prefect server in 3 tries")
+    try:
+        yield url
+    finally:
+        _kill_group(server)
+        log.close()
+
+
+@pytest.mark.slow
+def test_a_killed_gates_prefect_slot_is_freed_when_its_lease_runs_out(prefect_server, tmp_path):
+    """The slot of a gate killed -9 stays taken while its lease lasts, then the server's
+    repossessor frees it and the next gate takes it."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    holder = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import time; from flows.locking import version_lock\n"
+            "with version_lock('lease-model', '1', timeout_seconds=30):\n"
+            "    print('held', flush=True); time.sleep(600)",
+        ],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held", holder.stdout.read()[-3000:]
+    finally:
+        _kill_group(holder)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        assert locking.uses_prefect_server()
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name("xai-gate-lease-model-v1")
+        assert limit.active_slots == 1  # the dead holder's lease still holds it
+        with (
+            pytest.raises(LockTimeout, match="lease-model v1"),
+            version_lock("lease-model", "1", timeout_seconds=2),
+        ):
+            pass
+        # The wait a lease allows: the repossessor frees the slot once it has run out.
+        with version_lock("lease-model", "1", timeout_seconds=locking.LEASE_SECONDS + 60):
+            with get_client(sync_client=True) as client:
+                limit = client.read_global_concurrency_limit_by_name("xai-gate-lease-model-v1")
+            assert limit.active_slots == 1  # now ours
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name("xai-gate-lease-model-v1")
+        assert limit.active_slots == 0

@@ -42,7 +42,8 @@ def two_versions(tracking_uri) -> str:
 
 
 def test_passed_sets_alias_and_tags(two_versions, monkeypatch):
-    from pipelines.verdict.signing import sign_verdict
+    import hashlib
+    import hmac
 
     monkeypatch.setenv("XAI_GATE_SECRET", "k")
     client = MlflowClient()
@@ -65,15 +66,14 @@ def test_passed_sets_alias_and_tags(two_versions, monkeypatch):
         "xai_gate.policy_hash": "h",
         "xai_gate.audit_set_sha256": "a",
         "xai_gate.signed_at": signed_at,
-        "xai_gate.signature": sign_verdict(
+        # The README's layout, computed here: never the code under test checking itself.
+        "xai_gate.signature": hmac.new(
             b"k",
-            model=two_versions,
-            version="1",
-            verdict="passed",
-            run_id="run-1",
-            policy_hash="h",
-            signed_at=signed_at,
-        ),
+            "\x1f".join(
+                ["xai-gate-verdict-v2", two_versions, "1", "passed", "run-1", "h", signed_at]
+            ).encode(),
+            hashlib.sha256,
+        ).hexdigest(),
     }
 
 
