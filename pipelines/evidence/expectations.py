@@ -50,8 +50,9 @@ def score_checks(
         )
 
     def low_spurious_lift(gxe: Any) -> Any:
+        # Upper bound only: a lift (a difference of probabilities) is never below -1.
         return gxe.ExpectColumnMeanToBeBetween(
-            column="artifact_class_lift", min_value=-1.0, max_value=cf.max_spurious_lift
+            column="artifact_class_lift", max_value=cf.max_spurious_lift
         )
 
     checks = [
@@ -118,7 +119,8 @@ def sanity_checks(rules: AuditRules, *, steps: int) -> list[Check]:
     bound = rules.sanity.max_correlation
 
     def decorrelates(gxe: Any) -> Any:
-        return gxe.ExpectColumnMeanToBeBetween(column="spearman", min_value=-1.0, max_value=bound)
+        # Upper bound only: a Spearman correlation is never below -1.
+        return gxe.ExpectColumnMeanToBeBetween(column="spearman", max_value=bound)
 
     return [
         Check(

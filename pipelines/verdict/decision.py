@@ -77,6 +77,10 @@ PENDING = "pending"
 so a gate cut off there leaves a version that is gated again and promoted by nothing."""
 
 
+INCONCLUSIVE_CHOICES = ("hold", "block")
+UNINFORMATIVE_CHOICES = ("inconclusive", "block", "warn")
+
+
 class Verdict(StrEnum):
     PASSED = "passed"
     BLOCKED = "blocked"
@@ -118,6 +122,12 @@ def decide(
     (passed, with the reasons as warnings). A block stands on its own, with
     the reasons beside it as warnings.
     """
+    if inconclusive not in INCONCLUSIVE_CHOICES:
+        raise ValueError(f"inconclusive must be one of {INCONCLUSIVE_CHOICES}: {inconclusive!r}")
+    if on_uninformative not in UNINFORMATIVE_CHOICES:
+        raise ValueError(
+            f"on_uninformative must be one of {UNINFORMATIVE_CHOICES}: {on_uninformative!r}"
+        )
     reasons = list(scores.failures) or ([] if scores.success else ["score validation failed"])
     about_nothing = [f"uninformative evidence: {reason}" for reason in uninformative]
     notes = list(warnings)
@@ -299,11 +309,8 @@ def file_digest(path: Path) -> str:
     path = Path(path)
     if not path.is_file():
         return ""
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -332,8 +339,8 @@ def prior_verdict(
         tags: Mapping[str, str] = MlflowClient().get_model_version(name, str(version)).tags
     except MlflowException:  # no such version: loading it says so, with the fix
         return None
-    verdict = tags.get(TAG_VERDICT, "")
-    if verdict not in {Verdict.PASSED, Verdict.BLOCKED, Verdict.INCONCLUSIVE}:
+    verdict = tags.get(TAG_VERDICT)
+    if verdict not in FINISHED:
         return None
     if tags.get(TAG_POLICY_HASH) != policy_hash or tags.get(TAG_AUDIT_SET_HASH) != audit_set_hash:
         return None

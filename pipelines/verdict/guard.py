@@ -106,11 +106,11 @@ class GuardedRegistryStore(SqlAlchemyStore):
             self._judge_written_verdict(name, str(version))
 
     def delete_model_version_tag(self, name: str, version: str, key: str) -> None:
+        # Deleting the verdict needs no judgement: without it no alias can be set, and
+        # writing it again is judged like any write.
         if key.startswith(GUARD_TAG_PREFIX):
             raise _refuse(f"tag {key!r} is written by the registry guard only")
         super().delete_model_version_tag(name, version, key)
-        if key == TAG_VERDICT:
-            self._judge_written_verdict(name, str(version))
 
     def create_model_version(self, name: str, source: str, *args: Any, **kwargs: Any) -> Any:
         tags = kwargs.get("tags") if "tags" in kwargs else (args[1] if len(args) > 1 else None)

@@ -207,3 +207,148 @@ def test_attribution_alone_is_settled_by_the_policy_when_behaviour_holds():
     df["artifact_class_lift"] = [0.5] * 4
     both = run_checks(df, score_checks(warn), suite="cf")
     assert settle_attribution(both, warn, behaviour_ran=True) == (both, ())
+
+
+def _discovery(statuses: list[str]) -> pd.DataFrame:
+    n = len(statuses)
+    return pd.DataFrame(
+        {
+            "rank": list(range(1, n + 1)),
+            "class": ["malignant"] * n,
+            "size": [12] * n,
+            "evidence": ["placement"] * n,
+            "flip_rate": [0.75] * n,
+            "pull": [0.4] * n,
+            "pull_ci_low": [0.3] * n,
+            "pull_ci_high": [0.5] * n,
+            "decided_share": [0.6] * n,
+            "status": statuses,
+        }
+    )
+
+
+def test_discovery_blocks_only_on_a_confirmed_strategy_and_names_it():
+    from pipelines.evidence.expectations import discovery_checks
+
+    rules = AuditRules.from_options(discovery=True)
+    quiet = _discovery(["ok", "suspicious", "ok"])
+    assert run_checks(quiet, discovery_checks(rules, quiet), suite="d").success
+    found = _discovery(["ok", "confirmed", "suspicious"])
+    report = run_checks(found, discovery_checks(rules, found), suite="d")
+    rule = rules.checks.discovery
+    assert report.failed == ["no confirmed strategy"]
+    assert report.failures == [
+        "discovery found an unlabelled shortcut: strategy #2 of class 'malignant' (12 images; "
+        f"suspicious by placement > {rule.max_suspicion:.2f}): filling its proposed region "
+        f"flips 0.750 of its predictions (max_discovery_flip_rate {rule.max_flip_rate:.2f}) "
+        "and pasting it onto other classes raises P(class) by 0.400 [95% CI 0.300, 0.500] "
+        f"(max_discovery_lift {rule.max_lift:.2f}); it decides 0.600 of the class's predictions"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("option", "column", "at_bound", "over"),
+    [
+        ("max_spurious_mass", "spurious_mass", 0.25, 0.26),
+        ("max_spurious_lift", "artifact_class_lift", 0.25, 0.26),
+    ],
+)
+def test_a_mean_exactly_at_its_bound_passes_and_just_over_it_blocks(option, column, at_bound, over):
+    """The bounds are inclusive (<=), on both sides of the comparison."""
+    rules = AuditRules.from_options(**{option: 0.25})
+    for value, passes in ((at_bound, True), (over, False), (-0.5 if "lift" in column else 0, True)):
+        df = _with_counterfactuals([False] * 4, [0.5] * 4, [0.0] * 4)
+        df[column] = [value] * 4
+        report = run_checks(df, score_checks(rules), suite="bound")
+        assert report.success is passes, (value, report.failures)
+
+
+@pytest.mark.parametrize(
+    ("option", "column"),
+    [("max_flagged_fraction", "flagged"), ("max_flip_rate", "flipped_on_removal")],
+)
+def test_a_share_exactly_at_its_bound_passes_and_one_more_row_blocks(option, column):
+    rules = AuditRules.from_options(**{option: 0.25})
+    for flagged, passes in ((2, True), (3, False), (0, True)):
+        df = _with_counterfactuals([False] * 8, [0.5] * 8)
+        values = [True] * flagged + [False] * (8 - flagged)
+        df[column] = pd.array(values, dtype="boolean") if column != "flagged" else values
+        report = run_checks(df, score_checks(rules), suite="share")
+        assert report.success is passes, (flagged, report.failures)
+
+
+def test_the_sanity_bound_is_inclusive_and_a_constant_map_is_undefined():
+    at = _sanity([0.5, 0.5])
+    assert at.success
+    over = _sanity([0.5, 0.52])
+    assert over.failures and "mean Spearman 0.510" in over.failures[0]
+    assert "after 8 layers exceeds max_sanity_correlation 0.500" in over.failures[0]
+
+
+def test_a_negative_mean_mass_is_an_error_in_the_scores_not_a_pass():
+    report = _validate(_scores([-0.2, -0.1, 0.0]))
+    assert report.failed == ["spurious_mass mean"]
+    assert report.failures == ["spurious_mass mean -0.100 exceeds max_spurious_mass 0.300"]
+
+
+def test_the_sanity_checks_are_named_and_tolerate_a_minority_of_constant_maps():
+    over = _sanity([0.9, 0.8])
+    assert over.failed == ["sanity spearman mean"]
+    one_constant = _sanity([0.1, float("nan"), 0.2, 0.0])  # 3 of 4 defined: enough
+    assert one_constant.success
+    half = _sanity([0.1, float("nan"), float("nan"), float("nan")])
+    assert half.failed == ["sanity spearman not null"]
+    assert half.failures == [
+        "sanity check undefined: 3 original heatmap(s) are constant, so no correlation can be "
+        "computed"
+    ]
+
+
+def test_every_check_describes_a_result_that_lacks_its_numbers():
+    """A GX result without counts or values still gives the person a whole sentence."""
+    from pipelines.evidence.expectations import discovery_checks
+
+    rules = AuditRules()
+    described = {
+        check.name: check.describe({})
+        for check in score_checks(rules)
+        + sanity_checks(rules, steps=8)
+        + discovery_checks(AuditRules.from_options(discovery=True), None)
+    }
+    assert described == {
+        "spurious_mass mean": "spurious_mass mean None exceeds max_spurious_mass 0.300",
+        "flagged fraction": (
+            "flagged fraction nan exceeds max_flagged_fraction 0.100 (flag_mass 0.50)"
+        ),
+        "removal flip rate": (
+            "removal flip rate nan exceeds max_flip_rate 0.200: predictions change when the "
+            "artifact is removed"
+        ),
+        "spurious lift": (
+            "spurious lift None exceeds max_spurious_lift 0.200: adding the artifact to other "
+            "classes' inputs raises P(its class) by that much on average"
+        ),
+        **{
+            f"{column} not null": (
+                f"column {column!r} has ? null value(s) (rows []): a score could not be computed"
+            )
+            for column in (
+                "image_id",
+                "label",
+                "prediction",
+                "spurious_mass",
+                "enrichment",
+                "rank_accuracy",
+                "pointing_hit",
+                "flagged",
+            )
+        },
+        "sanity spearman mean": (
+            "sanity check undefined: no image has an original heatmap that is not constant"
+        ),
+        "sanity spearman not null": (
+            "sanity check undefined: ? original heatmap(s) are constant, so no correlation can "
+            "be computed"
+        ),
+        "no confirmed strategy": "discovery found an unlabelled shortcut: (no rows)",
+    }

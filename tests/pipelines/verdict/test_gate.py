@@ -321,3 +321,52 @@ def test_a_weights_only_model_with_a_bad_architecture_is_a_clear_error(tracking_
         ModelLoadError, match=r"architecture 'xai_checks\.examples\.toy_models:NoSuchNet' is not"
     ):
         load_model_version("bad-arch", "1")
+
+
+def test_holds_alias_says_where_the_alias_points_now(two_versions):
+    from pipelines.verdict.decision import holds_alias
+
+    assert not holds_alias(two_versions, "1", "champion")  # not set at all
+    MlflowClient().set_registered_model_alias(two_versions, "champion", "2")
+    assert holds_alias(two_versions, "2", "champion")
+    assert holds_alias(two_versions, 2, "champion")  # a version given as a number
+    assert not holds_alias(two_versions, "1", "champion")
+    assert not holds_alias(two_versions, "2", "staging")
+
+
+def test_an_error_after_a_verdict_is_stamped_once_in_last_error_and_history(
+    two_versions, monkeypatch
+):
+    """The error keeps the verdict; last_error and the history entry carry the same moment."""
+    import pipelines.verdict.decision as decision
+    from pipelines.verdict.decision import record_error
+
+    stamps = iter(f"2026-12-01T00:00:0{i}Z" for i in range(10))
+    monkeypatch.setattr(decision, "_utc_now", lambda: next(stamps))
+    record_verdict(two_versions, "1", GateDecision(Verdict.BLOCKED, ["x"]), run_id="r1")
+    record_error(two_versions, "1", "OSError: gone")
+    tags = MlflowClient().get_model_version(two_versions, "1").tags
+    assert tags["xai_gate.verdict"] == "blocked" and tags["xai_gate.run_id"] == "r1"
+    history = json.loads(tags["xai_gate.history"])
+    assert history == [
+        {"at": "2026-12-01T00:00:00Z", "verdict": "blocked", "run_id": "r1", "reason": "x"},
+        {"at": "2026-12-01T00:00:01Z", "verdict": "error", "run_id": "", "reason": "OSError: gone"},
+    ]
+    assert tags["xai_gate.last_error"] == "2026-12-01T00:00:01Z OSError: gone"
+    # The next finished verdict supersedes the error.
+    record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r2")
+    assert "xai_gate.last_error" not in MlflowClient().get_model_version(two_versions, "1").tags
+
+
+def test_a_reused_verdict_without_reason_or_run_reads_them_as_empty(two_versions):
+    """Tags written by hand without a secret: reused as they are, missing parts as ''."""
+    client = MlflowClient()
+    for key, value in {
+        "xai_gate.policy_hash": "p",
+        "xai_gate.audit_set_sha256": "a",
+        "xai_gate.verdict": "blocked",
+    }.items():
+        client.set_model_version_tag(two_versions, "1", key, value)
+    assert prior_verdict(two_versions, "1", policy_hash="p", audit_set_hash="a") == PriorVerdict(
+        Verdict.BLOCKED, "", ""
+    )

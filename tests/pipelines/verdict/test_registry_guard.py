@@ -72,6 +72,20 @@ def test_only_a_signed_pass_gets_the_protected_alias(guarded):
     assert str(client.get_model_version_by_alias("m", "champion").version) == "1"
 
 
+def test_refusals_are_permission_errors_and_other_tags_pass_through(guarded):
+    client = guarded
+    with pytest.raises(MlflowException, match="refuses alias 'champion'") as refused:
+        client.set_registered_model_alias("m", "champion", "2")
+    assert refused.value.error_code == "PERMISSION_DENIED"
+    client.set_model_version_tag("m", "2", "owner", "ana")
+    client.set_model_version_tag("m", "3", "owner", "bo")
+    client.delete_model_version_tag("m", "2", "owner")  # forwarded to MLflow's store as given
+    assert "owner" not in client.get_model_version("m", "2").tags
+    assert client.get_model_version("m", "3").tags["owner"] == "bo"
+    client.set_registered_model_alias("m", "staging", "3")
+    assert str(client.get_model_version_by_alias("m", "staging").version) == "3"
+
+
 def test_a_gate_without_the_secret_cannot_promote_through_the_guard(guarded, monkeypatch):
     monkeypatch.delenv("XAI_GATE_SECRET")
     with pytest.raises(MlflowException, match="no XAI_GATE_SECRET"):
@@ -134,10 +148,13 @@ def test_clients_cannot_write_the_guards_own_tags(guarded):
     client = guarded
     record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r1", policy_hash="h")
     accepted = client.get_model_version("m", "1").tags["xai_gate.guard.accepted_signature"]
-    with pytest.raises(MlflowException, match="written by the registry guard only"):
+    with pytest.raises(MlflowException, match="written by the registry guard only") as written:
         client.set_model_version_tag("m", "2", "xai_gate.guard.accepted_signature", accepted)
-    with pytest.raises(MlflowException, match="written by the registry guard only"):
+    with pytest.raises(MlflowException, match="written by the registry guard only") as deleted:
         client.delete_model_version_tag("m", "1", "xai_gate.guard.accepted_signature")
+    # Refusals are permission errors (HTTP 403 through a server), never a server fault.
+    assert written.value.error_code == deleted.value.error_code == "PERMISSION_DENIED"
+    assert written.value.get_http_status_code() == 403
     run = client.create_run(client.get_experiment_by_name("guard-m").experiment_id)
     with pytest.raises(MlflowException, match="written by the registry guard only"):
         client.create_model_version(
