@@ -352,3 +352,10 @@ def test_every_check_describes_a_result_that_lacks_its_numbers():
         ),
         "no confirmed strategy": "discovery found an unlabelled shortcut: (no rows)",
     }
+
+
+def test_numbers_in_reasons_have_three_decimals_and_anything_else_reads_as_is():
+    from pipelines.evidence.expectations import _num
+
+    assert (_num(0.12345), _num(2), _num("0.5")) == ("0.123", "2.000", "0.500")
+    assert (_num("n/a"), _num(None), _num([1])) == ("n/a", "None", "[1]")
