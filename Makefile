@@ -55,7 +55,7 @@ bench: $(VENV)/.stamp-test
 
 # Mutation testing of the verdict's safety modules ([tool.mutmut] in pyproject.toml), then the
 # score per module; fails while a mutant survives that tests/mutation/equivalent.toml does not
-# explain. About N minutes on 2 cores; not part of `make test`.
+# explain. About an hour on 2 cores; not part of `make test`.
 mutation: $(VENV)/.stamp-test
 	$(BIN)/pip install --quiet -e '.[test,dev,mutation]'
 	rm -rf mutants

@@ -129,5 +129,5 @@ class GuardedRegistryStore(SqlAlchemyStore):
             and age is not None
             and abs(age) <= max_signature_age()
         )
-        accepted = tags.get(TAG_SIGNATURE, "") if fresh else ""
+        accepted = tags[TAG_SIGNATURE] if fresh else ""  # fresh: it verified, so it is there
         super().set_model_version_tag(name, version, ModelVersionTag(TAG_ACCEPTED, accepted))

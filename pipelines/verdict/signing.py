@@ -66,8 +66,12 @@ def now_signed_at() -> str:
 
 
 def verify_signature(secret: bytes, *, model: str, version: str, tags: Mapping[str, str]) -> bool:
-    """Whether ``tags`` carry a verdict signed with ``secret`` for exactly this version."""
-    signature = tags.get(TAG_SIGNATURE, "")
+    """Whether ``tags`` carry a verdict signed with ``secret`` for exactly this version.
+
+    A missing field tag reads as empty, as the gate writes it (e.g. no run id)."""
+    signature = tags.get(TAG_SIGNATURE)
+    if not signature:
+        return False
     expected = sign_verdict(
         secret,
         model=model,
@@ -77,14 +81,15 @@ def verify_signature(secret: bytes, *, model: str, version: str, tags: Mapping[s
         policy_hash=tags.get(TAG_POLICY_HASH, ""),
         signed_at=tags.get(TAG_SIGNED_AT, ""),
     )
-    return bool(signature) and hmac.compare_digest(signature, expected)
+    # As bytes: compare_digest refuses str with non-ASCII characters (a tag anyone can write).
+    return hmac.compare_digest(signature.encode(), expected.encode())
 
 
 def signature_age(tags: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds since the verdict was signed (None when ``signed_at`` is missing or garbled)."""
     try:
-        signed_at = int(tags.get(TAG_SIGNED_AT, ""))
-    except ValueError:
+        signed_at = int(tags[TAG_SIGNED_AT])
+    except (KeyError, ValueError):
         return None
     return (time.time() if now is None else now) - signed_at
 

@@ -54,18 +54,24 @@ def main() -> int:
             counts["killed"] += 1
         elif mutant in equivalent and status == "survived":
             counts["equivalent"] += 1
+        elif status == "not checked":  # the run was stopped before it reached this one
+            counts["not run"] += 1
+            unexplained.append(f"{mutant}: {status}")
         else:
             counts["unexplained"] += 1
             unexplained.append(f"{mutant}: {status}")
     stale = [m for m in equivalent if statuses.get(m) != "survived"]
 
-    print("| module | mutants | killed | equivalent (listed) | not caught | score |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| module | mutants | run | killed | equivalent (listed) | survived | score of those run |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for module, counts in sorted(by_module.items()):
-        checked = counts["mutants"] - counts["equivalent"]
-        score = 100 * counts["killed"] / checked if checked else 100.0
+        run = counts["mutants"] - counts["not run"]
+        judged = run - counts["equivalent"]
+        score = 100 * counts["killed"] / judged if judged else 100.0
         print(
-            f"| `{module}` | {counts['mutants']} | {counts['killed']} | "
+            f"| `{module}` | {counts['mutants']} | {run} | {counts['killed']} | "
             f"{counts['equivalent']} | {counts['unexplained']} | {score:.1f} % |"
         )
     for line in unexplained:

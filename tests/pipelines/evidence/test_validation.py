@@ -244,6 +244,9 @@ def test_discovery_blocks_only_on_a_confirmed_strategy_and_names_it():
         "and pasting it onto other classes raises P(class) by 0.400 [95% CI 0.300, 0.500] "
         f"(max_discovery_lift {rule.max_lift:.2f}); it decides 0.600 of the class's predictions"
     ]
+    two = _discovery(["confirmed", "confirmed"])
+    [both] = run_checks(two, discovery_checks(rules, two), suite="d").failures
+    assert both.count("strategy #") == 2 and "predictions; strategy #2 of class" in both
 
 
 @pytest.mark.parametrize(
@@ -359,3 +362,30 @@ def test_numbers_in_reasons_have_three_decimals_and_anything_else_reads_as_is():
 
     assert (_num(0.12345), _num(2), _num("0.5")) == ("0.123", "2.000", "0.500")
     assert (_num("n/a"), _num(None), _num([1])) == ("n/a", "None", "[1]")
+
+
+def test_which_checks_apply_to_texts_and_to_audit_sets_without_regions():
+    from pipelines.evidence.columns import TEXT_SCORE_COLUMNS
+
+    names = [c.name for c in score_checks(AuditRules(), required=TEXT_SCORE_COLUMNS)]
+    # Attention, rollout and precision@k may be undefined for a text: never a null check.
+    assert names == [
+        "spurious_mass mean", "flagged fraction", "removal flip rate", "spurious lift",
+        "text_id not null", "label not null", "prediction not null", "spurious_mass not null",
+        "flagged not null",
+    ]  # fmt: skip
+    without = [c.name for c in score_checks(AuditRules(), regions=False)]
+    assert without == [
+        "image_id not null", "label not null", "prediction not null", "spurious_mass not null",
+        "enrichment not null", "rank_accuracy not null", "pointing_hit not null",
+        "flagged not null",
+    ]  # fmt: skip
+
+
+def test_a_null_check_names_the_first_five_rows():
+    report = _validate(_scores([float("nan")] * 7 + [0.1]))
+    [nulls] = [f for f in report.failures if f.startswith("column 'spurious_mass'")]
+    assert nulls == (
+        "column 'spurious_mass' has 7 null value(s) (rows [0, 1, 2, 3, 4]): a score could not "
+        "be computed"
+    )

@@ -68,3 +68,10 @@ def test_an_unknown_choice_is_an_error_not_a_quiet_default():
         decide(PASSED, INSANE, inconclusive="blok")
     with pytest.raises(ValueError, match=r"on_uninformative must be one of"):
         decide(PASSED, SANE, uninformative=["chance"], on_uninformative="warning")
+
+
+def test_failed_sanity_keeps_the_warnings_and_the_uninformative_reasons():
+    decision = decide(PASSED, INSANE, warnings=["w"], uninformative=["chance"])
+    assert decision == GateDecision(
+        Verdict.INCONCLUSIVE, ["sanity check failed: 0.9"], ["w", "uninformative evidence: chance"]
+    )

@@ -370,3 +370,29 @@ def test_a_reused_verdict_without_reason_or_run_reads_them_as_empty(two_versions
     assert prior_verdict(two_versions, "1", policy_hash="p", audit_set_hash="a") == PriorVerdict(
         Verdict.BLOCKED, "", ""
     )
+
+
+@pytest.mark.parametrize(("policy", "holder"), [("keep", "1"), ("remove", None)])
+def test_a_blocked_alias_holder_keeps_or_loses_its_alias_as_the_policy_says(
+    two_versions, policy, holder
+):
+    def alias_holder(alias: str) -> str | None:
+        try:
+            return str(MlflowClient().get_model_version_by_alias(two_versions, alias).version)
+        except mlflow.exceptions.MlflowException:
+            return None
+
+    record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r1", alias="prod")
+    assert alias_holder("prod") == "1"
+    moved = record_verdict(
+        two_versions, "1", GateDecision(Verdict.BLOCKED, ["x"]), run_id="r2", alias="prod",
+        on_alias_holder_blocked=policy,
+    )  # fmt: skip
+    assert moved is False and alias_holder("prod") == holder
+    # A blocked version that does not hold the alias never takes it from the one that does.
+    record_verdict(two_versions, "2", GateDecision(Verdict.PASSED), run_id="r3", alias="prod")
+    record_verdict(
+        two_versions, "1", GateDecision(Verdict.BLOCKED, ["y"]), run_id="r4", alias="prod",
+        on_alias_holder_blocked="remove",
+    )  # fmt: skip
+    assert alias_holder("prod") == "2" and alias_holder("champion") is None

@@ -127,8 +127,12 @@ def test_a_replayed_old_pass_is_refused_after_a_later_block(guarded):
     _write_back(client, "2", old_pass)
     tags = client.get_model_version("m", "2").tags
     assert tags["xai_gate.verdict"] == "passed" and tags["xai_gate.guard.accepted_signature"] == ""
-    with pytest.raises(MlflowException, match="not fresh when it was written"):
+    with pytest.raises(MlflowException, match="not fresh when it was written") as refused:
         client.set_registered_model_alias("m", "champion", "2")
+    assert refused.value.message == (
+        "xai-gate refuses alias 'champion' for m version 2: its signed verdict was not fresh "
+        "when it was written (an old verdict written back: a replay), or it was changed since"
+    )
 
 
 def test_a_fresh_pass_can_be_rolled_back_to_while_it_is_the_latest_verdict(guarded):
@@ -217,3 +221,77 @@ def test_a_real_mlflow_server_enforces_the_guard_over_http(tmp_path, monkeypatch
         assert str(client.get_model_version_by_alias("m", "challenger").version) == "2"
     finally:
         server.kill(signal.SIGTERM)
+
+
+def test_protected_aliases_are_a_comma_separated_list(monkeypatch):
+    from pipelines.verdict.guard import protected_aliases
+
+    monkeypatch.delenv("XAI_GATE_PROTECTED_ALIASES", raising=False)
+    assert protected_aliases() == {"champion"}
+    monkeypatch.setenv("XAI_GATE_PROTECTED_ALIASES", " champion, prod ,,canary")
+    assert protected_aliases() == {"champion", "prod", "canary"}
+
+
+def test_the_guard_store_takes_only_its_own_uri_scheme(tmp_path):
+    from pipelines.verdict.guard import GuardedRegistryStore
+
+    with pytest.raises(MlflowException, match=r"xai-gate registry store URIs start with "):
+        GuardedRegistryStore(f"sqlite:///{tmp_path / 'r.db'}")
+
+
+@pytest.mark.parametrize(("age", "accepted"), [(300.0, True), (300.5, False), (-300.0, True)])
+def test_a_verdict_is_fresh_up_to_exactly_the_maximum_age(guarded, monkeypatch, age, accepted):
+    """Ages within XAI_GATE_SIGNATURE_MAX_AGE (default 300 s, either way: clocks differ) pass."""
+    from types import SimpleNamespace
+
+    import pipelines.verdict.signing as signing
+
+    signed_at = "1700000000"
+    monkeypatch.setattr(signing, "time", SimpleNamespace(time=lambda: 1700000000 + age))
+    signature = sign_verdict(
+        SECRET.encode(), model="m", version="1", verdict="passed", run_id="r",
+        policy_hash="h", signed_at=signed_at,
+    )  # fmt: skip
+    _write_back(
+        guarded,
+        "1",
+        {
+            "xai_gate.run_id": "r",
+            "xai_gate.policy_hash": "h",
+            "xai_gate.signed_at": signed_at,
+            "xai_gate.signature": signature,
+            "xai_gate.verdict": "passed",
+        },
+    )
+    tags = guarded.get_model_version("m", "1").tags
+    assert tags["xai_gate.guard.accepted_signature"] == (signature if accepted else "")
+
+
+def test_the_guard_store_forwards_versions_and_refuses_its_tags_however_they_are_passed(
+    tmp_path,
+):
+    """MLflow's store is called with positional or keyword arguments: both are checked."""
+    from mlflow.entities.model_registry import ModelVersionTag
+
+    from pipelines.verdict.guard import GuardedRegistryStore
+
+    store = GuardedRegistryStore(f"xai-gate+sqlite:///{tmp_path / 'r.db'}")
+    store.create_registered_model("m")
+    forged = [ModelVersionTag("xai_gate.guard.accepted_signature", "x")]
+    with pytest.raises(MlflowException, match="written by the registry guard only"):
+        store.create_model_version("m", "runs:/r/model", "run-1", forged)
+    with pytest.raises(MlflowException, match="written by the registry guard only"):
+        store.create_model_version("m", "runs:/r/model", tags=forged)
+    positional = store.create_model_version(
+        "m", "runs:/r1/model", "run-1", [ModelVersionTag("owner", "ana")]
+    )
+    alone = store.create_model_version("m", "runs:/r2/model", "run-2")
+    keywords = store.create_model_version(
+        "m", "runs:/r3/model", run_id="run-3", tags=[ModelVersionTag("owner", "bo")]
+    )
+    read = [store.get_model_version("m", v.version) for v in (positional, alone, keywords)]
+    assert [(v.source, v.run_id, v.tags) for v in read] == [
+        ("runs:/r1/model", "run-1", {"owner": "ana"}),
+        ("runs:/r2/model", "run-2", {}),
+        ("runs:/r3/model", "run-3", {"owner": "bo"}),
+    ]

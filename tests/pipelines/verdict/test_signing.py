@@ -59,3 +59,31 @@ def test_signature_age_reads_the_signed_time():
     assert signature_age({"xai_gate.signed_at": "100"}, now=160.0) == 60.0
     assert signature_age({"xai_gate.signed_at": "soon"}) is None
     assert signature_age({}) is None
+
+
+def test_signature_age_is_none_for_a_missing_or_unreadable_time():
+    assert signature_age({"xai_gate.signed_at": ""}) is None
+    assert signature_age({"xai_gate.signed_at": "12.5"}) is None
+    assert signature_age({"xai_gate.signed_at": "100"}, now=100.0) == 0.0
+
+
+def test_each_refusal_says_exactly_why():
+    """The reasons a guarded registry shows a person, word for word."""
+    tail = "; only a version that passed the gate may hold this alias"
+    assert verify_passed(SECRET, model="m", version="3", tags={}) == (
+        "it has no xai-gate verdict" + tail
+    )
+    assert verify_passed(SECRET, model="m", version="3", tags=_tags(verdict="blocked")) == (
+        "its xai-gate verdict is 'blocked'" + tail
+    )
+    assert (
+        verify_passed(SECRET, model="m", version="3", tags=_tags() | {"xai_gate.signature": ""})
+        == "its 'passed' verdict is unsigned (set by hand, or gated without XAI_GATE_SECRET)"
+    )
+    assert verify_passed(SECRET, model="m", version="4", tags=_tags()) == (
+        "its verdict signature does not verify (tags edited by hand, copied from another "
+        "version, or signed with another secret)"
+    )
+    assert verify_passed(None, model="m", version="3", tags=_tags()) == (
+        "the guard has no XAI_GATE_SECRET, so no verdict can be verified"
+    )

@@ -101,3 +101,20 @@ def test_another_secret_an_empty_or_uppercase_signature_does_not_verify():
 
 def test_a_version_given_as_a_number_signs_as_its_text():
     assert sign_verdict(SECRET, **(FIELDS | {"version": 3})) == _reference(SECRET, FIELDS)
+
+
+def test_a_missing_field_tag_reads_as_the_empty_field():
+    """The gate signs '' for what it leaves empty (an error has no run): the tag may be absent."""
+    claim = FIELDS | {"run_id": "", "policy_hash": "", "verdict": "", "signed_at": ""}
+    tags = {"xai_gate.signature": _reference(SECRET, claim)}
+    assert verify_signature(SECRET, model=FIELDS["model"], version="3", tags=tags)
+    assert not verify_signature(SECRET, model=FIELDS["model"], version="3", tags={})
+
+
+def test_a_signature_tag_of_any_text_is_refused_not_an_error():
+    for junk in ("ü" * 64, "not hex", " ", "0" * 63):
+        tags = _tags(FIELDS, junk)
+        assert not verify_signature(SECRET, model=FIELDS["model"], version="3", tags=tags)
+        assert "does not verify" in verify_passed(
+            SECRET, model=FIELDS["model"], version="3", tags=tags
+        )
