@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -164,6 +166,50 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _serve_on_a_free_port(
+    launch: Callable[[int, IO[bytes]], subprocess.Popen],
+    health_url: Callable[[int], str],
+    log: Path,
+    what: str,
+    timeout: float = 180,
+) -> tuple[subprocess.Popen, int, IO[bytes]]:
+    """Start a server process on a free port and wait until ``health_url(port)`` answers.
+
+    A picked port can be taken by another process before the server binds it: then the
+    server exits saying so, and another port is tried (3 in all). Any other early exit or
+    a hang fails with the end of the server's log. Returns the process, its port and the
+    open log (the caller stops the process and closes the log).
+    """
+    import requests
+
+    for _ in range(3):
+        port = _free_port()
+        handle = log.open("wb")
+        process = launch(port, handle)
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                if requests.get(health_url(port), timeout=2).ok:
+                    return process, port, handle
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        if process.poll() is None:  # hung
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+        handle.close()
+        output = log.read_text(errors="replace")
+        if "address already in use" not in output.lower():
+            raise AssertionError(f"{what} did not start:\n{output[-3000:]}")
+    raise AssertionError(f"no free port for {what} in 3 tries")
+
+
+@pytest.fixture(scope="session")
+def serve_on_a_free_port():
+    """``serve_on_a_free_port(launch, health_url, log, what)``: see ``_serve_on_a_free_port``."""
+    return _serve_on_a_free_port
 
 
 def _unavailable(reason: str) -> None:

@@ -42,15 +42,16 @@ def _gate(
     )  # fmt: skip
 
 
-def _evidence_run(run_id: str):
-    return MlflowClient().get_run(run_id)
+@pytest.fixture(autouse=True)
+def _signing(monkeypatch) -> None:
+    """Every gate here signs (the CLI processes get the secret from ``_cli_env``)."""
+    monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
 
 
 def test_killed_while_writing_a_first_verdict_it_stays_pending_and_is_gated_again(
-    trained_pair, lesion_gate, tracking_uri, tmp_path, registry, monkeypatch
+    trained_pair, lesion_gate, tracking_uri, tmp_path, registry
 ):
     """Killed after the run, reason, policy hash and time are written, before the signature."""
-    monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
     model = "killed-first-verdict"
     lesion_gate.register(trained_pair.clean, model)
     policy = lesion_gate.policy(tmp_path, model)
@@ -63,7 +64,7 @@ def test_killed_while_writing_a_first_verdict_it_stays_pending_and_is_gated_agai
     assert verify_passed(SECRET.encode(), model=model, version="1", tags=state.tags)
     assert "xai_gate.history" not in state.tags  # the attempt never finished
     cut_off_run = state.run_id
-    assert _evidence_run(cut_off_run).data.metrics["gradcam.spurious_mass"] >= 0
+    assert MlflowClient().get_run(cut_off_run).data.metrics["gradcam.spurious_mass"] >= 0
     assert ungated_versions(model) == ["1"]  # the sweeper takes it again
 
     again = _gate(tmp_path, policy)
@@ -76,11 +77,10 @@ def test_killed_while_writing_a_first_verdict_it_stays_pending_and_is_gated_agai
 
 
 def test_killed_before_the_verdict_tag_over_an_old_pass_leaves_a_pass_that_does_not_verify(
-    trained_pair, lesion_gate, tracking_uri, tmp_path, registry, monkeypatch
+    trained_pair, lesion_gate, tracking_uri, tmp_path, registry
 ):
     """The shortcut model passed a lax policy (and took the alias); gated under the strict one,
     it is killed after the new 'blocked' signature is written but before the verdict tag."""
-    monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
     model = "killed-over-a-pass"
     lesion_gate.register(trained_pair.shortcut, model)
     lax = lesion_gate.policy(
@@ -118,9 +118,8 @@ def test_killed_before_the_verdict_tag_over_an_old_pass_leaves_a_pass_that_does_
 
 
 def test_two_cli_gates_at_once_give_one_signed_verdict_and_one_evidence_run(
-    trained_pair, lesion_gate, tracking_uri, tmp_path, registry, monkeypatch
+    trained_pair, lesion_gate, tracking_uri, tmp_path, registry
 ):
-    monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
     model = "two-at-once"
     lesion_gate.register(trained_pair.clean, model)
     policy = lesion_gate.policy(tmp_path, model)
@@ -144,11 +143,10 @@ def test_two_cli_gates_at_once_give_one_signed_verdict_and_one_evidence_run(
 
 
 def test_a_gate_stopped_by_sigterm_crashes_and_its_on_crashed_hook_records_error(
-    trained_pair, lesion_gate, tracking_uri, tmp_path, registry, monkeypatch
+    trained_pair, lesion_gate, tracking_uri, tmp_path, registry
 ):
     """SIGTERM (a worker or ``docker stop``) just before the verdict is written: Prefect marks the
     flow run crashed, no gate code catches it, and the on_crashed hook must leave 'error'."""
-    monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
     model = "terminated-model"
     lesion_gate.register(trained_pair.clean, model)
     policy = lesion_gate.policy(tmp_path, model)

@@ -17,7 +17,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from flows.example import _free_port, start_mlflow_server
+from flows.example import start_mlflow_server
 from pipelines.tracking.webhooks import sign_delivery
 
 pytestmark = pytest.mark.slow
@@ -45,14 +45,13 @@ def server(tmp_path, monkeypatch) -> Iterator[str]:
 
 
 @pytest.fixture
-def listener(server, lesion_gate, tmp_path) -> Iterator[str]:
+def listener(server, lesion_gate, tmp_path, serve_on_a_free_port) -> Iterator[str]:
     """``xai-gate listen`` as its own process, registered as the server's webhook."""
     policy = lesion_gate.policy(tmp_path / "gate", MODEL)
-    for _ in range(3):  # a picked port can be taken before the listener binds it: pick again
-        port = _free_port()
+
+    def launch(port: int, log) -> subprocess.Popen:
         url = f"http://127.0.0.1:{port}"
-        log = (tmp_path / "listen.log").open("wb")
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [
                 sys.executable, "-m", "flows.cli", "listen", "--policy", str(policy),
                 "--port", str(port), "--tracking-uri", server, "--register", f"{url}/webhook",
@@ -60,36 +59,19 @@ def listener(server, lesion_gate, tmp_path) -> Iterator[str]:
             env={**os.environ, "XAI_GATE_WEBHOOK_SECRET": SECRET},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        if _healthy(url, process):
-            break
-        log.close()
-        output = (tmp_path / "listen.log").read_text()
-        if "address already in use" not in output.lower():
-            raise AssertionError(output[-3000:])
-    else:
-        raise AssertionError("no free port for the listener in 3 tries")
+
+    process, port, log = serve_on_a_free_port(
+        launch,
+        lambda port: f"http://127.0.0.1:{port}/health",
+        tmp_path / "listen.log",
+        "the listener",
+    )
     try:
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
         log.close()
-
-
-def _healthy(url: str, process: subprocess.Popen, timeout: float = 180) -> bool:
-    """Whether the listener answers its health check before it exits or ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                return True
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    if process.poll() is None:  # hung: stop it, and say so with its log
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
-    return False
 
 
 def _wait_until_gated(url: str, count: int, timeout: float = 240) -> int:

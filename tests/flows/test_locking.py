@@ -136,48 +136,32 @@ def test_a_gate_killed_mid_flow_leaves_no_verdict_and_the_next_gate_runs_at_once
 
 
 @pytest.fixture
-def prefect_server(tmp_path) -> Iterator[str]:
+def prefect_server(tmp_path, serve_on_a_free_port) -> Iterator[str]:
     """A real ``prefect server start`` whose repossessor looks for expired leases every second
     (the test harness's server is not the service a killed gate's slot depends on)."""
-    import requests
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-server-home"),
+        "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
 
-    from flows.example import _free_port
-
-    for _ in range(3):  # a picked port can be taken before the server binds it: pick again
-        port = _free_port()
-        env = {
-            **os.environ,
-            "PREFECT_HOME": str(tmp_path / "prefect-server-home"),
-            "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1",
-            "PREFECT_UI_ENABLED": "false",
-        }
-        env.pop("PREFECT_API_URL", None)
-        log = (tmp_path / "prefect-server.log").open("wb")
-        server = subprocess.Popen(
+    def launch(port: int, log) -> subprocess.Popen:
+        return subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
              "--port", str(port)],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        url = f"http://127.0.0.1:{port}/api"
-        deadline = time.monotonic() + 120
-        while server.poll() is None and time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        if server.poll() is None and time.monotonic() < deadline:
-            break
-        if server.poll() is None:
-            _kill_group(server)
-        log.close()
-        output = (tmp_path / "prefect-server.log").read_text()
-        if "address already in use" not in output.lower():
-            raise AssertionError(output[-3000:])
-    else:
-        raise AssertionError("no free port for the Prefect server in 3 tries")
+
+    server, port, log = serve_on_a_free_port(
+        launch,
+        lambda port: f"http://127.0.0.1:{port}/api/health",
+        tmp_path / "prefect-server.log",
+        "the Prefect server",
+    )
     try:
-        yield url
+        yield f"http://127.0.0.1:{port}/api"
     finally:
         _kill_group(server)
         log.close()

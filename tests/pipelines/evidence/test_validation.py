@@ -309,6 +309,7 @@ def test_the_sanity_checks_are_named_and_tolerate_a_minority_of_constant_maps():
 
 def test_every_check_describes_a_result_that_lacks_its_numbers():
     """A GX result without counts or values still gives the person a whole sentence."""
+    from pipelines.evidence.columns import SCORE_COLUMNS
     from pipelines.evidence.expectations import discovery_checks
 
     rules = AuditRules()
@@ -335,16 +336,7 @@ def test_every_check_describes_a_result_that_lacks_its_numbers():
             f"{column} not null": (
                 f"column {column!r} has ? null value(s) (rows []): a score could not be computed"
             )
-            for column in (
-                "image_id",
-                "label",
-                "prediction",
-                "spurious_mass",
-                "enrichment",
-                "rank_accuracy",
-                "pointing_hit",
-                "flagged",
-            )
+            for column in SCORE_COLUMNS
         },
         "sanity spearman mean": (
             "sanity check undefined: no image has an original heatmap that is not constant"
