@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cold_start import HEAVY, help_imports
+from benchmarks.real_scale import _ratio
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,11 +64,13 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
     # Real scale at smoke sizes: both architectures logged as pt2 and gated to a verdict.
     for architecture in ("resnet18 64x64", "vit_tiny 64x64"):
         whole = [r for r in rows if r["name"].startswith(f"{architecture}, 4 PNGs: whole gate (")]
-        assert len(whole) == 1 and whole[0]["ratio"] > 0, rows
+        # At smoke sizes the gate is mostly start-up: noise may leave no ratio (see _ratio).
+        assert len(whole) == 1 and whole[0]["value"] > 0, rows
+        assert whole[0]["ratio"] is None or whole[0]["ratio"] > 0
         own = by_name[
             ("real_scale", f"{architecture}, 4 PNGs: whole gate against its checks' own compute")
         ]
-        assert own["ratio"] > 0 and own["goal"] == "<= 2x"
+        assert (own["ratio"] is None or own["ratio"] > 0) and own["goal"] == "<= 2x"
         assert any(r["name"].endswith("sanity cascade (2 steps)") or "sanity cascade" in r["name"]
                    for r in rows if r["name"].startswith(architecture))  # fmt: skip
     # Registration to verdict through a real mlflow server and xai-gate listen.
@@ -75,3 +78,10 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
     assert len(latency) == 1 and latency[0]["versus"] == "a fresh gate process"
     assert all(row["value"] > 0 for row in rows if row["benchmark"] != "shortcut_zoo")
     assert "xai-gate benchmarks (quick: smoke sizes)" in done.stdout
+
+
+def test_the_real_scale_ratio_is_left_out_where_start_up_noise_exceeds_the_gate():
+    assert _ratio(gate=30.0, startup=10.0, compute=4.0) == 5.0
+    assert _ratio(gate=23.5, startup=29.1, compute=0.05) is None  # the CI run that went red
+    assert _ratio(gate=10.0, startup=10.0, compute=1.0) is None
+    assert _ratio(gate=30.0, startup=10.0, compute=0.0) is None
