@@ -18,10 +18,12 @@ shipped default policy, the way the gate judges it:
 * **unlabelled**: the audit set is the model's own kind of data (artifacts as
   often as in training), without masks; strategy discovery decides.
 
-Tuning happened on the ``tuned`` group only (ruler, band, grating; seeds 0-2).
-The ``held out`` group (tag, stamp, weave; seeds 3-5) was never looked at while
-choosing defaults; its numbers are reported as they come out (``weave`` was
-added after the last tuning, as a texture kind the tuning never saw).
+Tuning happened on the ``tuned`` group only (ruler, band, grating, weave;
+seeds 0-2). The ``held out`` group (tag, stamp, vignette; seeds 3-5) was never
+looked at while choosing defaults; its numbers are reported as they come out.
+``weave`` was held out until it exposed a miss (discovery's regions came from
+the heatmaps only) and has been tuned on since; ``vignette`` was added then,
+as shading in four parts that no tuning saw.
 
 The ``text`` group does the same for review classifiers (a tiny BERT): the
 artifact is a sign-off word, the effect the rise in P(positive) when it is
@@ -44,8 +46,8 @@ from benchmarks._common import Row
 __all__ = ["GROUPS", "ZooModel", "judge", "run", "train_zoo"]
 
 GROUPS: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
-    "tuned": (("ruler", "band", "grating"), (0, 1, 2)),
-    "held out": (("tag", "stamp", "weave"), (3, 4, 5)),
+    "tuned": (("ruler", "band", "grating", "weave"), (0, 1, 2)),
+    "held out": (("tag", "stamp", "vignette"), (3, 4, 5)),
 }
 STRENGTHS = (0.0, 0.5, 0.9, 1.0)
 SPURIOUS_EFFECT = 0.3

@@ -125,6 +125,29 @@ def trained_band_pair() -> TrainedPair:
     return TrainedPair(*models)
 
 
+@pytest.fixture(scope="session")
+def trained_weave_pair() -> TrainedPair:
+    """SmallCNNs trained with a faint checkerboard strip along the right edge (contrast 0.14)
+    on every malignant image (ρ = 1), and clean (ρ = 0, the strip on a coin flip's worth).
+
+    A fixed-place texture the shortcut model's Grad-CAM does not outline: discovery must find
+    it from the images, not from the heatmap.
+    """
+    from xai_checks.examples.synthetic import make_lesions
+    from xai_checks.examples.toy_models import SmallCNN, train_classifier
+
+    models = []
+    for rho in (1.0, 0.0):
+        # The shortcut zoo's seed 5 (benchmarks/shortcut_zoo.py): its Grad-CAM region holds
+        # too little of the strip to raise suspicion (seeds 0-4 raise it by the heatmap).
+        data = make_lesions(1000, shortcut_strength=rho, seed=1005, artifact="weave")
+        torch.manual_seed(5)
+        model = SmallCNN(width=16)
+        train_classifier(model, data.images, data.labels, epochs=6, seed=5)
+        models.append(model)
+    return TrainedPair(*models)
+
+
 @dataclass(frozen=True)
 class TrainedTextPair:
     shortcut: torch.nn.Module

@@ -48,6 +48,15 @@ region (its hot region, minus where the rest of its class looks):
   near-uniform inside of a dark lesion, which is alike on every member
   without being a copy of anything.
 
+The regions come from the heatmaps, and a heatmap may not point at the
+shortcut (a faint texture read by early filters leaves the last layer's map on
+the object). :func:`contrast_regions` proposes regions from the images alone:
+the compact places where the strategy's images differ from the other classes'
+at the same pixels (per-pixel Welch t of colour and of fine detail). A
+shortcut that moves has no such place; one that sits still has, whatever the
+heatmap says. Presence and texture then say whether it is suspicious
+(stereotypy cannot: the members are alike there by the region's choice).
+
 All three are only suspicions: a class defined by an object that the others lack
 (a fracture) has presence too. :func:`confirm_proposal` tests the region
 behaviourally: fill it on the members (does their prediction change?) and
@@ -77,6 +86,7 @@ __all__ = [
     "RegionEvidence",
     "Strategy",
     "confirm_proposal",
+    "contrast_regions",
     "discover_strategies",
     "eigengap",
     "propose_region",
@@ -92,6 +102,14 @@ _STEREOTYPY_SAMPLE = 24
 _EVIDENCE_SIDE = 64
 """Images are pooled to at most this side for presence, texture and stereotypy: fast at any
 size."""
+_CONTRAST_T = 5.0
+"""Per-pixel |Welch t| above which a pixel differs between the strategy and the other classes.
+Under no difference a 64 x 64 map of two statistics exceeds it nowhere (Bonferroni: about
+1 % chance of one pixel), so what is left is a real difference at that place."""
+_CONTRAST_MIN_PIXELS = 6
+"""Smaller components of the pooled contrast map are specks, not regions."""
+_CONTRAST_MAX_AREA = 0.5
+"""A region of more than half the image leaves too little to fill it from, or to compare."""
 
 
 @dataclass(frozen=True)
@@ -407,6 +425,75 @@ def region_evidence(
     return RegionEvidence(presence, stereotypy, texture)
 
 
+def contrast_regions(
+    images: Tensor,
+    members: Tensor,
+    others: Tensor,
+    *,
+    most: int = 3,
+    seed: int = 0,
+) -> list[Tensor]:
+    """Where the members' images differ from the others' at the same pixels, with no heatmap.
+
+    Per pooled pixel, the Welch t between members and ``others`` of each
+    colour channel and of the fine detail's magnitude; pixels above
+    ``_CONTRAST_T`` joined across one-pixel gaps, split into connected
+    components. Returns the ``most``
+    strongest components (summed |t|), then their union when there are
+    several (a shortcut in parts: four shaded corners), each (H, W) bool at
+    image size; empty when nothing differs at a fixed place (a moving artifact,
+    or no artifact).
+    """
+    from scipy import ndimage
+
+    if members.numel() < 3 or others.numel() < 3:
+        return []
+    rng = torch.Generator().manual_seed(seed)
+    height, width = (int(v) for v in images.shape[-2:])
+    mine = _pooled_images(images[_subsample(members.long().cpu(), _EVIDENCE_SAMPLE, rng)])
+    theirs = _pooled_images(images[_subsample(others.long().cpu(), _EVIDENCE_SAMPLE, rng)])
+    colour = _welch_t(mine, theirs).abs().amax(dim=0)
+    detail = _welch_t(
+        _detail(mine).abs().mean(dim=1, keepdim=True),
+        _detail(theirs).abs().mean(dim=1, keepdim=True),
+    ).abs()[0]
+    strength = torch.maximum(colour, detail)
+    significant = strength > _CONTRAST_T
+    joined = F.max_pool2d(significant[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+    labelled, count = ndimage.label(joined.numpy(), structure=np.ones((3, 3)))
+    labelled = torch.from_numpy(labelled)
+    pooled_area = float(significant.numel())
+    components = []
+    for k in range(1, count + 1):
+        part = (labelled == k) & significant
+        size = int(part.sum())
+        if size < _CONTRAST_MIN_PIXELS or size / pooled_area > _CONTRAST_MAX_AREA:
+            continue
+        region = F.interpolate(part[None, None].float(), size=(height, width), mode="nearest")
+        region = region[0, 0] > 0
+        components.append((float(strength[part].sum()), region))
+    components.sort(key=lambda c: -c[0])
+    regions = [region for _, region in components[:most]]
+    if len(regions) > 1:
+        union = torch.stack(regions).any(dim=0)
+        if float(union.float().mean()) <= _CONTRAST_MAX_AREA:
+            regions.append(union)
+    return regions
+
+
+def _pooled_images(images: Tensor) -> Tensor:
+    """Images at most ``_EVIDENCE_SIDE`` px a side, area-pooled, as float on the CPU."""
+    images = images.detach().float().cpu()
+    factor = max(1, math.ceil(max(images.shape[-2:]) / _EVIDENCE_SIDE))
+    return images if factor == 1 else F.avg_pool2d(images, factor, ceil_mode=True)
+
+
+def _welch_t(a: Tensor, b: Tensor) -> Tensor:
+    """Per-position Welch t of two samples (N, ...) and (M, ...)."""
+    spread = a.var(dim=0) / a.shape[0] + b.var(dim=0) / b.shape[0]
+    return (a.mean(dim=0) - b.mean(dim=0)) / spread.clamp_min(1e-12).sqrt()
+
+
 def _share_only_mine(mine: float, theirs: float) -> float:
     """1 - theirs / mine, at most 1: how much of the members' amount the others lack."""
     return min(1.0, 1.0 - theirs / mine) if mine > 0 else float("nan")
@@ -420,14 +507,11 @@ def _subsample(index: Tensor, most: int, rng: torch.Generator) -> Tensor:
 
 def _pooled(images: Tensor, region: Tensor) -> tuple[Tensor, Tensor]:
     """Images and region at most ``_EVIDENCE_SIDE`` px a side (area-pooled; region: any)."""
-    images = images.detach().float().cpu()
-    height, width = images.shape[-2:]
-    factor = max(1, math.ceil(max(height, width) / _EVIDENCE_SIDE))
+    factor = max(1, math.ceil(max(images.shape[-2:]) / _EVIDENCE_SIDE))
     if factor == 1:
-        return images, region
-    small = F.avg_pool2d(images, factor, ceil_mode=True)
+        return _pooled_images(images), region
     pooled = F.max_pool2d(region[None, None].float(), factor, ceil_mode=True)[0, 0] > 0
-    return small, pooled
+    return _pooled_images(images), pooled
 
 
 def _fill_change(images: Tensor, region: Tensor) -> float:
@@ -437,13 +521,16 @@ def _fill_change(images: Tensor, region: Tensor) -> float:
 
 
 def _fine_detail(images: Tensor, region: Tensor) -> float:
-    """Mean absolute fine detail inside ``region``: each pixel minus its neighbourhood's mean
-    (a box of about 1/12 of the side), so slow shading and colour drop out."""
-    side = max(images.shape[-2:])
-    box = max(3, side // 12 | 1)
+    """Mean absolute fine detail inside ``region`` (see :func:`_detail`)."""
+    return float(_detail(images).abs().mean(dim=1)[:, region].mean())
+
+
+def _detail(images: Tensor) -> Tensor:
+    """Each pixel minus its neighbourhood's mean (a box of about 1/12 of the side), so slow
+    shading and colour drop out."""
+    box = max(3, max(images.shape[-2:]) // 12 | 1)
     padded = F.pad(images, (box // 2,) * 4, mode="replicate")
-    detail = images - F.avg_pool2d(padded, box, stride=1)
-    return float(detail.abs().mean(dim=1)[:, region].mean())
+    return images - F.avg_pool2d(padded, box, stride=1)
 
 
 def _own_detail(images: Tensor, region: Tensor) -> float:

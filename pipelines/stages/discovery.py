@@ -12,7 +12,11 @@ looks elsewhere than the rest of its class, distinctly), ``presence`` (its
 region holds something the other classes' images lack there), ``texture``
 (the same for fine detail: a faint texture) and ``stereotypy`` (the same
 copy on every member). The last three need no second cluster, so a shortcut
-that sits at the same place on every image is found.
+that sits at the same place on every image is found. They are read under the
+strategy's heatmap region and under the places where its images differ from
+the other classes' at the same pixels, whichever says more: a heatmap need not
+point at a faint texture the model uses (``evidence`` then says the region came
+from the images).
 
 Contribution to the verdict: a suspicious strategy is a *warning*; it
 *blocks* (``status`` confirmed) only when its region is confirmed
@@ -44,6 +48,7 @@ from xai_checks.discovery import (
     RegionEvidence,
     Strategy,
     confirm_proposal,
+    contrast_regions,
     discover_strategies,
     propose_region,
     region_evidence,
@@ -217,6 +222,9 @@ class _Examined:
     region: Tensor
     others: Tensor
     evidence: RegionEvidence
+    from_heatmap: bool = True
+    """False: the region is where the images differ from the other classes' (the heatmap
+    did not point there)."""
 
     @property
     def lines(self) -> dict[str, float]:
@@ -240,14 +248,19 @@ class _Examined:
 
     def evidence_above(self, bound: float) -> str:
         above = [f"{name} {value:.2f}" for name, value in self.lines.items() if value > bound]
-        return ", ".join(above) or "none"
+        if not above:
+            return "none"
+        origin = "" if self.from_heatmap else " (region: where its images differ, not its heatmap)"
+        return ", ".join(above) + origin
 
 
 def _examine(
     images: Tensor, strategy: Strategy, others: Tensor, size: tuple[int, int], rule: DiscoveryChecks
 ) -> _Examined:
-    """The strategy's region and its evidence: the part only it looks at, or, when that says
-    less (its whole class looks at the same artifact), its whole hot region."""
+    """The strategy's region and its evidence: the part only it looks at; or, when that says
+    less, its whole hot region (its whole class looks at the same artifact); or, when neither
+    is suspect, a place where its images differ from the other classes' (its heatmap does not
+    point at it, or not sharply)."""
     distinct = propose_region(strategy, size, threshold=rule.mask_threshold)
     if strategy.size < rule.min_cluster_size:
         return _Examined(strategy, distinct, others, RegionEvidence(math.nan, math.nan, math.nan))
@@ -260,6 +273,19 @@ def _examine(
     if not torch.equal(whole, distinct):
         evidence = region_evidence(images, strategy.members, others, whole)
         candidates.append(_Examined(strategy, whole, others, evidence))
+    best = max(candidates, key=lambda e: e.evidence_suspicion)
+    if best.suspicion > rule.max_suspicion:
+        # The heatmap's region is suspect: test it. The images' contrast is tighter than a
+        # moving artifact (a ruler's ends vary), and filling part of one proves nothing.
+        return best
+    for region in contrast_regions(images, strategy.members, others):
+        # Chosen because the members are alike there and unlike the others, such a region
+        # holds no copy the others lack by that alone: presence and texture judge it.
+        evidence = replace(
+            region_evidence(images, strategy.members, others, region), stereotypy=math.nan
+        )
+        candidates.append(_Examined(strategy, region, others, evidence, from_heatmap=False))
+    # Ties go to the heatmap's region (first): it is where the model says it looks.
     return max(candidates, key=lambda e: e.evidence_suspicion)
 
 

@@ -13,6 +13,7 @@ from xai_checks.cam import GradCAM
 from xai_checks.discovery import (
     _neighbours,
     confirm_proposal,
+    contrast_regions,
     discover_strategies,
     propose_region,
     region_evidence,
@@ -309,3 +310,70 @@ def test_a_flat_patch_alike_on_every_member_is_no_copy():
     dashed[:, :, 14:18, 10:22:3] = 0.9
     copied = region_evidence(dashed, torch.arange(n), torch.empty(0, dtype=torch.long), region)
     assert copied.stereotypy > 0.5
+
+
+def _checker_strip(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A strip along the right edge and a faint 2-pixel checkerboard (contrast 0.14) in it."""
+    strip = torch.zeros(size, size, dtype=torch.bool)
+    strip[2 : size - 2, size - 10 : size - 2] = True
+    coords = torch.arange(size)
+    checker = 0.07 * (1 - 2 * ((coords.view(-1, 1) + coords.view(1, -1)) % 2)).float()
+    return strip, checker
+
+
+def test_contrast_regions_find_a_faint_texture_that_sits_still_without_any_heatmap():
+    """The members carry a faint checkerboard at the same place, and a darker centre (what
+    the classes legitimately differ by): both are places where they differ, found apart."""
+    n, size = 48, 64
+    strip, checker = _checker_strip(size)
+    members, others = _mottled(n, seed=10, size=size), _mottled(n, seed=11, size=size)
+    members[:, :, strip] += checker[strip]
+    centre = torch.zeros(size, size, dtype=torch.bool)
+    centre[24:40, 24:40] = True
+    members[:, :, centre] -= 0.15
+    index = torch.arange(n)
+    regions = contrast_regions(torch.cat([members, others]), index, index + n)
+    assert all(r.shape == (size, size) and r.dtype == torch.bool for r in regions)
+    assert len(regions) == 3, "the strip, the centre, and their union"
+    for truth in (strip, centre):
+        region = max(regions[:2], key=lambda r: float((r & truth).sum()))
+        assert (region & truth).sum() >= 0.95 * truth.sum()
+        # The region is the place plus at most a rim where its edge changes the fine detail.
+        assert region.sum() < 1.8 * truth.sum()
+    assert torch.equal(regions[2], regions[0] | regions[1])
+    # Its evidence: the fine detail there is the members' own, and filling it changes them.
+    strip_region = max(regions[:2], key=lambda r: float((r & strip).sum()))
+    evidence = region_evidence(torch.cat([members, others]), index, index + n, strip_region)
+    assert evidence.texture > 0.5 and evidence.presence > 0.5
+
+
+def test_contrast_regions_find_nothing_that_moves_or_is_absent():
+    n, size = 48, 64
+    strip, checker = _checker_strip(size)
+    members, others = _mottled(n, seed=12, size=size), _mottled(n, seed=13, size=size)
+    index = torch.arange(n)
+    assert contrast_regions(torch.cat([members, others]), index, index + n) == []
+    # The same textured patch on every member, somewhere else on each: no fixed place.
+    moving = members.clone()
+    gen = torch.Generator().manual_seed(16)
+    for i, (top, left) in enumerate(torch.randint(0, size - 12, (n, 2), generator=gen).tolist()):
+        moving[i, :, top : top + 12, left : left + 12] += checker[:12, :12]
+    assert contrast_regions(torch.cat([moving, others]), index, index + n) == []
+    # And the same texture on both classes alike is no difference either.
+    both = torch.cat([members, others])
+    both[:, :, strip] += checker[strip]
+    assert contrast_regions(both, index, index + n) == []
+    # Too few images on a side to estimate a spread: nothing.
+    assert contrast_regions(both, index[:2], index + n) == []
+
+
+def test_contrast_regions_read_large_images_pooled():
+    n, size = 32, 256
+    members, others = _mottled(n, seed=14, size=size), _mottled(n, seed=15, size=size)
+    corner = torch.zeros(size, size, dtype=torch.bool)
+    corner[:48, :48] = True
+    members[:, :, corner] = 0.95  # a light tag in one corner
+    index = torch.arange(n)
+    regions = contrast_regions(torch.cat([members, others]), index, index + n)
+    assert len(regions) == 1 and regions[0].shape == (size, size)
+    assert (regions[0] & corner).sum() == corner.sum() and regions[0].sum() < 1.5 * corner.sum()

@@ -32,7 +32,7 @@ images, otherwise it is a fair coin independent of the label.
 exposes a model which learned the ruler instead of the lesion.
 """
 
-Artifact = Literal["ruler", "tag", "band", "stamp", "grating", "weave"]
+Artifact = Literal["ruler", "tag", "band", "stamp", "grating", "weave", "vignette"]
 """What the shortcut is. Moving ones, whose place differs from image to image:
 
 * ``ruler``: a light strip with ticks along a random border;
@@ -47,7 +47,10 @@ watermark burned into one corner), which cluster into a single strategy:
 * ``band``: a light band with dark dashes along the bottom edge;
 * ``stamp``: a small light ring in the top-left corner;
 * ``weave``: a faint fine checkerboard (contrast 0.14) in a strip along the
-  right edge, a fixed-place low-contrast texture (a scanner's screen pattern).
+  right edge, a fixed-place low-contrast texture (a scanner's screen pattern);
+* ``vignette``: the four corners darkened smoothly outside the inscribed
+  circle (a dermoscope's vignette), fixed-place, shading rather than an
+  object, and in four parts.
 """
 
 ARTIFACTS: tuple[Artifact, ...] = get_args(Artifact)
@@ -292,6 +295,18 @@ def _paint_weave(images: Tensor, has_weave: Tensor, gen: torch.Generator) -> tup
     return torch.where(masks.unsqueeze(1), images + checker, images), masks
 
 
+def _paint_vignette(
+    images: Tensor, has_vignette: Tensor, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """The corners darkened outside the inscribed circle, smoothly, by up to half."""
+    n, _, size, _ = images.shape
+    coords = (torch.arange(size) + 0.5) / size - 0.5
+    radius = torch.sqrt(coords.view(-1, 1) ** 2 + coords.view(1, -1) ** 2)
+    shade = (0.5 * ((radius - 0.47) / 0.15).clamp(0.0, 1.0)).view(1, 1, size, size)
+    masks = has_vignette.view(n, 1, 1) & (shade[0, 0] > 0.05)
+    return torch.where(has_vignette.view(n, 1, 1, 1), images * (1 - shade), images), masks
+
+
 def _stamp_pattern(
     images: Tensor,
     present: Tensor,
@@ -314,4 +329,5 @@ _PAINTERS = {
     "stamp": _paint_stamp,
     "grating": _paint_gratings,
     "weave": _paint_weave,
+    "vignette": _paint_vignette,
 }

@@ -237,6 +237,31 @@ def test_a_clean_model_passes_discovery_on_fixed_place_artifacts(trained_band_pa
         assert decide(validation.gating, validation.sanity).verdict is Verdict.PASSED
 
 
+def test_a_faint_fixed_texture_is_found_where_the_images_differ(
+    trained_weave_pair,
+):
+    """The weave's Grad-CAM is coarse: its region spreads far beyond the faint strip (or
+    stays on the lesion), and what is under it says little. The region where the images
+    differ is the strip; the report says where the region came from."""
+    batch = make_lesions(128, shortcut_strength=1.0, seed=303, artifact="weave")
+    strip = batch.masks[batch.has_ruler][0]
+    evidence = _evidence(trained_weave_pair.shortcut, batch, AuditRules())
+    top = evidence.discovery.table.iloc[0]
+    assert top["status"] == "confirmed" and top["class"] == "malignant", top.to_dict()
+    assert top["evidence"].endswith("(region: where its images differ, not its heatmap)")
+    assert "texture" in top["evidence"] or "presence" in top["evidence"]
+    region = evidence.discovery.proposals[1].mask
+    assert (region & strip).sum() >= 0.9 * strip.sum() and region.sum() < 2 * strip.sum()
+    validation = evidence.validate(AuditRules())
+    assert decide(validation.gating, validation.sanity).verdict is Verdict.BLOCKED
+
+    clean = _evidence(trained_weave_pair.clean, batch, AuditRules())
+    table = clean.discovery.table
+    assert (table["status"] != "confirmed").all(), table.to_string()
+    validation = clean.validate(AuditRules())
+    assert decide(validation.gating, validation.sanity).verdict is not Verdict.BLOCKED
+
+
 def test_region_masks_turn_a_confirmed_strategy_into_masks(trained_band_pair):
     batch = make_lesions(48, shortcut_strength=1.0, seed=302, artifact="band")
     evidence = _evidence(trained_band_pair.shortcut, batch, AuditRules()).discovery
