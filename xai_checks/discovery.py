@@ -438,11 +438,10 @@ def contrast_regions(
     Per pooled pixel, the Welch t between members and ``others`` of each
     colour channel and of the fine detail's magnitude; pixels above
     ``_CONTRAST_T`` joined across one-pixel gaps, split into connected
-    components. Returns the ``most``
-    strongest components (summed |t|), then their union when there are
-    several (a shortcut in parts: four shaded corners), each (H, W) bool at
-    image size; empty when nothing differs at a fixed place (a moving artifact,
-    or no artifact).
+    components. Returns the ``most`` strongest components (summed |t|), then
+    their union when there are several (a shortcut in parts: four shaded
+    corners), each (H, W) bool at image size; empty when nothing differs at a
+    fixed place (a moving artifact, or no artifact).
     """
     from scipy import ndimage
 
@@ -463,14 +462,15 @@ def contrast_regions(
     labelled, count = ndimage.label(joined.numpy(), structure=np.ones((3, 3)))
     labelled = torch.from_numpy(labelled)
     pooled_area = float(significant.numel())
+    factor = max(1, math.ceil(max(height, width) / _EVIDENCE_SIDE))  # as _pooled_images pools
     components = []
     for k in range(1, count + 1):
         part = (labelled == k) & significant
         size = int(part.sum())
         if size < _CONTRAST_MIN_PIXELS or size / pooled_area > _CONTRAST_MAX_AREA:
             continue
-        region = F.interpolate(part[None, None].float(), size=(height, width), mode="nearest")
-        region = region[0, 0] > 0
+        # Each pooled pixel back to the block of pixels it was pooled from.
+        region = part.repeat_interleave(factor, 0).repeat_interleave(factor, 1)[:height, :width]
         components.append((float(strength[part].sum()), region))
     components.sort(key=lambda c: -c[0])
     regions = [region for _, region in components[:most]]
