@@ -10,8 +10,8 @@ audit is cut into shards submitted side by side.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -33,6 +33,7 @@ from pipelines.stages.discovery import DiscoveryEvidence, discovery_audit
 from pipelines.stages.sanity import SanityEvidence, sanity_audit
 from pipelines.stages.text import TextAuditResult, audit_texts
 from pipelines.tracking.models import LoadedModel
+from pipelines.verdict.evidence_digest import audit_set_digest
 
 __all__ = [
     "INLINE",
@@ -280,7 +281,7 @@ def sanity_stage(model: LoadedModel, data: AuditSet, rules: AuditRules) -> Sanit
 def audit_set_stage(model: LoadedModel, policy: GatePolicy) -> AuditSet:
     """The policy's image audit set, labels checked against the model's class names, its
     image size against an exported model's static one (before any compute)."""
-    data = load_audit_set(Path(policy.audit_set), class_names=model.class_names)
+    data = _checked_once(load_audit_set, Path(policy.audit_set), model.class_names)
     if model.input_size is not None and data.images.size != model.input_size:
         raise GateError(
             f"{model.uri} was exported (pt2) for {model.input_size[1]}x{model.input_size[0]} "
@@ -311,7 +312,39 @@ def text_audit_set_stage(model: LoadedModel, policy: GatePolicy) -> TextAuditSet
             f"{model.uri} has no tokenizer, so it cannot be gated on a text audit set: log it "
             "with metadata={'modality': 'text'} and its tokenizer files as extra_files"
         )
-    return load_text_audit_set(Path(policy.audit_set), class_names=model.class_names)
+    return _checked_once(load_text_audit_set, Path(policy.audit_set), model.class_names)
+
+
+AuditSetT = TypeVar("AuditSetT", AuditSet, TextAuditSet)
+
+_CHECKED: dict[tuple[str, str, str, tuple[str, ...] | None], Any] = {}
+_CHECKED_MOST = 4
+"""Audit sets kept checked per process (the listener and the sweeper gate version after
+version on the same few)."""
+
+
+def _checked_once(
+    load: Callable[..., AuditSetT], manifest: Path, class_names: Sequence[str] | None
+) -> AuditSetT:
+    """``load(manifest)``, its Great Expectations checks run once per content in a process.
+
+    A long-running gate (``xai-gate listen``, a sweep) gates version after version on one
+    audit set; checking its manifest and every file again costs about 1.5 s a gate.
+    Keyed by the audit set's content digest (the manifest and every file it names), so
+    an edited set is checked again. Labels are copied: no gate sees another's tensor.
+    """
+    digest = audit_set_digest(manifest)
+    if not digest:  # no manifest: let the loader say so
+        return load(manifest, class_names=class_names)
+    names = tuple(class_names) if class_names is not None else None
+    key = (load.__name__, str(manifest.absolute()), digest, names)
+    if key not in _CHECKED:
+        data = load(manifest, class_names=class_names)
+        while len(_CHECKED) >= _CHECKED_MOST:
+            _CHECKED.pop(next(iter(_CHECKED)))
+        _CHECKED[key] = data
+    cached = _CHECKED[key]
+    return replace(cached, labels=cached.labels.clone())
 
 
 def text_audit_stage(model: LoadedModel, data: TextAuditSet, rules: AuditRules) -> TextAuditResult:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import torch
+from PIL import Image
 
 from pipelines.audit_sets.images import write_audit_set
 from pipelines.audit_sets.texts import write_text_audit_set
@@ -121,3 +123,45 @@ def test_text_stages_run_through_the_same_assembly(trained_text_pair, tmp_path):
     assert evidence.evidence_lines == ("saliency", "attention", "counterfactual")
     assert evidence.summary["n_inputs"] == evidence.summary["n_texts"] == 12
     assert evidence.metrics()["saliency.spurious_mass"] > 0.5  # the shortcut model
+
+
+def test_an_audit_set_is_checked_once_per_content_in_a_process(tmp_path, monkeypatch):
+    """The listener gates version after version on one audit set: GX checks it once, and
+    again after any file in it changes; a set broken since is refused, never served stale."""
+    import pipelines.stages.assembly as assembly
+    from pipelines.audit_sets.images import load_audit_set
+    from pipelines.audit_sets.regions import AuditSetError
+
+    loads: list[str] = []
+
+    def counting_load(manifest, **kwargs):
+        loads.append(str(manifest))
+        return load_audit_set(manifest, **kwargs)
+
+    monkeypatch.setattr(assembly, "load_audit_set", counting_load)
+    monkeypatch.setattr(assembly, "_CHECKED", {})
+    batch = make_lesions(6, ruler="always", seed=101)
+    manifest = write_audit_set(tmp_path, batch.images, batch.labels, batch.masks, CLASS_NAMES)
+    model = LoadedModel(torch.nn.Identity(), "m", "1", "models:/m/1", tuple(CLASS_NAMES), None)
+    policy = GatePolicy.from_options(model="m", audit_set=manifest)
+
+    first = assembly.audit_set_stage(model, policy)
+    second = assembly.audit_set_stage(model, policy)
+    assert len(loads) == 1
+    assert torch.equal(first.labels, second.labels) and first.labels is not second.labels
+    assert torch.equal(first.masks[:], batch.masks)
+
+    mask = sorted((tmp_path / "masks").iterdir())[0]
+    mask.write_bytes(mask.read_bytes())  # rewritten, same bytes: the same set
+    assert torch.equal(assembly.audit_set_stage(model, policy).labels, first.labels)
+    assert len(loads) == 1
+
+    half = Image.new("L", (64, 64), 0)
+    half.paste(255, (0, 0, 32, 64))
+    half.save(mask)  # a different mask: checked and read again
+    changed = assembly.audit_set_stage(model, policy)
+    assert len(loads) == 2 and changed.masks[:].sum() != batch.masks.sum()
+
+    sorted((tmp_path / "images").iterdir())[0].unlink()
+    with pytest.raises(AuditSetError, match="column 'image'"):
+        assembly.audit_set_stage(model, policy)
