@@ -116,7 +116,8 @@ def compact_png(data: bytes, colours: int = 128) -> bytes:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
-        palette = image.convert("RGB").quantize(colors=colours, method=Image.Quantize.MEDIANCUT)
+        # Fast octree: median cut looks no better on these figures and takes three times as long.
+        palette = image.convert("RGB").quantize(colors=colours, method=Image.Quantize.FASTOCTREE)
         out = io.BytesIO()
         palette.save(out, format="PNG", optimize=True)
     return out.getvalue()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import GateError
@@ -86,16 +88,26 @@ def log_gate_evidence(
             for path, page in (pages or {}).items():
                 mlflow.log_text(page, path)
             images: dict[str, bytes] = {}
-            for path, draw in figures.items():
-                fig = draw()
-                try:
-                    buffer = io.BytesIO()
-                    # Tight bounds: a long suptitle is never cut off at the figure's edge.
-                    fig.savefig(buffer, format="png", dpi=100, **TIGHT)
-                    images[path] = compact_png(buffer.getvalue())
-                    mlflow.log_figure(fig, path, save_kwargs=TIGHT)
-                finally:
-                    plt.close(fig)
+            with tempfile.TemporaryDirectory(prefix="xai-gate-figures-") as folder:
+                for path, draw in figures.items():
+                    fig = draw()
+                    try:
+                        buffer = io.BytesIO()
+                        # Tight bounds: a long suptitle is never cut off at the figure's edge.
+                        fig.savefig(buffer, format="png", dpi=100, **TIGHT)
+                    finally:
+                        plt.close(fig)
+                    # Drawn once (drawing is most of a small model's gate): the same PNG is
+                    # the artifact, and, with a palette, the report's copy.
+                    png = buffer.getvalue()
+                    staged = Path(folder, path)
+                    staged.parent.mkdir(parents=True, exist_ok=True)
+                    staged.write_bytes(png)
+                    folder_in_run = str(PurePosixPath(path).parent)
+                    mlflow.log_artifact(
+                        str(staged), None if folder_in_run == "." else folder_in_run
+                    )
+                    images[path] = compact_png(png)
             if report is not None:
                 mlflow.log_text(report(images), "xai/report.html")
             return run.info.run_id
