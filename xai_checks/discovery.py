@@ -104,10 +104,11 @@ _EVIDENCE_SIDE = 64
 size."""
 _CONTRAST_T = 5.0
 """Per-pixel |Welch t| above which a pixel differs between the strategy and the other classes.
-Under no difference a 64 x 64 map of two statistics exceeds it nowhere (Bonferroni: about
-1 % chance of one pixel), so what is left is a real difference at that place."""
+Under no difference a 64 x 64 map of four statistics (three colours, fine detail) has a stray
+pixel above it in under a tenth of audits (t with ~60 degrees of freedom)."""
 _CONTRAST_MIN_PIXELS = 6
-"""Smaller components of the pooled contrast map are specks, not regions."""
+"""Smaller components of the pooled contrast map are specks, not regions: stray pixels of
+noise are not six joined ones."""
 _CONTRAST_MAX_AREA = 0.5
 """A region of more than half the image leaves too little to fill it from, or to compare."""
 

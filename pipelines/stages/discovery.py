@@ -13,10 +13,10 @@ region holds something the other classes' images lack there), ``texture``
 (the same for fine detail: a faint texture) and ``stereotypy`` (the same
 copy on every member). The last three need no second cluster, so a shortcut
 that sits at the same place on every image is found. They are read under the
-strategy's heatmap region and under the places where its images differ from
-the other classes' at the same pixels, whichever says more: a heatmap need not
-point at a faint texture the model uses (``evidence`` then says the region came
-from the images).
+strategy's heatmap region and, when nothing there is suspect, under the places
+where its images differ from the other classes' at the same pixels: a heatmap
+need not outline a faint texture the model uses (``evidence`` then says the
+region came from the images).
 
 Contribution to the verdict: a suspicious strategy is a *warning*; it
 *blocks* (``status`` confirmed) only when its region is confirmed
