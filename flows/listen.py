@@ -10,10 +10,12 @@ Prefect flow run (tagged with the policy's model and digest) under the same
 per-version lock and verdict reuse as any other gate. A version already
 queued is not queued twice.
 
-Why flow runs of this process rather than runs of a served deployment: a
-served deployment's runner starts each flow run in a new process, which
-would pay the imports the listener exists to avoid. The sweeper
-(``xai-gate serve``) stays the catch-up path for deliveries MLflow gave up on.
+Each gate is a run of the deployment ``xai-gate-listen-MODEL`` (created at
+start, the policy's digest as its version), so the Prefect UI lists webhook
+gates under it, but it is executed in this process: a served deployment's
+runner would start each run in a new process and pay the imports the
+listener exists to avoid. The sweeper (``xai-gate serve``) stays the
+catch-up path for deliveries MLflow gave up on.
 
 Endpoints: ``POST /webhook`` (202 queued, 200 ignored: another model or
 event, 401 refused: unsigned, forged, stale or replayed, 400 malformed) and
@@ -29,15 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from flows.outcome import GateOutcome
-from pipelines.policy import load_policy
+from pipelines.policy import GatePolicy, load_policy
 from pipelines.tracking.webhooks import EVENT, DeliveryRefused, ReplayGuard, verify_delivery
 
-__all__ = ["GateQueue", "listener_app", "serve_listener"]
+__all__ = ["GateQueue", "listener_app", "listener_deployment", "serve_listener"]
 
 SECRET_ENV = "XAI_GATE_WEBHOOK_SECRET"
 """The webhook secret: the same string the MLflow webhook was created with."""
@@ -162,6 +165,8 @@ def serve_listener(
         webhook_id = register_webhook(register, secret, model=policy.model)
         _log.info("webhook %s delivers %s of %s to %s", webhook_id, EVENT, policy.model, register)
     labels = (f"model:{policy.model}", f"policy:{policy.digest()[:12]}", "trigger:webhook")
+    _warm_up()
+    deployment_id = listener_deployment(policy, Path(policy_file), labels)
 
     def gate(version: str) -> GateOutcome:
         with tags(*labels):
@@ -170,14 +175,29 @@ def serve_listener(
                 version,
                 policy_file=str(Path(policy_file).absolute()),
                 tracking_uri=tracking_uri,
+                deployment_id=deployment_id,
             )
 
-    _warm_up()
     gates = GateQueue(gate)
     gates.start()
     app = listener_app(policy.model, secret, gates)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     gates.stop(timeout=0)
+
+
+def listener_deployment(policy: GatePolicy, policy_file: Path, labels: tuple[str, ...]) -> UUID:
+    """The deployment of the gate flow whose runs this listener executes (created or updated):
+    in the Prefect UI each webhook gate is a run of it, named after the model, with the
+    policy's digest as its version and the policy file as its description."""
+    from flows.xai_gate import xai_gate
+
+    deployment = xai_gate.to_deployment(
+        name=f"xai-gate-listen-{policy.model}",
+        tags=list(labels),
+        version=policy.digest()[:12],
+        description=f"Webhook gates of {policy.model} under {policy_file.absolute()}",
+    )
+    return deployment.apply()
 
 
 def _warm_up() -> None:

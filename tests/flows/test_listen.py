@@ -47,7 +47,10 @@ def server(tmp_path, monkeypatch) -> Iterator[str]:
 @pytest.fixture
 def listener(server, lesion_gate, tmp_path, serve_on_a_free_port) -> Iterator[str]:
     """``xai-gate listen`` as its own process, registered as the server's webhook."""
+    from prefect.settings import get_current_settings
+
     policy = lesion_gate.policy(tmp_path / "gate", MODEL)
+    prefect_api = str(get_current_settings().api.url)  # the harness's: its runs can be read
 
     def launch(port: int, log) -> subprocess.Popen:
         url = f"http://127.0.0.1:{port}"
@@ -56,7 +59,7 @@ def listener(server, lesion_gate, tmp_path, serve_on_a_free_port) -> Iterator[st
                 sys.executable, "-m", "flows.cli", "listen", "--policy", str(policy),
                 "--port", str(port), "--tracking-uri", server, "--register", f"{url}/webhook",
             ],
-            env={**os.environ, "XAI_GATE_WEBHOOK_SECRET": SECRET},
+            env={**os.environ, "XAI_GATE_WEBHOOK_SECRET": SECRET, "PREFECT_API_URL": prefect_api},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
@@ -115,6 +118,20 @@ def test_registering_a_version_is_all_it_takes_to_gate_it(listener, trained_pair
     health = requests.get(f"{listener}/health", timeout=5).json()
     assert health["gated"] == 1 and health["waiting"] == []
     assert health["last"].startswith(f"{MODEL} v1 blocked")
+
+    # In Prefect, the gate is a run of the listener's deployment, executed by the listener.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(f"xai-gate/xai-gate-listen-{MODEL}")
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        )
+    assert f"model:{MODEL}" in deployment.tags and "trigger:webhook" in deployment.tags
+    assert len(runs) == 1 and runs[0].parameters["version"] == "1"
+    assert runs[0].state.is_failed() and "blocked" in runs[0].state.message  # blocked: Failed
+    assert {f"model:{MODEL}", "trigger:webhook"} <= set(runs[0].tags)
 
 
 def test_forged_unsigned_replayed_and_malformed_deliveries_gate_nothing(
