@@ -104,7 +104,14 @@ def run_gate(
     if deployment_id is None:
         state = gate(**parameters, return_state=True)
     else:
-        state = _deployment_run(gate, deployment_id, parameters)
+        try:
+            flow_run = _deployment_flow_run(deployment_id, parameters)
+        except Exception as exc:  # nothing ran and nothing is written: the sweeper gates it later
+            reason = f"could not start a run of deployment {deployment_id}: {describe_error(exc)}"
+            return GateOutcome(policy.model, version, Verdict.ERROR, [reason])
+        from prefect.flow_engine import run_flow
+
+        state = run_flow(gate, flow_run=flow_run, parameters=parameters, return_type="state")
     try:
         result = state.result(raise_on_failure=False)
     except Exception as exc:  # the state carries no result: a crash
@@ -117,19 +124,17 @@ def run_gate(
     return GateOutcome(policy.model, version, Verdict.ERROR, [message or "flow run crashed"])
 
 
-def _deployment_run(gate: Any, deployment_id: UUID, parameters: dict[str, Any]) -> Any:
-    """A run of the deployment, executed here: what a served deployment's runner does, minus
-    the new process per run (and its ~20 s of imports and start-up)."""
+def _deployment_flow_run(deployment_id: UUID, parameters: dict[str, Any]) -> Any:
+    """A new run of the deployment, to be executed here (``run_flow``): what a served
+    deployment's runner does, minus the new process per run (~20 s of imports and start-up)."""
     from prefect.client.orchestration import get_client
     from prefect.context import TagsContext
-    from prefect.flow_engine import run_flow
 
     as_json = parameters | {"policy": parameters["policy"].model_dump(mode="json")}
     with get_client(sync_client=True) as client:
-        flow_run = client.create_flow_run_from_deployment(
+        return client.create_flow_run_from_deployment(
             deployment_id, parameters=as_json, tags=TagsContext.get().current_tags
         )
-    return run_flow(gate, flow_run=flow_run, parameters=parameters, return_type="state")
 
 
 def dask_runner(address: str | None, workers: int) -> Any:

@@ -72,3 +72,34 @@ def _cam_audit_tasks_of_the_latest_gate() -> int:
             task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="cam-audit")),
         )
     return len(tasks)
+
+
+def test_a_gate_as_a_deployment_run_is_listed_there_and_a_missing_deployment_gates_nothing(
+    trained_pair, lesion_gate, tracking_uri, tmp_path, registry
+):
+    """The listener's way: each gate a run of its deployment, executed in this process."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+
+    from flows.listen import listener_deployment
+    from pipelines.policy import load_policy
+
+    lesion_gate.register(trained_pair.clean, MODEL)
+    policy_file = lesion_gate.policy(tmp_path, MODEL)
+    labels = (f"model:{MODEL}", "trigger:webhook")
+    deployment = listener_deployment(load_policy(policy_file), policy_file, labels)
+
+    missing = uuid.uuid4()
+    refused = run_gate(MODEL, "1", policy_file=str(policy_file), deployment_id=missing)
+    assert refused.verdict is Verdict.ERROR
+    assert refused.reasons[0].startswith(f"could not start a run of deployment {missing}: ")
+    assert registry(MODEL, "1").verdict is None  # nothing ran, nothing was written
+
+    outcome = run_gate(MODEL, "1", policy_file=str(policy_file), deployment_id=deployment)
+    assert outcome.verdict is Verdict.PASSED and outcome.promoted
+    assert registry(MODEL, "1").run_id == outcome.run_id
+    with get_client(sync_client=True) as prefect:
+        (run,) = prefect.read_flow_runs(limit=1, sort="START_TIME_DESC")
+    assert run.deployment_id == deployment and run.state.is_completed()
+    assert run.parameters["version"] == "1" and run.parameters["policy"]["model"] == MODEL
