@@ -10,6 +10,7 @@ audit is cut into shards submitted side by side.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -318,6 +319,8 @@ def text_audit_set_stage(model: LoadedModel, policy: GatePolicy) -> TextAuditSet
 AuditSetT = TypeVar("AuditSetT", AuditSet, TextAuditSet)
 
 _CHECKED: dict[tuple[str, str, str, tuple[str, ...] | None], Any] = {}
+_CHECKED_LOCK = threading.Lock()
+"""Gates of one process may load from several threads (the listener's worker, task runners)."""
 _CHECKED_MOST = 4
 """Audit sets kept checked per process (the listener and the sweeper gate version after
 version on the same few)."""
@@ -338,12 +341,14 @@ def _checked_once(
         return load(manifest, class_names=class_names)
     names = tuple(class_names) if class_names is not None else None
     key = (load.__name__, str(manifest.absolute()), digest, names)
-    if key not in _CHECKED:
-        data = load(manifest, class_names=class_names)
-        while len(_CHECKED) >= _CHECKED_MOST:
-            _CHECKED.pop(next(iter(_CHECKED)))
-        _CHECKED[key] = data
-    cached = _CHECKED[key]
+    with _CHECKED_LOCK:
+        cached = _CHECKED.get(key)
+    if cached is None:
+        cached = load(manifest, class_names=class_names)  # outside the lock: it takes seconds
+        with _CHECKED_LOCK:
+            while len(_CHECKED) >= _CHECKED_MOST:
+                _CHECKED.pop(next(iter(_CHECKED)))
+            _CHECKED[key] = cached
     return replace(cached, labels=cached.labels.clone())
 
 
