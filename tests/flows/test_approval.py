@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 MODEL = "approval-model"
 
 
-def _paused_run_id(deadline: float):
+def _paused_run_id(deadline: float, tracking_uri: str):
+    """The gate's paused run: this test's own (the harness's Prefect outlives each test)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -32,8 +33,9 @@ def _paused_run_id(deadline: float):
                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
                 )
             )
-            if runs:
-                return runs[0].id
+            mine = [run for run in runs if run.parameters.get("tracking_uri") == tracking_uri]
+            if mine:
+                return mine[0].id
             time.sleep(1)
     raise AssertionError("the gate never paused for approval")
 
@@ -76,7 +78,7 @@ def test_a_pass_waits_for_a_person_and_their_answer_decides(
         )
     )
     gate.start()
-    run_id = _paused_run_id(time.monotonic() + 300)
+    run_id = _paused_run_id(time.monotonic() + 300, tracking_uri)
     resume_flow_run(run_id, run_input={"approve": approve, "reviewer": "ana", "note": "seen"})
     gate.join(timeout=300)
     (outcome,) = outcomes

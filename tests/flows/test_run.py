@@ -99,7 +99,11 @@ def test_a_gate_as_a_deployment_run_is_listed_there_and_a_missing_deployment_gat
     outcome = run_gate(MODEL, "1", policy_file=str(policy_file), deployment_id=deployment)
     assert outcome.verdict is Verdict.PASSED and outcome.promoted
     assert registry(MODEL, "1").run_id == outcome.run_id
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
     with get_client(sync_client=True) as prefect:
-        (run,) = prefect.read_flow_runs(limit=1, sort="START_TIME_DESC")
+        (run,) = prefect.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment]))
+        )
     assert run.deployment_id == deployment and run.state.is_completed()
     assert run.parameters["version"] == "1" and run.parameters["policy"]["model"] == MODEL
