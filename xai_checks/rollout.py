@@ -211,5 +211,5 @@ def _multihead_attentions(model: nn.Module, images: Tensor) -> tuple[object, lis
     for index, layer_weights in enumerate(capture.weights):
         if layer_weights is None:
             raise XAICheckError(f"attention call {index} returned no weights despite need_weights")
-        weights.append(layer_weights)
+        weights.append(layer_weights[: images.shape[0]])  # a padded batch's extra rows cut
     return output, weights

@@ -166,7 +166,7 @@ def cascading_randomization(
     mix a change of question into the change of answer.
 
     ``batch_size`` explains that many images per pass (default: all at once);
-    a model exported with a static batch of one needs 1.
+    a model exported with a static batch needs that batch (or one that pads up to it).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

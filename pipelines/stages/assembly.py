@@ -294,9 +294,9 @@ def audit_set_stage(model: LoadedModel, policy: GatePolicy) -> AuditSet:
 
 
 def rules_for_model(model: LoadedModel, rules: AuditRules) -> AuditRules:
-    """The rules as the model can run them: an export with a static batch of one runs one
-    input at a time, in every stage."""
-    if model.max_batch is None or rules.batch_size <= model.max_batch:
+    """The rules as the model can run them: an export with a static batch runs exactly that
+    many inputs at a time, in every stage (a last, shorter batch padded up to it)."""
+    if model.max_batch is None or rules.batch_size == model.max_batch:
         return rules
     return rules.with_options(batch_size=model.max_batch)
 

@@ -10,21 +10,35 @@ refuses pickle (its default outside Databricks), the archive is checked to
 be pickle-free first, as ``mlflow.pytorch.load_model`` does.
 
 An export fixes the shapes it was not told were dynamic: MLflow makes the
-batch dynamic only for an input example of two or more rows. A static batch
-of one is run one input at a time; another static batch, or an image size
-other than the exported one, is refused with both sizes named.
+batch dynamic only for an input example of two or more rows (and a signature
+that leaves the batch as -1). A static batch of one is run one input at a
+time. A static batch of B > 1 is run B inputs at a time: a shorter batch is
+padded up to B with copies of its last input and the outputs are cut back to
+the real rows (``StaticBatchModule``); the explanation methods cut their
+hooked captures the same way. An image size other than the exported one is
+refused with both sizes named.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
+from torch.export.unflatten import UnflattenedModule
+from torch.utils._pytree import tree_map
 
 from pipelines.errors import GateError
 
-__all__ = ["EXPORTED_FILE", "ExportedModel", "exported_archive", "load_exported"]
+__all__ = [
+    "EXPORTED_FILE",
+    "ExportedModel",
+    "StaticBatchModule",
+    "exported_archive",
+    "load_exported",
+]
 
 EXPORTED_FILE = "model.pt2"
 
@@ -43,6 +57,41 @@ class ExportedModel:
     """The exported (H, W) when static, for image inputs."""
 
 
+class StaticBatchModule(UnflattenedModule):
+    """An unflattened export whose batch is fixed at ``static_batch`` rows.
+
+    A batch of fewer rows is padded with copies of its last row (real values:
+    nothing a normalisation or a NaN check could trip on) and every output is
+    cut back to the real rows, so the caller never sees the padding. The layers
+    inside do see it: hooks that keep per-row tensors cut them to the input's
+    rows. A longer batch runs in chunks of ``static_batch``.
+    """
+
+    static_batch: int
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        inputs = args[0] if args else None
+        if not isinstance(inputs, Tensor) or inputs.shape[0] == self.static_batch:
+            return super().forward(*args, **kwargs)
+        rows = inputs.shape[0]
+        if rows > self.static_batch:
+            chunks = [
+                self.forward(chunk, *args[1:], **kwargs)
+                for chunk in inputs.split(self.static_batch)
+            ]
+            return tree_map(lambda *parts: torch.cat(parts), *chunks)
+        padding = inputs[-1:].expand(self.static_batch - rows, *inputs.shape[1:])
+        output = super().forward(torch.cat([inputs, padding]), *args[1:], **kwargs)
+        return tree_map(lambda value: _real_rows(value, rows, self.static_batch), output)
+
+
+def _real_rows(value: object, rows: int, padded: int) -> object:
+    """A batched output without its padding rows; anything else as it is."""
+    if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == padded:
+        return value[:rows]
+    return value
+
+
 def exported_archive(local: Path, flavor: dict[str, object]) -> Path | None:
     """The ``model.pt2`` of a downloaded ``mlflow.pytorch`` model, or None (pickle format)."""
     archive = Path(local) / str(flavor.get("model_data", "data")) / EXPORTED_FILE
@@ -51,8 +100,6 @@ def exported_archive(local: Path, flavor: dict[str, object]) -> Path | None:
 
 def load_exported(archive: Path, uri: str) -> ExportedModel:
     """Load the archive as an ``ExportedProgram`` and unflatten it, pickle-checked."""
-    import torch
-
     _check_pickle_free(archive, uri)
     try:
         program = torch.export.load(str(archive))
@@ -71,13 +118,10 @@ def load_exported(archive: Path, uri: str) -> ExportedModel:
             "or with mlflow.transformers)"
         )
     shape = shapes[0]
-    batch = shape[0]
-    if batch is not None and batch != 1:
-        raise ExportError(
-            f"{uri}: its pt2 export has a static batch of {batch}, so it only accepts exactly "
-            f"{batch} inputs at a time. Log it again with an input example of two or more rows "
-            "(MLflow then exports the batch as dynamic), or with a single row"
-        )
+    batch = shape[0] if shape else None
+    if batch is not None and batch > 1:
+        module.__class__ = StaticBatchModule  # the same module, padded up to its batch
+        module.static_batch = batch
     size = (shape[2], shape[3]) if len(shape) == 4 and None not in shape[2:] else None
     return ExportedModel(module=module, batch=batch, size=size)  # type: ignore[arg-type]
 

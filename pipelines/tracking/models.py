@@ -42,7 +42,8 @@ class LoadedModel:
     tokenizer: Any = None
     """The text model's tokenizer, logged beside it; None for image models."""
     max_batch: int | None = None
-    """The most inputs per forward pass (1 for a pt2 export with a static batch of one)."""
+    """The inputs per forward pass a pt2 export with a static batch was fixed to; None when
+    any number works."""
     input_size: tuple[int, int] | None = None
     """(H, W) a pt2 export was fixed to; None when any size works."""
     model_id: str | None = None

@@ -15,14 +15,23 @@ from xai_checks.examples.synthetic import CLASS_NAMES
 pytestmark = pytest.mark.slow
 
 
-def _log_pt2(model: torch.nn.Module, name: str, rows: int, size: int = 64) -> None:
-    """``mlflow.pytorch.log_model`` with its defaults: pt2, traced on the input example."""
+def _log_pt2(
+    model: torch.nn.Module, name: str, rows: int, size: int = 64, *, static: bool = False
+) -> None:
+    """``mlflow.pytorch.log_model`` with its defaults: pt2, traced on the input example;
+    ``static``: a hand-written signature that fixes the batch at ``rows``."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    example = torch.rand(rows, 3, size, size).numpy()
+    fixed = ModelSignature(Schema([TensorSpec(example.dtype, example.shape)]))
     with mlflow.start_run():
         mlflow.pytorch.log_model(
             model.eval(),
             name="model",
             registered_model_name=name,
-            input_example=torch.rand(rows, 3, size, size).numpy(),
+            input_example=example,
+            signature=fixed if static else None,
             metadata={"class_names": list(CLASS_NAMES)},
             pip_requirements=["torch"],
         )
@@ -46,6 +55,20 @@ def test_pt2_lesion_models_are_gated_the_clean_one_promoted_the_shortcut_blocked
     # The evidence is the eager model's: the same maps, batch by batch.
     loaded = load_model_version("pt2-lesions", "1")
     assert loaded.max_batch == 1 and loaded.input_size == (64, 64)
+
+    # A static batch of three: 32 images run as ten batches of three and a last one padded
+    # up from two. The evidence is the dynamic export's, number for number.
+    _log_pt2(trained_pair.shortcut, "pt2-lesions", rows=3, static=True)
+    static = run_gate("pt2-lesions", "3", policy_file=str(policy))
+    assert static.verdict is Verdict.BLOCKED and static.reasons == shortcut.reasons
+    assert str(MlflowClient().get_model_version_by_alias("pt2-lesions", "champion").version) == "1"
+    padded, dynamic = (MlflowClient().get_run(o.run_id).data for o in (static, shortcut))
+    assert padded.params["batch_size"] == "3"
+    scores = {k: v for k, v in dynamic.metrics.items() if not k.endswith("seconds")}
+    assert len(scores) > 10
+    assert padded.metrics.keys() >= scores.keys()
+    for key, value in scores.items():
+        assert padded.metrics[key] == pytest.approx(value, abs=1e-4, nan_ok=True), key
 
 
 def test_a_pt2_vision_transformer_is_gated_end_to_end(lesion_gate, tracking_uri, tmp_path):

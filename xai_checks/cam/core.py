@@ -182,11 +182,13 @@ class CAMEngine(ABC):
             chosen = resolve_targets(requested, logits)
             score = logits.gather(1, chosen.unsqueeze(1)).sum()
             captured = capture.gradients(score)
-        size = images.shape[-2:]
+        size, rows = images.shape[-2:], images.shape[0]
         layer_maps, scaled = [], []
         for name, activations, gradients in captured:
-            activations = _feature_map(activations.float(), name, size)
-            gradients = _feature_map(gradients.float(), name, size)
+            # A model that pads its batch (a static-batch export) runs its layers on more
+            # rows than it was given: the rows past the input's are padding.
+            activations = _feature_map(activations[:rows].float(), name, size)
+            gradients = _feature_map(gradients[:rows].float(), name, size)
             for what, tensor in (("activations", activations), ("gradients", gradients)):
                 if not torch.isfinite(tensor).all():
                     raise NonFiniteError(f"{what} of target layer {name!r} contain NaN or Inf")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -196,20 +197,33 @@ def test_missing_model_version_is_a_clear_error(two_versions):
         load_model_version("no-such-model", 1)
 
 
-def _log_pt2(model: torch.nn.Module, name: str, example: torch.Tensor) -> None:
+def _log_pt2(
+    model: torch.nn.Module, name: str, example: torch.Tensor, *, static: bool = False
+) -> None:
+    """MLflow 3's default format, pt2 (torch.export); ``static``: a signature that fixes the
+    batch to the example's rows, as a hand-written ``TensorSpec`` does."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    fixed = ModelSignature(Schema([TensorSpec(example.numpy().dtype, tuple(example.shape))]))
     with mlflow.start_run():
         mlflow.pytorch.log_model(
             model,
             name="model",
             registered_model_name=name,
-            input_example=example.numpy(),  # MLflow 3's default format: pt2 (torch.export)
+            input_example=example.numpy(),
+            signature=fixed if static else None,
             pip_requirements=["torch"],
         )
 
 
-@pytest.mark.parametrize("rows", [1, 2], ids=["static batch of one", "dynamic batch"])
+@pytest.mark.parametrize(
+    ("rows", "static", "batch"),
+    [(1, False, 1), (2, False, None), (4, True, 4)],
+    ids=["static batch of one", "dynamic batch", "static batch of four"],
+)
 def test_pt2_versions_load_with_their_hierarchy_and_explain_like_the_eager_model(
-    tracking_uri, rows
+    tracking_uri, rows, static, batch
 ):
     from torchvision.models import resnet18
 
@@ -217,15 +231,37 @@ def test_pt2_versions_load_with_their_hierarchy_and_explain_like_the_eager_model
 
     torch.manual_seed(0)
     eager = resnet18(weights=None, num_classes=2).eval()
-    _log_pt2(eager, "pt2-model", torch.rand(rows, 3, 64, 64))
+    _log_pt2(eager, "pt2-model", torch.rand(rows, 3, 64, 64), static=static)
     loaded = load_model_version("pt2-model", 1)
     assert loaded.module.get_submodule("layer4") is not None  # the hierarchy is back
-    assert loaded.max_batch == (1 if rows == 1 else None) and loaded.input_size == (64, 64)
-    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    ours = GradCAM(loaded.module, target_layer="layer4").explain(images)
-    reference = GradCAM(eager, target_layer="layer4").explain(images)
-    assert torch.equal(ours.predictions, reference.predictions)
-    assert torch.allclose(ours.heatmaps, reference.heatmaps, atol=1e-5)
+    assert loaded.max_batch == batch and loaded.input_size == (64, 64)
+    images = torch.rand(batch or 3, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    for rows_at_once in {1, images.shape[0] - 1, images.shape[0]} - {0}:
+        chosen = images[:rows_at_once]  # a last, shorter batch is padded up to a static one
+        ours = GradCAM(loaded.module, target_layer="layer4").explain(chosen)
+        reference = GradCAM(eager, target_layer="layer4").explain(chosen)
+        assert ours.heatmaps.shape == reference.heatmaps.shape == (rows_at_once, 64, 64)
+        assert torch.equal(ours.predictions, reference.predictions)
+        assert torch.allclose(ours.heatmaps, reference.heatmaps, atol=1e-5)
+        assert torch.allclose(ours.logits, reference.logits, atol=1e-5)
+
+
+def test_a_static_batch_export_pads_short_batches_and_chunks_long_ones(tracking_uri):
+    from pipelines.tracking.exported import StaticBatchModule
+
+    torch.manual_seed(0)
+    eager = SmallCNN(width=8).eval()
+    _log_pt2(eager, "pt2-static", torch.rand(4, 3, 32, 32), static=True)
+    module = load_model_version("pt2-static", 1).module
+    assert isinstance(module, StaticBatchModule) and module.static_batch == 4
+    images = torch.rand(11, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for rows in (1, 3, 4, 5, 11):  # padded, exact, chunked (with a padded last chunk)
+            out = module(images[:rows])
+            assert out.shape == (rows, 2)
+            assert torch.allclose(out, eager(images[:rows]), atol=1e-5)
+    twin = copy.deepcopy(module)  # the sanity cascade's randomised copy keeps the padding
+    assert isinstance(twin, StaticBatchModule) and twin(images[:2]).shape == (2, 2)
 
 
 def test_a_pt2_archive_with_a_pickle_payload_is_refused_as_mlflow_refuses_it(
