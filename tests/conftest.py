@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import hashlib
 import os
 import shutil
 import signal
@@ -23,6 +26,78 @@ apply_offline_defaults()
 import torch  # noqa: E402
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+pytest_plugins = ["pytester"]
+
+
+def _fingerprint(value: object) -> object:
+    """What a test could change in place: tensor and array contents, a module's weights,
+    train/eval flags and ``requires_grad``, through containers and dataclasses. Objects of
+    other kinds (tokenizers, browsers, servers) are not fingerprinted (None)."""
+    import numpy as np
+
+    if value is None or isinstance(value, str | bytes | int | float | bool | Path | enum.Enum):
+        return value
+    if isinstance(value, torch.Tensor):
+        data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        digest = hashlib.sha1(data.numpy().tobytes()).hexdigest()
+        return ("tensor", tuple(value.shape), str(value.dtype), value.requires_grad, digest)
+    if isinstance(value, np.ndarray):
+        digest = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()
+        return ("array", value.shape, str(value.dtype), value.flags.writeable, digest)
+    if isinstance(value, torch.nn.Module):
+        state = [(name, _fingerprint(tensor)) for name, tensor in value.state_dict().items()]
+        flags = [(name, part.training) for name, part in value.named_modules()]
+        grads = [(name, p.requires_grad) for name, p in value.named_parameters()]
+        return ("module", type(value).__name__, state, flags, grads)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = dataclasses.fields(value)
+        return (type(value).__name__, [_fingerprint(getattr(value, f.name)) for f in fields])
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, [_fingerprint(item) for item in value])
+    if isinstance(value, dict):
+        return ("dict", sorted((repr(k), _fingerprint(v)) for k, v in value.items()))
+    return None
+
+
+class SharedFixtureGuard:
+    """Fails a test that changes a module- or session-scoped fixture's value in place.
+
+    Such a fixture is shared with the tests that run after it, so the change makes the
+    suite depend on the order (``make test`` shuffles it). Compared: fingerprints before
+    and after each passing test's call (``_fingerprint``)."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
+        shared = self._shared_values(item)
+        before = {name: _fingerprint(value) for name, value in shared.items()}
+        result = yield  # a failing test raises here: its own failure is reported
+        changed = [name for name, value in shared.items() if _fingerprint(value) != before[name]]
+        if changed:
+            pytest.fail(
+                f"{item.nodeid} changed the shared (module/session-scoped) fixture "
+                f"{', '.join(changed)} in place; copy it in the test instead",
+                pytrace=False,
+            )
+        return result
+
+    @staticmethod
+    def _shared_values(item: pytest.Item) -> dict[str, object]:
+        info = getattr(item, "_fixtureinfo", None)
+        values = getattr(item, "funcargs", {})
+        if info is None:
+            return {}
+        return {
+            name: values[name]
+            for name, definitions in info.name2fixturedefs.items()
+            if definitions
+            and definitions[-1].scope in ("class", "module", "package", "session")
+            and name in values
+        }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(SharedFixtureGuard(), "shared-fixture-guard")
 
 
 @pytest.fixture

@@ -356,7 +356,7 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
         frame["_image_status"] = [
             inside(root, v)[1] if isinstance(v, str) else "empty image path" for v in frame[IMAGE]
         ]
-        frame["_image_key"] = [path_key(root, v) for v in frame[IMAGE]]
+        frame["_image_key"] = [path_key(v) for v in frame[IMAGE]]
     if MASK in frame.columns or BOX in frame.columns:
         regions = [region_status(root, row) for _, row in frame.iterrows()]
         frame["_region_column"] = [column for column, _ in regions]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -66,11 +65,14 @@ def inside(root: Path, value: str) -> tuple[Path | None, str]:
     return resolved, OK
 
 
-def path_key(root: Path, value: Any) -> str:
-    """One spelling per file (``./a.png``, ``a.png``, ``b/../a.png``), for the duplicate check."""
-    if not isinstance(value, str) or "\0" in value:
-        return str(value)
-    return os.path.normpath(os.path.join(root, value))
+def path_key(value: object) -> str | None:
+    """One spelling per file (``./a.png``, ``a.png``, ``b/../a.png``), for the duplicate check.
+
+    Manifest paths are relative to its folder (``inside`` refuses absolute ones), so
+    the normalised relative path is enough. An empty cell (null, not a string) has no
+    key: it is reported as empty, not also as a duplicate of the other empty cells.
+    """
+    return os.path.normpath(value) if isinstance(value, str) else None
 
 
 def parse_box(value: str) -> tuple[int, int, int, int] | None:

@@ -172,6 +172,10 @@ def record_verdict(
     """
     from mlflow import MlflowClient
 
+    if on_alias_holder_blocked not in ("keep", "remove"):  # before anything is written
+        raise ValueError(
+            f"on_alias_holder_blocked must be 'keep' or 'remove', got {on_alias_holder_blocked!r}"
+        )
     client = MlflowClient()
     version = str(version)
     secret = secret_from_env()
@@ -279,9 +283,10 @@ def _append_history(
     """One JSON entry per attempt, newest last; the oldest go first when the tag is full."""
     tags = client.get_model_version(name, version).tags
     try:
-        history = json.loads(tags.get(TAG_HISTORY, "[]"))
-        history = history if isinstance(history, list) else []
+        history = json.loads(tags[TAG_HISTORY]) if TAG_HISTORY in tags else []
     except json.JSONDecodeError:  # edited by hand: start again rather than fail the gate
+        history = []
+    if not isinstance(history, list):  # valid JSON, but not the list the gate writes
         history = []
     history.append(
         {"at": at or _utc_now(), "verdict": verdict, "run_id": run_id or "", "reason": reason[:300]}

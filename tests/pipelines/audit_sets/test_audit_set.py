@@ -184,6 +184,10 @@ def test_grayscale_and_rgba_images_are_converted_to_rgb(audit_dir):
             'image,label,spurious_box\nimages/00000.png,benign,"0,6,4,5"\n',
             r"manifest\.csv:2 column 'spurious_box': box '0,6,4,5' is empty or inverted",
         ),
+        (  # zero height
+            'image,label,spurious_box\nimages/00000.png,benign,"0,5,4,5"\n',
+            r"manifest\.csv:2 column 'spurious_box': box '0,5,4,5' is empty or inverted",
+        ),
     ],
 )
 def test_bad_manifests_name_file_line_and_column(audit_dir, manifest_text, message):
@@ -280,6 +284,19 @@ def test_a_quoted_field_over_several_lines_keeps_the_line_numbers_of_later_rows(
     message = str(raised.value)
     assert "multi.csv:3 column 'spurious_mask'" in message  # the record starting on line 3
     assert "multi.csv:6 column 'image': file not found: images/nope.png" in message
+
+
+def test_empty_image_cells_are_reported_as_empty_not_as_duplicates(audit_dir):
+    manifest = _rewrite(
+        audit_dir / "empty.csv",
+        "image,label,spurious_mask\n,benign,masks/00000.png\n,benign,masks/00001.png\n",
+    )
+    with pytest.raises(AuditSetError) as raised:
+        load_audit_set(manifest, class_names=CLASS_NAMES)
+    message = str(raised.value)
+    assert "empty.csv:2 column 'image': empty image path" in message
+    assert "empty.csv:3 column 'image': empty image path" in message
+    assert "more than once" not in message
 
 
 def test_two_spellings_of_one_image_are_duplicates(audit_dir):

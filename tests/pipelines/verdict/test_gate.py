@@ -394,6 +394,76 @@ def test_an_error_after_a_verdict_is_stamped_once_in_last_error_and_history(
     assert "xai_gate.last_error" not in MlflowClient().get_model_version(two_versions, "1").tags
 
 
+def test_a_verdict_without_its_context_records_it_empty_signed_and_keeps_a_holders_alias(
+    two_versions, monkeypatch
+):
+    """The defaults, as a gate that errs before it knows its policy writes them."""
+    import hashlib
+    import hmac
+
+    monkeypatch.setenv("XAI_GATE_SECRET", "k")
+    assert record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r1")
+    assert not record_verdict(two_versions, "1", GateDecision(Verdict.BLOCKED, ["x"]), run_id=None)
+    tags = MlflowClient().get_model_version(two_versions, "1").tags
+    assert (tags["xai_gate.verdict"], tags["xai_gate.run_id"]) == ("blocked", "")
+    assert tags["xai_gate.policy_hash"] == tags["xai_gate.audit_set_sha256"] == ""
+    message = [
+        "xai-gate-verdict-v2",
+        two_versions,
+        "1",
+        "blocked",
+        "",
+        "",
+        tags["xai_gate.signed_at"],
+    ]
+    expected = hmac.new(b"k", "\x1f".join(message).encode(), hashlib.sha256).hexdigest()
+    assert tags["xai_gate.signature"] == expected
+    holder = MlflowClient().get_model_version_by_alias(two_versions, "champion")
+    assert str(holder.version) == "1"  # kept by default: the caller warns
+    with pytest.raises(ValueError, match="must be 'keep' or 'remove', got 'KEEP'"):
+        record_verdict(
+            two_versions, "2", GateDecision(Verdict.BLOCKED, ["x"]), run_id="r2",
+            on_alias_holder_blocked="KEEP",
+        )  # fmt: skip
+    assert "xai_gate.verdict" not in MlflowClient().get_model_version(two_versions, "2").tags
+
+
+def test_the_checks_tag_and_a_long_reason_cut_at_the_tag_limit(two_versions):
+    reason = "spurious mass 0.61 > 0.30 " * 300  # 7,800 characters
+    record_verdict(
+        two_versions, "2", GateDecision(Verdict.BLOCKED, [reason]), run_id="r",
+        checks=("heatmaps", "counterfactual"),
+    )  # fmt: skip
+    tags = MlflowClient().get_model_version(two_versions, "2").tags
+    assert tags["xai_gate.checks"] == "heatmaps,counterfactual"
+    assert tags["xai_gate.reason"] == reason[:4900]
+    assert "xai_gate.checks" not in MlflowClient().get_model_version(two_versions, "1").tags
+
+
+@pytest.mark.parametrize("edited", ['{"verdict": "passed"}', "7", "not json ["])
+def test_a_history_edited_by_hand_starts_again_with_a_utc_stamp(two_versions, edited, monkeypatch):
+    """Whatever was written by hand, the gate's own entry is kept, stamped in UTC (in a
+    process whose local zone is not UTC)."""
+    from datetime import UTC, datetime
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30: local time is never UTC time
+    time.tzset()
+    try:
+        MlflowClient().set_model_version_tag(two_versions, "1", "xai_gate.history", edited)
+        before = datetime.now(UTC).replace(microsecond=0)
+        record_verdict(two_versions, "1", GateDecision(Verdict.BLOCKED, ["x"]), run_id="r1")
+        after = datetime.now(UTC)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    (entry,) = json.loads(
+        MlflowClient().get_model_version(two_versions, "1").tags["xai_gate.history"]
+    )
+    assert entry.keys() == {"at", "verdict", "run_id", "reason"}
+    stamp = datetime.strptime(entry["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert before <= stamp <= after
+
+
 def test_a_reused_verdict_without_reason_or_run_reads_them_as_empty(two_versions):
     """Tags written by hand without a secret: reused as they are, missing parts as ''."""
     client = MlflowClient()
