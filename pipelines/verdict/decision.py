@@ -282,12 +282,7 @@ def _append_history(
 ) -> None:
     """One JSON entry per attempt, newest last; the oldest go first when the tag is full."""
     tags = client.get_model_version(name, version).tags
-    try:
-        history = json.loads(tags[TAG_HISTORY]) if TAG_HISTORY in tags else []
-    except json.JSONDecodeError:  # edited by hand: start again rather than fail the gate
-        history = []
-    if not isinstance(history, list):  # valid JSON, but not the list the gate writes
-        history = []
+    history = _read_history(tags)
     history.append(
         {"at": at or _utc_now(), "verdict": verdict, "run_id": run_id or "", "reason": reason[:300]}
     )
@@ -298,6 +293,16 @@ def _append_history(
     client.set_model_version_tag(name, version, TAG_HISTORY, text[:TAG_LIMIT])
     if verdict in FINISHED and TAG_LAST_ERROR in tags:  # a finished verdict supersedes it
         client.delete_model_version_tag(name, version, TAG_LAST_ERROR)
+
+
+def _read_history(tags: dict[str, str]) -> list[object]:
+    """The history tag's entries; none when it is missing or was edited into something
+    other than a JSON list (start again rather than fail the gate)."""
+    try:
+        history = json.loads(tags[TAG_HISTORY])
+    except (KeyError, json.JSONDecodeError):
+        return []
+    return history if isinstance(history, list) else []
 
 
 def _alias_target(client: MlflowClient, name: str, alias: str) -> str | None:

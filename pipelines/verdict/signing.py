@@ -40,7 +40,8 @@ TAG_SIGNED_AT = "xai_gate.signed_at"
 
 
 def secret_from_env() -> bytes | None:
-    value = os.environ.get(SECRET_ENV, "")
+    """The signing key, or None where it is unset or empty (an empty key signs nothing)."""
+    value = os.environ.get(SECRET_ENV)
     return value.encode() if value else None
 
 

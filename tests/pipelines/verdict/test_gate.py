@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from flows.sweep import ungated_versions
 from pipelines.tracking import ModelLoadError, load_model_version
 from pipelines.verdict.decision import (
+    TAG_LIMIT,
     GateDecision,
     PriorVerdict,
     Verdict,
@@ -438,6 +439,54 @@ def test_the_checks_tag_and_a_long_reason_cut_at_the_tag_limit(two_versions):
     assert tags["xai_gate.checks"] == "heatmaps,counterfactual"
     assert tags["xai_gate.reason"] == reason[:4900]
     assert "xai_gate.checks" not in MlflowClient().get_model_version(two_versions, "1").tags
+
+
+def test_warnings_are_tagged_joined_cut_and_cleared_by_a_later_verdict_without_them(
+    two_versions,
+):
+    client = MlflowClient()
+    long_warning = "strategy 2 looks at one place on every image " * 120  # 5,520 characters
+    warned = GateDecision(Verdict.PASSED, warnings=["cluster 1 unconfirmed", long_warning])
+    record_verdict(two_versions, "1", warned, run_id="r1")
+    tags = client.get_model_version(two_versions, "1").tags
+    assert tags["xai_gate.warnings"] == ("cluster 1 unconfirmed; " + long_warning)[:4900]
+    assert "xai_gate.warnings" not in client.get_model_version(two_versions, "2").tags
+    record_verdict(two_versions, "2", GateDecision(Verdict.PASSED), run_id="r2")  # none before
+    record_verdict(two_versions, "1", GateDecision(Verdict.PASSED), run_id="r3")
+    assert "xai_gate.warnings" not in client.get_model_version(two_versions, "1").tags
+    assert client.get_model_version(two_versions, "2").tags["xai_gate.verdict"] == "passed"
+
+
+def test_the_history_drops_its_oldest_entries_only_past_the_tag_limit(two_versions, monkeypatch):
+    """At exactly the limit nothing is dropped; one character more drops the oldest entry,
+    never the newest; the tag is always a whole JSON list."""
+    import pipelines.verdict.decision as decision
+
+    monkeypatch.setattr(decision, "_utc_now", lambda: "2026-12-01T00:00:00Z")
+    client = MlflowClient()
+    newest = {"at": "2026-12-01T00:00:00Z", "verdict": "blocked", "run_id": "r", "reason": "x"}
+
+    def filler(size: int) -> list[dict[str, str]]:
+        return [{"note": "a" * size}, {"note": "b"}]
+
+    size = next(  # the filler that makes the history, newest entry included, exactly the limit
+        n for n in range(TAG_LIMIT) if len(json.dumps([*filler(n), newest])) == TAG_LIMIT
+    )
+    for extra, kept in ((0, [*filler(size), newest]), (1, [filler(size + 1)[1], newest])):
+        old = filler(size + extra)
+        client.set_model_version_tag(two_versions, "1", "xai_gate.history", json.dumps(old))
+        record_verdict(two_versions, "1", GateDecision(Verdict.BLOCKED, ["x"]), run_id="r")
+        tags = client.get_model_version(two_versions, "1").tags
+        assert json.loads(tags["xai_gate.history"]) == kept, extra
+
+    # One old entry near the limit: dropped, the newest kept alone, its reason cut.
+    client.set_model_version_tag(
+        two_versions, "2", "xai_gate.history", json.dumps([{"note": "c" * 4800}])
+    )
+    long_reason = "r" * 400
+    record_verdict(two_versions, "2", GateDecision(Verdict.BLOCKED, [long_reason]), run_id="r")
+    (entry,) = json.loads(client.get_model_version(two_versions, "2").tags["xai_gate.history"])
+    assert entry["reason"] == long_reason[:300]
 
 
 @pytest.mark.parametrize("edited", ['{"verdict": "passed"}', "7", "not json ["])

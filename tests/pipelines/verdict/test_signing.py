@@ -87,3 +87,14 @@ def test_each_refusal_says_exactly_why():
     assert verify_passed(None, model="m", version="3", tags=_tags()) == (
         "the guard has no XAI_GATE_SECRET, so no verdict can be verified"
     )
+
+
+def test_the_key_comes_from_the_environment_and_an_empty_one_is_no_key(monkeypatch):
+    from pipelines.verdict.signing import SECRET_ENV, secret_from_env
+
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    assert secret_from_env() is None
+    monkeypatch.setenv(SECRET_ENV, "")
+    assert secret_from_env() is None  # not b"": an empty key would sign with nothing
+    monkeypatch.setenv(SECRET_ENV, "k é")
+    assert secret_from_env() == "k é".encode()
