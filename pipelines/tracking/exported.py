@@ -71,8 +71,8 @@ class StaticBatchModule(UnflattenedModule):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         inputs = args[0] if args else None
-        if not isinstance(inputs, Tensor) or inputs.shape[0] == self.static_batch:
-            return super().forward(*args, **kwargs)
+        if not isinstance(inputs, Tensor) or inputs.shape[0] in (0, self.static_batch):
+            return super().forward(*args, **kwargs)  # as it is (no rows: nothing to copy)
         rows = inputs.shape[0]
         if rows > self.static_batch:
             chunks = [
