@@ -503,7 +503,7 @@ def test_a_history_edited_by_hand_starts_again_with_a_utc_stamp(two_versions, ed
         record_verdict(two_versions, "1", GateDecision(Verdict.BLOCKED, ["x"]), run_id="r1")
         after = datetime.now(UTC)
     finally:
-        monkeypatch.delenv("TZ")
+        monkeypatch.undo()  # the zone as it was (set or not), then re-read by the C library
         time.tzset()
     (entry,) = json.loads(
         MlflowClient().get_model_version(two_versions, "1").tags["xai_gate.history"]
