@@ -16,6 +16,7 @@ from pipelines.offline import apply_offline_defaults
 BENCHMARKS = (
     "gradcam_speed",
     "gradcam_memory",
+    "precision_speed",
     "attention_speed",
     "scaling",
     "gate_overhead",

@@ -107,6 +107,8 @@ def log_evidence(
         "target_layer": evidence.summary["target_layer"],
         **rules.options(),
     }
+    if evidence.precision is not None:  # what the stages ran at, and what was asked
+        params |= {"precision": evidence.precision.used, "precision_requested": policy.precision}
     metrics = evidence.metrics()
     bounds = rules.bounds(text=evidence.modality == "text", regions=evidence.regions)
 

@@ -22,6 +22,8 @@ _SUBMODULES = (
     "labels",
     "methods",
     "metrics",
+    "precision",
+    "precision_drift",
     "predict",
     "probes",
     "rollout",

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from xai_checks.errors import TargetLayerError
+from xai_checks.precision import forward
 
 __all__ = ["locate_target_layer", "resolve_layer"]
 
@@ -92,7 +93,7 @@ def locate_target_layer(model: nn.Module, probe: Tensor) -> tuple[str, nn.Module
                 handles.append(module.register_forward_pre_hook(on_start(name)))
                 handles.append(module.register_forward_hook(on_end(name)))
         with torch.no_grad():
-            model(probe)
+            forward(model, probe)
     finally:
         for handle in handles:
             handle.remove()

@@ -23,6 +23,7 @@ from xai_checks._model_state import explanation_mode
 from xai_checks._text import token_limit
 from xai_checks.compat import lazy_exports
 from xai_checks.errors import XAICheckError
+from xai_checks.precision import forward
 from xai_checks.rollout import rollout
 from xai_checks.words import word_spans
 
@@ -154,7 +155,8 @@ def attention_maps(
             for row, ids in enumerate(all_ids[start:stop]):
                 input_ids[row, : len(ids)] = torch.tensor(ids)
             batch_mask = mask[start:stop, :width].long()
-            output = model(
+            output = forward(
+                model,
                 input_ids=input_ids.to(device),
                 attention_mask=batch_mask.to(device),
                 output_attentions=True,

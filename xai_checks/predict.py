@@ -21,6 +21,7 @@ from xai_checks._inputs import as_logits, check_batch_size, check_image_batch, p
 from xai_checks._model_state import explanation_mode
 from xai_checks._text import encode_texts
 from xai_checks.errors import NonFiniteError
+from xai_checks.precision import forward
 
 __all__ = [
     "Texts",
@@ -49,7 +50,7 @@ def predicting(model: nn.Module) -> Iterator[None]:
 
 def batch_proba(model: nn.Module, images: Tensor) -> Tensor:
     """One batch's softmax (B, classes) on the CPU; call it inside :func:`predicting`."""
-    return _checked_softmax(as_logits(model(prepare_images(model, images))))
+    return _checked_softmax(as_logits(forward(model, prepare_images(model, images))))
 
 
 def predict_proba(model: nn.Module, images: Tensor, *, batch_size: int = 64) -> Tensor:
@@ -66,7 +67,7 @@ def predict_labels(model: nn.Module, images: Tensor, *, batch_size: int = 64) ->
     with predicting(model):
         return torch.cat(
             [
-                as_logits(model(prepare_images(model, batch))).argmax(dim=1).cpu()
+                as_logits(forward(model, prepare_images(model, batch))).argmax(dim=1).cpu()
                 for batch in _slices(images, batch_size)
             ]
         )
@@ -120,7 +121,7 @@ def _text_logits(
         encoded = encode_texts(
             tokenizer, texts[start : start + batch_size], model=model, max_length=max_length
         )
-        yield as_logits(model(**{key: value.to(device) for key, value in encoded.items()}))
+        yield as_logits(forward(model, **{key: value.to(device) for key, value in encoded.items()}))
 
 
 def _checked_softmax(logits: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ from xai_checks._inputs import as_logits, prepare_images, upsample_and_scale
 from xai_checks._model_state import explanation_mode
 from xai_checks._tokens import infer_token_grid
 from xai_checks.errors import NonFiniteError, XAICheckError
+from xai_checks.precision import forward
 
 __all__ = ["AttentionRollout", "RolloutResult", "rollout"]
 
@@ -158,7 +159,7 @@ def _is_hugging_face(model: nn.Module) -> bool:
 def _hugging_face_attentions(model: nn.Module, images: Tensor) -> tuple[object, list[Tensor]]:
     require_eager_attention(model, "rollout")
     restore_output_capture(model)
-    output = model(pixel_values=images, output_attentions=True, return_dict=True)
+    output = forward(model, pixel_values=images, output_attentions=True, return_dict=True)
     return output, list(returned_attentions(output, "rollout"))
 
 
@@ -201,7 +202,7 @@ def _multihead_attentions(model: nn.Module, images: Tensor) -> tuple[object, lis
         for layer in layers:
             handles.append(layer.register_forward_pre_hook(capture.pre_hook, with_kwargs=True))
             handles.append(layer.register_forward_hook(capture.hook))
-        output = model(images)
+        output = forward(model, images)
     finally:
         for handle in handles:
             handle.remove()

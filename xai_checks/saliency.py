@@ -19,6 +19,7 @@ from xai_checks._inputs import Targets, as_logits, check_target_shape, resolve_t
 from xai_checks._model_state import explanation_mode
 from xai_checks._text import encode_texts
 from xai_checks.errors import NonFiniteError, XAICheckError
+from xai_checks.precision import forward
 from xai_checks.words import word_spans
 
 __all__ = ["TokenSaliency", "token_saliency", "word_scores"]
@@ -125,7 +126,9 @@ def _explain_batch(
     handle = embedding.register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            logits = as_logits(model(**{k: v.to(device) for k, v in encoded.items()})).float()
+            logits = as_logits(
+                forward(model, **{k: v.to(device) for k, v in encoded.items()})
+            ).float()
     finally:
         handle.remove()
     if len(captured) != 1:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from pipelines.policy.schema import AuditRules
+    from pipelines.stages.precision import PrecisionEvidence
 
 __all__ = ["Evidence", "EvidenceValidation", "headline", "settle_attribution"]
 
@@ -67,6 +68,8 @@ class Evidence(Protocol):
     modality: Literal["image", "text"]
     evidence_lines: tuple[str, ...]
     """The checks the verdict rests on (the ``xai_gate.checks`` tag)."""
+    precision: PrecisionEvidence | None
+    """The precision probe, when the policy asked for bf16 or fp16."""
 
     @property
     def regions(self) -> bool:

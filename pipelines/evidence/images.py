@@ -16,6 +16,7 @@ from pipelines.evidence.informative import class_count, uninformative_reasons
 from pipelines.stages.cam import AuditResult
 from pipelines.stages.counterfactual import CounterfactualEvidence
 from pipelines.stages.discovery import DiscoveryEvidence
+from pipelines.stages.precision import PrecisionEvidence
 from pipelines.stages.sanity import SanityEvidence
 from xai_checks.labels import class_label
 
@@ -51,6 +52,8 @@ class ImageEvidence:
     evidence_lines: tuple[str, ...] = ()
     """The checks the verdict rests on (the ``xai_gate.checks`` tag)."""
     modality: Literal["image"] = "image"
+    precision: PrecisionEvidence | None = None
+    """The precision probe, when the policy asked for bf16 or fp16."""
 
     @property
     def summary(self) -> dict[str, float | int | str]:
@@ -103,14 +106,18 @@ class ImageEvidence:
         out = (
             self.audit.metrics() if self.regions else {"accuracy": self.audit.metrics()["accuracy"]}
         )
-        for stage in (self.counterfactual, self.sanity, self.discovery):
+        for stage in (self.counterfactual, self.sanity, self.discovery, self.precision):
             if stage is not None:
                 out |= stage.metrics()
         return out
 
     def warnings(self) -> list[str]:
-        """Findings shown in the report that do not block: unconfirmed suspicious strategies."""
-        return self.discovery.warnings() if self.discovery is not None else []
+        """Findings shown in the report that do not block: unconfirmed suspicious strategies,
+        a refused reduced precision."""
+        return [
+            *(self.discovery.warnings() if self.discovery is not None else []),
+            *(self.precision.warnings() if self.precision is not None else []),
+        ]
 
     def report_tables(self) -> dict[str, pd.DataFrame]:
         """Short tables the report shows under a heading."""

@@ -14,6 +14,7 @@ from pipelines.evidence.expectations import score_checks
 from pipelines.evidence.gx import run_checks
 from pipelines.evidence.informative import class_count, uninformative_reasons
 from pipelines.stages.counterfactual import CounterfactualEvidence
+from pipelines.stages.precision import PrecisionEvidence
 from pipelines.stages.text import TextAuditResult
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ class TextEvidence:
     evidence_lines: tuple[str, ...] = ()
     """The checks the verdict rests on (the ``xai_gate.checks`` tag)."""
     modality: Literal["text"] = "text"
+    precision: PrecisionEvidence | None = None
+    """The precision probe, when the policy asked for bf16 or fp16."""
     sanity: None = None  # the randomisation check is defined for image heatmaps only
     regions: bool = True  # every text names its spurious words
 
@@ -64,12 +67,14 @@ class TextEvidence:
 
     def metrics(self) -> dict[str, float]:
         out = self.audit.metrics()
-        if self.counterfactual is not None:
-            out |= self.counterfactual.metrics()
+        for stage in (self.counterfactual, self.precision):
+            if stage is not None:
+                out |= stage.metrics()
         return out
 
     def warnings(self) -> list[str]:
-        return []
+        """A refused reduced precision, the one finding of a text gate that does not block."""
+        return self.precision.warnings() if self.precision is not None else []
 
     def report_tables(self) -> dict[str, pd.DataFrame]:
         return {}

@@ -261,6 +261,11 @@ class SanityCheck(_Section):
     )
 
 
+_NOT_HASHED = {"device", "precision", "precision_tolerance"}
+"""Where and at what precision the gate computes: a verdict does not depend on them (a
+reduced precision is used only within its measured tolerance), so they are not hashed."""
+
+
 class AuditRules(_Section):
     """What an audit checks and the bounds it is judged by: a policy without its model."""
 
@@ -279,6 +284,20 @@ class AuditRules(_Section):
         pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
         description="Where every stage runs: auto (CUDA when available, else the CPU), cpu, "
         "cuda, cuda:N or mps. Not part of the policy's hash: a verdict does not depend on it.",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="The model's forward passes under autocast at bf16 or fp16 (faster on a "
+        "GPU); maps, scores and gradients stay float32. Used only when a probe batch's "
+        "probabilities and maps stay within precision_tolerance of fp32's, else the gate runs "
+        "in fp32 and says why. Not part of the policy's hash.",
+    )
+    precision_tolerance: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="How far bf16/fp16 may move a probe batch from fp32: any class probability, "
+        "and the share of any heatmap (or attention map) that moves. Not part of the hash.",
     )
 
     @classmethod
@@ -428,7 +447,7 @@ class GatePolicy(AuditRules):
 
     def digest(self) -> str:
         """SHA-256 of the canonical policy: a verdict names the exact rules that judged it."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"device"}), sort_keys=True)
+        canonical = json.dumps(self.model_dump(mode="json", exclude=_NOT_HASHED), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

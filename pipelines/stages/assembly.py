@@ -10,11 +10,12 @@ audit is cut into shards submitted side by side.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from pipelines.audit_sets.images import AuditSet, load_audit_set
 from pipelines.audit_sets.texts import TextAuditSet, is_text_manifest, load_text_audit_set
@@ -31,10 +32,16 @@ from pipelines.stages.counterfactual import (
     text_counterfactual_audit,
 )
 from pipelines.stages.discovery import DiscoveryEvidence, discovery_audit
+from pipelines.stages.precision import (
+    PrecisionEvidence,
+    image_precision_probe,
+    text_precision_probe,
+)
 from pipelines.stages.sanity import SanityEvidence, sanity_audit
 from pipelines.stages.text import TextAuditResult, audit_texts
 from pipelines.tracking.models import LoadedModel
 from pipelines.verdict.evidence_digest import audit_set_digest
+from xai_checks.precision import mixed_precision
 
 __all__ = [
     "INLINE",
@@ -47,6 +54,7 @@ __all__ = [
     "counterfactual_stage",
     "discover",
     "discovery_stage",
+    "image_precision_stage",
     "is_text_policy",
     "rules_for_audit_set",
     "rules_for_model",
@@ -54,9 +62,11 @@ __all__ = [
     "text_audit_set_stage",
     "text_audit_stage",
     "text_counterfactual_stage",
+    "text_precision_stage",
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 T_co = TypeVar("T_co", covariant=True)
 
 
@@ -132,6 +142,8 @@ def discover(model: LoadedModel, policy: GatePolicy) -> tuple[AuditSet, Discover
     model = on_device(model, rules.device)
     images = audit_set_stage(model, policy)
     rules = rules_for_audit_set(images, rules)
+    if rules.precision != "fp32":
+        rules = rules.with_options(precision=image_precision_stage(model, images, rules).used)
     audit = cam_stage(model, images, rules)
     return images, cast(DiscoveryEvidence, discovery_stage(model, images, audit, rules))
 
@@ -154,6 +166,12 @@ def collect_evidence(
     model = on_device(model, rules.device)  # once: every stage moves its batches to it
     if is_text_policy(policy):
         texts = runner.run("load-text-audit-set", text_audit_set_stage, model, policy)
+        precision = (
+            runner.run("precision-probe", text_precision_stage, model, texts, rules)
+            if rules.precision != "fp32"
+            else None
+        )
+        rules = rules if precision is None else rules.with_options(precision=precision.used)
         audit = runner.run("text-audit", text_audit_stage, model, texts, rules)
         counterfactual = (
             runner.run("text-counterfactual-audit", text_counterfactual_stage, model, texts, rules)
@@ -165,9 +183,16 @@ def collect_evidence(
             counterfactual=counterfactual,
             class_names=texts.class_names,
             evidence_lines=rules.evidence_lines(text=True),
+            precision=precision,
         )
     images = runner.run("load-audit-set", audit_set_stage, model, policy)
     rules = rules_for_audit_set(images, rules)
+    precision = (
+        runner.run("precision-probe", image_precision_stage, model, images, rules)
+        if rules.precision != "fp32"
+        else None
+    )
+    rules = rules if precision is None else rules.with_options(precision=precision.used)
     audit, counterfactual, sanity = _image_stages(model, images, rules, runner, shards)
     return ImageEvidence(
         audit=audit,
@@ -179,6 +204,7 @@ def collect_evidence(
         discovery=runner.run("discover-strategies", discovery_stage, model, images, audit, rules),
         regions=images.has_regions,
         evidence_lines=rules.evidence_lines(regions=images.has_regions),
+        precision=precision,
     )
 
 
@@ -220,6 +246,37 @@ def _image_stages(
 # can wrap it (a Prefect task shows and retries each on its own).
 
 
+def _at_rules_precision(stage: Callable[P, T]) -> Callable[P, T]:
+    """The stage with every forward pass of its model at ``rules.precision`` (``rules`` is
+    the stage's last argument). Set inside the stage, so it holds in whichever thread or
+    Dask worker the runner runs it."""
+
+    @functools.wraps(stage)
+    def at_precision(*args: P.args, **kwargs: P.kwargs) -> T:
+        rules = cast(AuditRules, args[-1])
+        with mixed_precision(rules.precision):
+            return stage(*args, **kwargs)
+
+    return at_precision
+
+
+def image_precision_stage(
+    model: LoadedModel, data: AuditSet, rules: AuditRules
+) -> PrecisionEvidence:
+    """May the stages run at ``rules.precision``? Measured on the first audit images."""
+    return image_precision_probe(on_device(model, rules.device).module, data.images, rules)
+
+
+def text_precision_stage(
+    model: LoadedModel, data: TextAuditSet, rules: AuditRules
+) -> PrecisionEvidence:
+    """May the stages run at ``rules.precision``? Measured on the first audit texts."""
+    return text_precision_probe(
+        on_device(model, rules.device).module, model.tokenizer, list(data.texts), rules
+    )
+
+
+@_at_rules_precision
 def cam_stage(model: LoadedModel, data: AuditSet, rules: AuditRules) -> AuditResult:
     heat = rules.checks.heatmaps
     return audit_images(
@@ -237,6 +294,7 @@ def cam_stage(model: LoadedModel, data: AuditSet, rules: AuditRules) -> AuditRes
     )
 
 
+@_at_rules_precision
 def counterfactual_stage(
     model: LoadedModel, data: AuditSet, rules: AuditRules
 ) -> CounterfactualEvidence:
@@ -250,6 +308,7 @@ def counterfactual_stage(
     )
 
 
+@_at_rules_precision
 def discovery_stage(
     model: LoadedModel, data: AuditSet, audit: AuditResult, rules: AuditRules
 ) -> DiscoveryEvidence | None:
@@ -267,6 +326,7 @@ def discovery_stage(
     )
 
 
+@_at_rules_precision
 def sanity_stage(model: LoadedModel, data: AuditSet, rules: AuditRules) -> SanityEvidence:
     return sanity_audit(
         on_device(model, rules.device).module,
@@ -352,6 +412,7 @@ def _checked_once(
     return replace(cached, labels=cached.labels.clone())
 
 
+@_at_rules_precision
 def text_audit_stage(model: LoadedModel, data: TextAuditSet, rules: AuditRules) -> TextAuditResult:
     return audit_texts(
         on_device(model, rules.device).module,
@@ -368,6 +429,7 @@ def text_audit_stage(model: LoadedModel, data: TextAuditSet, rules: AuditRules) 
     )
 
 
+@_at_rules_precision
 def text_counterfactual_stage(
     model: LoadedModel, data: TextAuditSet, rules: AuditRules
 ) -> CounterfactualEvidence:

@@ -41,6 +41,7 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
     assert {row["benchmark"] for row in rows} == {
         "gradcam_speed",
         "gradcam_memory",
+        "precision_speed",
         "attention_speed",
         "scaling",
         "gate_overhead",
@@ -54,6 +55,10 @@ def test_every_benchmark_runs_and_reports_its_ratios(tmp_path):
     memory = by_name[("gradcam_memory", "xai_checks GradCAM")]
     assert memory["unit"] == "MB peak RSS" and memory["value"] > 50
     assert by_name[("cold_start", "xai-gate --help")]["met"] is True
+    bf16 = by_name[("precision_speed", "bf16 Grad-CAM")]
+    assert bf16["versus"] == "fp32" and bf16["ratio"] > 0
+    drift = by_name[("precision_speed", "fp16 map drift (share moved, 8 images)")]
+    assert 0 < drift["value"] < 1 and drift["met"] is (drift["value"] <= 0.01)
     assert by_name[("scaling", "Dask, 2 workers")]["versus"] == "speed-up"
     assert by_name[("gate_overhead", "whole gate (xai-gate gate)")]["value"] > 0
     # Quick zoo: a band model at ρ = 1 (blocked by both gates) and a clean one (passed by both).

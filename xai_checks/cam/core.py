@@ -34,6 +34,7 @@ from xai_checks._layers import locate_target_layer, resolve_layer
 from xai_checks._model_state import explanation_mode
 from xai_checks._tokens import infer_token_grid, tokens_to_map
 from xai_checks.errors import NonFiniteError, TargetLayerError, XAICheckError
+from xai_checks.precision import forward
 
 __all__ = ["CAMEngine", "CAMResult", "LayerSpec", "Targets"]
 
@@ -174,7 +175,7 @@ class CAMEngine(ABC):
             handles = [module.register_forward_hook(capture.hook(name)) for name, module in layers]
             try:
                 with torch.no_grad():
-                    output = self.model(images)
+                    output = forward(self.model, images)
             finally:
                 for handle in handles:
                     handle.remove()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 import torch
 from PIL import Image
@@ -15,27 +12,12 @@ from pipelines.evidence.base import Evidence
 from pipelines.evidence.images import ImageEvidence
 from pipelines.evidence.texts import TextEvidence
 from pipelines.policy import GatePolicy
-from pipelines.stages.assembly import INLINE, Pending, collect_evidence
+from pipelines.stages.assembly import collect_evidence
 from pipelines.tracking import LoadedModel
 from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
 from xai_checks.examples.synthetic_text import REVIEW_CLASSES, make_reviews
 
 pytestmark = pytest.mark.slow
-
-
-class RecordingRunner:
-    """Runs each stage inline and records how it was asked to: what a runner sees."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def run(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
-        self.calls.append(("run", stage))
-        return INLINE.run(stage, fn, *args)
-
-    def submit(self, stage: str, fn: Callable[..., Any], *args: Any) -> Pending[Any]:
-        self.calls.append(("submit", stage))
-        return INLINE.submit(stage, fn, *args)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +31,10 @@ def _image_model(trained_pair) -> LoadedModel:
     return LoadedModel(trained_pair.shortcut, "m", "1", "models:/m/1", tuple(CLASS_NAMES), None)
 
 
-def test_image_stages_run_in_order_through_the_runner(trained_pair, lesion_manifest):
+def test_image_stages_run_in_order_through_the_runner(trained_pair, lesion_manifest, runner):
     policy = GatePolicy.from_options(
         model="m", audit_set=lesion_manifest, discovery=True, sanity_images=4
     )
-    runner = RecordingRunner()
     evidence = collect_evidence(_image_model(trained_pair), policy, runner=runner)
     assert runner.calls == [
         ("run", "load-audit-set"),
@@ -76,13 +57,12 @@ def test_image_stages_run_in_order_through_the_runner(trained_pair, lesion_manif
     assert evidence.discovery is not None
 
 
-def test_sharded_cam_audit_is_submitted_and_equals_the_whole(trained_pair, lesion_manifest):
+def test_sharded_cam_audit_is_submitted_and_equals_the_whole(trained_pair, lesion_manifest, runner):
     policy = GatePolicy.from_options(
         model="m", audit_set=lesion_manifest, sanity=False, batch_size=8
     )
     model = _image_model(trained_pair)
     whole = collect_evidence(model, policy)
-    runner = RecordingRunner()
     sharded = collect_evidence(model, policy, runner=runner, shards=3)
     assert runner.calls == [
         ("run", "load-audit-set"),
@@ -97,7 +77,7 @@ def test_sharded_cam_audit_is_submitted_and_equals_the_whole(trained_pair, lesio
     assert sharded.evidence_lines == ("gradcam", "layercam", "counterfactual")
 
 
-def test_text_stages_run_through_the_same_assembly(trained_text_pair, tmp_path):
+def test_text_stages_run_through_the_same_assembly(trained_text_pair, tmp_path, runner):
     reviews = make_reviews(12, signature="always", seed=100)
     manifest = write_text_audit_set(
         tmp_path / "reviews.csv", reviews.texts, reviews.labels, reviews.spurious, REVIEW_CLASSES
@@ -111,7 +91,6 @@ def test_text_stages_run_through_the_same_assembly(trained_text_pair, tmp_path):
         None,
         tokenizer=trained_text_pair.tokenizer,
     )
-    runner = RecordingRunner()
     evidence = collect_evidence(model, GatePolicy(model="r", audit_set=manifest), runner=runner)
     assert runner.calls == [
         ("run", "load-text-audit-set"),
