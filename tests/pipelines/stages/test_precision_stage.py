@@ -126,3 +126,33 @@ def test_precision_is_validated_and_left_out_of_the_policy_hash(lesion_manifest)
         GatePolicy.from_options(model="m", audit_set="a.csv", precision="fp8")
     with pytest.raises(ValueError, match="precision_tolerance"):
         GatePolicy.from_options(model="m", audit_set="a.csv", precision_tolerance=-0.1)
+
+
+def test_each_stage_sets_its_precision_itself_in_whatever_thread_runs_it(
+    trained_pair, lesion_manifest
+):
+    """A Dask worker or a Prefect task thread does not inherit the caller's context: the
+    stage must set the precision where it runs."""
+    import copy
+    import threading
+
+    import torch
+
+    from pipelines.audit_sets.images import load_audit_set
+    from pipelines.stages import assembly
+
+    module = copy.deepcopy(trained_pair.shortcut)
+    model = LoadedModel(module, "m", "1", "models:/m/1", tuple(CLASS_NAMES), None)
+    data = load_audit_set(lesion_manifest, class_names=CLASS_NAMES)
+    seen: list[torch.dtype] = []
+    handle = module.features[0].register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    rules = GatePolicy.from_options(model="m", audit_set=lesion_manifest, batch_size=24).rules()
+    for precision, expected in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        stage_rules = rules.with_options(precision=precision)
+        for stage in (assembly.cam_stage, assembly.counterfactual_stage):
+            seen.clear()
+            worker = threading.Thread(target=stage, args=(model, data, stage_rules))
+            worker.start()
+            worker.join()
+            assert seen and set(seen) == {expected}, (stage.__name__, precision)
+    handle.remove()
