@@ -142,8 +142,7 @@ def discover(model: LoadedModel, policy: GatePolicy) -> tuple[AuditSet, Discover
     model = on_device(model, rules.device)
     images = audit_set_stage(model, policy)
     rules = rules_for_audit_set(images, rules)
-    if rules.precision != "fp32":
-        rules = rules.with_options(precision=image_precision_stage(model, images, rules).used)
+    _, rules = _probe_precision(INLINE, image_precision_stage, model, images, rules)
     audit = cam_stage(model, images, rules)
     return images, cast(DiscoveryEvidence, discovery_stage(model, images, audit, rules))
 
@@ -166,12 +165,7 @@ def collect_evidence(
     model = on_device(model, rules.device)  # once: every stage moves its batches to it
     if is_text_policy(policy):
         texts = runner.run("load-text-audit-set", text_audit_set_stage, model, policy)
-        precision = (
-            runner.run("precision-probe", text_precision_stage, model, texts, rules)
-            if rules.precision != "fp32"
-            else None
-        )
-        rules = rules if precision is None else rules.with_options(precision=precision.used)
+        precision, rules = _probe_precision(runner, text_precision_stage, model, texts, rules)
         audit = runner.run("text-audit", text_audit_stage, model, texts, rules)
         counterfactual = (
             runner.run("text-counterfactual-audit", text_counterfactual_stage, model, texts, rules)
@@ -187,12 +181,7 @@ def collect_evidence(
         )
     images = runner.run("load-audit-set", audit_set_stage, model, policy)
     rules = rules_for_audit_set(images, rules)
-    precision = (
-        runner.run("precision-probe", image_precision_stage, model, images, rules)
-        if rules.precision != "fp32"
-        else None
-    )
-    rules = rules if precision is None else rules.with_options(precision=precision.used)
+    precision, rules = _probe_precision(runner, image_precision_stage, model, images, rules)
     audit, counterfactual, sanity = _image_stages(model, images, rules, runner, shards)
     return ImageEvidence(
         audit=audit,
@@ -206,6 +195,21 @@ def collect_evidence(
         evidence_lines=rules.evidence_lines(regions=images.has_regions),
         precision=precision,
     )
+
+
+def _probe_precision(
+    runner: StageRunner,
+    probe: Callable[[LoadedModel, Any, AuditRules], PrecisionEvidence],
+    model: LoadedModel,
+    data: AuditSet | TextAuditSet,
+    rules: AuditRules,
+) -> tuple[PrecisionEvidence | None, AuditRules]:
+    """The probe's finding and the rules at the precision every later stage runs at: the
+    asked one where the probe allows it, else fp32. Nothing to probe for fp32."""
+    if rules.precision == "fp32":
+        return None, rules
+    found = runner.run("precision-probe", probe, model, data, rules)
+    return found, rules.with_options(precision=found.used)
 
 
 def _image_stages(
