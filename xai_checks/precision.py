@@ -76,7 +76,7 @@ def current_precision() -> torch.dtype | None:
 
 def forward(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
     """``model(*args, **kwargs)``, under autocast when :func:`mixed_precision` asks for it,
-    with every floating tensor of the output cast to float32."""
+    with every half-precision tensor of the output cast to float32."""
     dtype = _FORWARD_DTYPE.get()
     if dtype is None:
         return model(*args, **kwargs)
@@ -92,6 +92,7 @@ def forward(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 
 def _as_float32(value: object) -> object:
-    if isinstance(value, Tensor) and value.is_floating_point() and value.dtype != torch.float32:
+    """A half-precision tensor as float32; anything else (float64 included) as it is."""
+    if isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16):
         return value.float()
     return value

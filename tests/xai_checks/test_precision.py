@@ -76,6 +76,8 @@ def test_forward_runs_the_model_at_the_precision_and_returns_float32() -> None:
     assert plain.dtype == reduced.dtype == torch.float32
     assert torch.equal(plain, model(images))  # fp32: the plain call, nothing added
     assert 0 < (plain - reduced).abs().max() < 0.05  # it did compute in bf16, and close
+    with mixed_precision("bf16"):  # autocast leaves float64 alone, and so does the cast back
+        assert forward(model.double(), images.double()).dtype == torch.float64
 
 
 def test_the_setting_is_restored_on_errors_and_stays_in_its_own_thread() -> None:
