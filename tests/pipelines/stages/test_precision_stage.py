@@ -3,12 +3,17 @@ fp32, and the whole gate falls back to fp32 (and says so) when it does not."""
 
 from __future__ import annotations
 
+import copy
+import threading
+
 import numpy as np
 import pytest
+import torch
 
-from pipelines.audit_sets.images import write_audit_set
+from pipelines.audit_sets.images import load_audit_set, write_audit_set
 from pipelines.audit_sets.texts import write_text_audit_set
 from pipelines.policy import GatePolicy
+from pipelines.stages import assembly
 from pipelines.stages.assembly import collect_evidence
 from pipelines.stages.precision import PROBE_INPUTS, PrecisionEvidence
 from pipelines.tracking import LoadedModel
@@ -133,14 +138,6 @@ def test_each_stage_sets_its_precision_itself_in_whatever_thread_runs_it(
 ):
     """A Dask worker or a Prefect task thread does not inherit the caller's context: the
     stage must set the precision where it runs."""
-    import copy
-    import threading
-
-    import torch
-
-    from pipelines.audit_sets.images import load_audit_set
-    from pipelines.stages import assembly
-
     module = copy.deepcopy(trained_pair.shortcut)
     model = LoadedModel(module, "m", "1", "models:/m/1", tuple(CLASS_NAMES), None)
     data = load_audit_set(lesion_manifest, class_names=CLASS_NAMES)
