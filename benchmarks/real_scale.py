@@ -158,12 +158,13 @@ def _python(code: str, workdir: Path) -> str:
 
 
 _GATE = """
-import resource, runpy, sys
+import runpy, sys
+from benchmarks._common import current_peak_mb
 sys.argv = ["xai-gate", "gate", "--policy", POLICY, "--version", "1"]
 try:
     runpy.run_module("flows.cli", run_name="__main__")
-finally:
-    print(f"peak-rss-kb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+finally:  # VmHWM, not ru_maxrss: that keeps this benchmark's own (parent's) peak across exec
+    print(f"peak-rss-kb {current_peak_mb() * 1024:.0f}", file=sys.stderr)
 """
 
 
