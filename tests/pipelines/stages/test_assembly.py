@@ -20,22 +20,11 @@ from xai_checks.examples.synthetic_text import REVIEW_CLASSES, make_reviews
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def lesion_manifest(tmp_path_factory):
-    batch = make_lesions(40, ruler="always", seed=100)
-    folder = tmp_path_factory.mktemp("audit")
-    return write_audit_set(folder, batch.images, batch.labels, batch.masks, CLASS_NAMES)
-
-
-def _image_model(trained_pair) -> LoadedModel:
-    return LoadedModel(trained_pair.shortcut, "m", "1", "models:/m/1", tuple(CLASS_NAMES), None)
-
-
-def test_image_stages_run_in_order_through_the_runner(trained_pair, lesion_manifest, runner):
+def test_image_stages_run_in_order_through_the_runner(shortcut_model, lesion_manifest, runner):
     policy = GatePolicy.from_options(
         model="m", audit_set=lesion_manifest, discovery=True, sanity_images=4
     )
-    evidence = collect_evidence(_image_model(trained_pair), policy, runner=runner)
+    evidence = collect_evidence(shortcut_model, policy, runner=runner)
     assert runner.calls == [
         ("run", "load-audit-set"),
         ("run", "cam-audit"),
@@ -57,11 +46,13 @@ def test_image_stages_run_in_order_through_the_runner(trained_pair, lesion_manif
     assert evidence.discovery is not None
 
 
-def test_sharded_cam_audit_is_submitted_and_equals_the_whole(trained_pair, lesion_manifest, runner):
+def test_sharded_cam_audit_is_submitted_and_equals_the_whole(
+    shortcut_model, lesion_manifest, runner
+):
     policy = GatePolicy.from_options(
         model="m", audit_set=lesion_manifest, sanity=False, batch_size=8
     )
-    model = _image_model(trained_pair)
+    model = shortcut_model
     whole = collect_evidence(model, policy)
     sharded = collect_evidence(model, policy, runner=runner, shards=3)
     assert runner.calls == [

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.audit_sets.images import load_audit_set, write_audit_set
+from pipelines.audit_sets.images import load_audit_set
 from pipelines.audit_sets.texts import write_text_audit_set
 from pipelines.policy import GatePolicy
 from pipelines.stages import assembly
 from pipelines.stages.assembly import collect_evidence
 from pipelines.stages.precision import PROBE_INPUTS, PrecisionEvidence
 from pipelines.tracking import LoadedModel
-from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
+from xai_checks.examples.synthetic import CLASS_NAMES
 from xai_checks.examples.synthetic_text import REVIEW_CLASSES, make_reviews
 from xai_checks.precision_drift import PrecisionDrift
 
@@ -25,21 +25,10 @@ SCORES = ["spurious_mass", "artifact_class_probability"]
 """Per-image scores in [0, 1]: the gating mass and a counterfactual probability."""
 
 
-@pytest.fixture(scope="module")
-def lesion_manifest(tmp_path_factory):
-    batch = make_lesions(24, ruler="always", seed=100)
-    folder = tmp_path_factory.mktemp("audit")
-    return write_audit_set(folder, batch.images, batch.labels, batch.masks, CLASS_NAMES)
-
-
-def _image_model(trained_pair) -> LoadedModel:
-    return LoadedModel(trained_pair.shortcut, "m", "1", "models:/m/1", tuple(CLASS_NAMES), None)
-
-
 @pytest.mark.slow
-def test_bf16_runs_every_stage_and_stays_near_fp32(trained_pair, lesion_manifest, runner):
+def test_bf16_runs_every_stage_and_stays_near_fp32(shortcut_model, lesion_manifest, runner):
     options = {"model": "m", "audit_set": lesion_manifest, "sanity_images": 4, "batch_size": 8}
-    model = _image_model(trained_pair)
+    model = shortcut_model
     exact = collect_evidence(model, GatePolicy.from_options(**options))
     reduced = collect_evidence(
         model, GatePolicy.from_options(**options, precision="bf16"), runner=runner
@@ -64,9 +53,9 @@ def test_bf16_runs_every_stage_and_stays_near_fp32(trained_pair, lesion_manifest
 
 
 @pytest.mark.slow
-def test_a_drift_past_the_tolerance_runs_the_whole_gate_in_fp32(trained_pair, lesion_manifest):
+def test_a_drift_past_the_tolerance_runs_the_whole_gate_in_fp32(shortcut_model, lesion_manifest):
     options = {"model": "m", "audit_set": lesion_manifest, "sanity": False, "batch_size": 8}
-    model = _image_model(trained_pair)
+    model = shortcut_model
     exact = collect_evidence(model, GatePolicy.from_options(**options))
     refused = collect_evidence(
         model, GatePolicy.from_options(**options, precision="bf16", precision_tolerance=0.0)
