@@ -58,7 +58,7 @@ def run_discover(
 
     policy = gate_policy(model_name, audit_set, policy_file=policy_file, **rules)
     configure_tracking(tracking_uri, check=True)
-    model = load_model_version(policy.model, version)
+    model = load_model_version(policy.model, version, builders=policy.model_builders)
     images, evidence = discover(model, policy)
     if write_to is None:
         return DiscoverResult(evidence)

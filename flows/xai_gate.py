@@ -79,8 +79,8 @@ class PrefectTasks:
 
 
 @task(name="load-model", cache_policy=NO_CACHE)
-def load_model(model_name: str, version: str) -> LoadedModel:
-    return load_model_version(model_name, version)
+def load_model(model_name: str, version: str, builders: tuple[str, ...] = ()) -> LoadedModel:
+    return load_model_version(model_name, version, builders=builders)
 
 
 @task(name="validate-evidence", cache_policy=NO_CACHE)
@@ -287,7 +287,7 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
             reused=True,
             recorded=True,
         )
-    model = load_model(model_name, version)
+    model = load_model(model_name, version, policy.model_builders)
     evidence = collect_evidence(model, policy, runner=PrefectTasks(), shards=shards)
     validation = validate_evidence(evidence, policy.rules())
     decision = decide(

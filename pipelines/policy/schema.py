@@ -261,9 +261,10 @@ class SanityCheck(_Section):
     )
 
 
-_NOT_HASHED = {"device", "precision", "precision_tolerance"}
-"""Where and at what precision the gate computes: a verdict does not depend on them (a
-reduced precision is used only within its measured tolerance), so they are not hashed."""
+_NOT_HASHED = {"device", "precision", "precision_tolerance", "model_builders"}
+"""Where and at what precision the gate computes, and which builders may run: a verdict does
+not depend on them (a reduced precision is used only within its measured tolerance; the model's
+bytes are signed on their own), so they are not hashed."""
 
 
 class AuditRules(_Section):
@@ -417,6 +418,13 @@ class GatePolicy(AuditRules):
     require_signature: bool = Field(
         False,
         description="Refuse to gate without XAI_GATE_SECRET, so no verdict is ever unsigned.",
+    )
+    model_builders: tuple[str, ...] = Field(
+        (),
+        description="Code a weights-only model's metadata may name as its architecture, "
+        "besides torchvision's builders and transformers' model classes: 'package.module:Name' "
+        "or 'package.module:*' (also XAI_GATE_MODEL_BUILDERS). Not part of the policy's hash.",
+        json_schema_extra=_option(flag="model_builder"),
     )
 
     @field_validator("protected_aliases")

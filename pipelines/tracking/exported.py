@@ -21,6 +21,8 @@ refused with both sizes named.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,19 +161,43 @@ def _user_input_shapes(program: object) -> list[tuple[int | None, ...]]:
 
 
 def _check_pickle_free(archive: Path, uri: str) -> None:
-    """Refuse what MLflow would refuse: a pt2 archive with pickle payloads, when pickle is off."""
+    """Refuse what MLflow would refuse: a pt2 archive with pickle payloads, when pickle is off.
+
+    Fails closed: with pickle off and no MLflow validator to check the archive, it is refused.
+    """
     from mlflow.exceptions import MlflowException
 
+    if pickle_loading_allowed():
+        return
     try:
-        from mlflow.pytorch import (
-            _is_pickle_deserialization_allowed,
-            _validate_pt2_archive_is_pickle_free,
-        )
-    except ImportError:  # an MLflow without the check: it would load the archive as it is
-        return
-    if _is_pickle_deserialization_allowed():
-        return
+        from mlflow.pytorch import _validate_pt2_archive_is_pickle_free
+    except ImportError:
+        raise ExportError(
+            f"{uri}: pickle loading is off and this MLflow cannot check a pt2 archive for "
+            "pickle payloads; the archive is refused"
+        ) from None
     try:
         _validate_pt2_archive_is_pickle_free(str(archive))
     except MlflowException as exc:
         raise ExportError(f"{uri}: {exc.message}") from None
+
+
+PICKLE_VARIABLES = ("MLFLOW_ALLOW_MODEL_CODE_EXECUTION", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+"""MLflow's switches for code from a model (3.18 renamed the first; the second still counts)."""
+
+
+def pickle_loading_allowed() -> bool:
+    """Whether MLflow would unpickle a model here: its own answer where it has one (3.17 and
+    3.18 name the function differently), else the environment read as MLflow reads it."""
+    for module_name, function in (
+        ("mlflow.utils.model_utils", "_is_pickle_loading_allowed"),
+        ("mlflow.pytorch", "_is_pickle_deserialization_allowed"),
+    ):
+        try:
+            module = __import__(module_name, fromlist=[function])
+            return bool(getattr(module, function)())
+        except (ImportError, AttributeError):
+            continue
+    return all(
+        os.environ.get(name, "true").strip().lower() in ("true", "1") for name in PICKLE_VARIABLES
+    )

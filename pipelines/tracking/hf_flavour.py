@@ -55,13 +55,17 @@ class TransformersComponents:
     class_names: tuple[str, ...] | None
 
 
-def load_transformers(uri: str) -> TransformersComponents:
-    """Load a ``transformers``-flavour model URI as a torch module plus tokenizer or wrapper."""
+def load_transformers(uri: str, location: str | None = None) -> TransformersComponents:
+    """Load a ``transformers``-flavour model as a torch module plus tokenizer or wrapper.
+
+    ``location``: a local copy of ``uri`` to load from (the bytes the gate hashed);
+    messages name ``uri``.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        components = mlflow.transformers.load_model(uri, return_type="components")
+        components = mlflow.transformers.load_model(location or uri, return_type="components")
     except (MlflowException, OSError, ValueError) as exc:
         raise TransformersFlavourError(
             f"cannot load {uri} with mlflow.transformers: {exc}"

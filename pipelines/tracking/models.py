@@ -49,9 +49,19 @@ class LoadedModel:
     model_id: str | None = None
     """The version's logged model (MLflow 3), whose page shows the gate's metrics; None for a
     version registered from a run path without one."""
+    digest: str = ""
+    """SHA-256 of every file of the model as it was loaded (``model_digest``): the verdict is
+    signed over these bytes, not over the version's name."""
+    source: str = ""
+    """The version's source as the registry holds it (``models:/m-...`` or a run path)."""
+    created: str = ""
+    """The version's creation time (ms since the epoch): with the source, which version
+    this is, so a model deleted and registered again is not the one that was gated."""
 
 
-def load_model_version(name: str, version: str | int) -> LoadedModel:
+def load_model_version(
+    name: str, version: str | int, *, builders: tuple[str, ...] = ()
+) -> LoadedModel:
     """Load ``models:/name/version`` as a torch module, with its class names if logged.
 
     ``mlflow.pytorch``'s ``pickle`` format gives back the original module; its
@@ -67,13 +77,15 @@ def load_model_version(name: str, version: str | int) -> LoadedModel:
         model_version = mlflow.MlflowClient().get_model_version(name, version)
     except MlflowException as exc:
         raise ModelLoadError(f"cannot load models:/{name}/{version}: {exc.message}") from None
-    loaded = load_model_uri(f"models:/{name}/{version}")
+    loaded = load_model_uri(f"models:/{name}/{version}", builders=builders)
     return replace(
         loaded,
         name=name,
         version=version,
         source_run_id=model_version.run_id,
         model_id=logged_model_id(model_version),
+        source=str(model_version.source or ""),
+        created=str(model_version.creation_timestamp or ""),
     )
 
 
@@ -88,30 +100,44 @@ def logged_model_id(model_version: Any) -> str | None:
     return match.group(1) if match else None
 
 
-def load_model_uri(uri: str) -> LoadedModel:
+def load_model_uri(uri: str, *, builders: tuple[str, ...] = ()) -> LoadedModel:
     """Load any ``mlflow.pytorch`` model URI (a version, ``models:/<model_id>``, a run path).
 
-    With metadata ``architecture`` (``"package.module:Factory"``) and a
-    ``state_dict.pt`` among its ``extra_files``, the module is built from that
-    installed code and its weights read with ``torch.load(weights_only=True)``:
-    nothing from the registry is unpickled. A ``pt2`` model (MLflow 3's
-    default) is unflattened from its ``ExportedProgram``, pickle-checked as
-    MLflow checks it. Otherwise MLflow's pytorch flavour loads the pickled
-    module, so gate only models from registries you trust.
+    The model's files are downloaded once, hashed (``LoadedModel.digest``) and
+    loaded from that copy, so the digest names the bytes that were judged.
+
+    With metadata ``architecture`` (an allowed builder, ``pipelines.tracking.builders``)
+    and a ``state_dict.pt`` among its ``extra_files``, the module is built by that
+    builder and its weights read with ``torch.load(weights_only=True)``:
+    nothing from the registry is unpickled and no code it names runs. A ``pt2``
+    model (MLflow 3's default) is unflattened from its ``ExportedProgram``,
+    pickle-checked as MLflow checks it. Otherwise MLflow's pytorch flavour loads
+    the pickled module, which runs whatever code the pickle holds.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
+
+    from pipelines.verdict.model_digest import model_digest
 
     try:
         info = mlflow.models.get_model_info(uri)
     except MlflowException as exc:
         raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # an unreadable MLmodel
+        raise ModelLoadError(f"cannot load {uri}: its MLmodel file is unreadable ({exc})") from None
     metadata = info.metadata or {}
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{uri}: its metadata is a {type(metadata).__name__}, not a mapping")
     flavor = info.flavors.get("pytorch")
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except (MlflowException, OSError) as exc:
+        raise ModelLoadError(f"cannot download {uri}: {exc}") from None
+    digest = model_digest(local)
     if flavor is None and "transformers" in info.flavors:
         from pipelines.tracking.hf_flavour import load_transformers
 
-        components = load_transformers(uri)
+        components = load_transformers(uri, str(local))
         return LoadedModel(
             module=components.module,
             name=uri,
@@ -120,6 +146,7 @@ def load_model_uri(uri: str) -> LoadedModel:
             class_names=components.class_names,
             source_run_id=info.run_id,
             tokenizer=components.tokenizer,
+            digest=digest,
         )
     if flavor is None and not metadata.get("architecture"):
         logged = ", ".join(sorted(f for f in info.flavors if f != "python_function")) or "none"
@@ -129,12 +156,8 @@ def load_model_uri(uri: str) -> LoadedModel:
         )
     max_batch = input_size = None
     if metadata.get("architecture"):
-        module = _load_weights_only(uri, metadata)
+        module = _load_weights_only(uri, local, metadata, builders)
     else:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-        except (MlflowException, OSError) as exc:
-            raise ModelLoadError(f"cannot load {uri}: {exc}") from None
         archive = exported_archive(local, flavor or {})
         if archive is not None:
             exported = load_exported(archive, uri)
@@ -147,7 +170,7 @@ def load_model_uri(uri: str) -> LoadedModel:
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{uri} is a {type(module).__name__}, not a torch.nn.Module")
     names = metadata.get("class_names")
-    tokenizer = _load_tokenizer(uri) if metadata.get("modality") == "text" else None
+    tokenizer = _load_tokenizer(uri, local) if metadata.get("modality") == "text" else None
     return LoadedModel(
         module=module,
         name=uri,
@@ -158,6 +181,7 @@ def load_model_uri(uri: str) -> LoadedModel:
         tokenizer=tokenizer,
         max_batch=max_batch,
         input_size=input_size,
+        digest=digest,
     )
 
 
@@ -173,36 +197,35 @@ def weights_only_metadata(architecture: str, **init_kwargs: Any) -> dict[str, An
     return {"architecture": architecture, "init_kwargs": init_kwargs}
 
 
-def _load_weights_only(uri: str, metadata: dict[str, Any]) -> nn.Module:
-    import importlib
-
-    import mlflow
+def _load_weights_only(
+    uri: str, local: Path, metadata: dict[str, Any], builders: tuple[str, ...]
+) -> nn.Module:
+    """Build the module with an allowed builder, then read ``state_dict.pt`` as tensors only."""
     import torch
-    from mlflow.exceptions import MlflowException
 
-    reference = str(metadata["architecture"])
-    module_name, _, attribute = reference.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError):
-        raise ModelLoadError(
-            f"{uri}: architecture {reference!r} is not importable here "
-            "(expected 'package.module:ClassOrFactory' of an installed package)"
-        ) from None
-    try:
-        folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/extra_files")
-    except (MlflowException, OSError):
+    from pipelines.tracking.builders import resolve_builder
+
+    build = resolve_builder(
+        metadata.get("architecture"), metadata.get("init_kwargs"), extra=builders, where=uri
+    )
+    weights = local / "extra_files" / STATE_DICT_FILE
+    if not weights.is_file():
         raise ModelLoadError(
             f"{uri}: metadata names an architecture but extra_files has no {STATE_DICT_FILE}"
+        )
+    reference = metadata["architecture"]
+    try:
+        module = build()
+    except (TypeError, ValueError) as exc:  # the registrant's init_kwargs do not fit
+        raise ModelLoadError(
+            f"{uri}: metadata key 'init_kwargs' does not fit {reference}: {exc}"
         ) from None
-    weights = Path(folder) / STATE_DICT_FILE
-    if not weights.is_file():
-        raise ModelLoadError(f"{uri}: extra_files has no {STATE_DICT_FILE}")
-    module = factory(**dict(metadata.get("init_kwargs") or {}))
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"{uri}: {reference} built a {type(module).__name__}, not a module")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         module.load_state_dict(state)
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(
             f"{uri}: cannot load {STATE_DICT_FILE} into {reference}: {exc}"
         ) from None
@@ -218,20 +241,16 @@ TOKENIZER_FILES = (
 """What a text model logs with ``extra_files`` so the gate can tokenise like training did."""
 
 
-def _load_tokenizer(uri: str) -> Any:
+def _load_tokenizer(uri: str, model_folder: Path) -> Any:
     """The tokenizer saved in the model's ``extra_files`` (metadata ``modality: text``)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
     from transformers import AutoTokenizer
 
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/extra_files"))
-    except (MlflowException, OSError) as exc:
+    local = model_folder / "extra_files"
+    if not local.is_dir():
         raise ModelLoadError(
             f"{uri} is a text model but has no tokenizer: log it with "
-            f"mlflow.pytorch.log_model(..., extra_files=[<{', '.join(TOKENIZER_FILES)}>]) "
-            f"({exc})"
-        ) from None
+            f"mlflow.pytorch.log_model(..., extra_files=[<{', '.join(TOKENIZER_FILES)}>])"
+        )
     try:
         return AutoTokenizer.from_pretrained(str(local), local_files_only=True)
     except (OSError, ValueError) as exc:

@@ -295,7 +295,7 @@ class _Tripwire:
 
 
 def test_weights_only_models_are_rebuilt_without_unpickling_the_registry_blob(
-    tracking_uri, tmp_path
+    tracking_uri, tmp_path, monkeypatch
 ):
     import pickle
 
@@ -328,6 +328,7 @@ def test_weights_only_models_are_rebuilt_without_unpickling_the_registry_blob(
     (stored,) = [p for p in tmp_path.rglob("model.pth") if info.model_id in str(p)]
     tripped = tmp_path / "unpickled"
     stored.write_bytes(pickle.dumps(_Tripwire(str(tripped))))
+    monkeypatch.setenv("XAI_GATE_MODEL_BUILDERS", "xai_checks.examples.toy_models:SmallCNN")
     loaded = load_model_version("safe", "1")
     assert not tripped.exists()
     assert loaded.class_names == ("a", "b")
@@ -335,7 +336,9 @@ def test_weights_only_models_are_rebuilt_without_unpickling_the_registry_blob(
         assert torch.equal(loaded.module.state_dict()[name], tensor), name
 
 
-def test_a_weights_only_model_with_a_bad_architecture_is_a_clear_error(tracking_uri, tmp_path):
+def test_a_weights_only_model_with_a_bad_architecture_is_a_clear_error(
+    tracking_uri, tmp_path, monkeypatch
+):
     import mlflow
     import torch
 
@@ -354,6 +357,7 @@ def test_a_weights_only_model_with_a_bad_architecture_is_a_clear_error(tracking_
             metadata=weights_only_metadata("xai_checks.examples.toy_models:NoSuchNet"),
             pip_requirements=["torch"],
         )
+    monkeypatch.setenv("XAI_GATE_MODEL_BUILDERS", "xai_checks.examples.toy_models:*")
     with pytest.raises(
         ModelLoadError, match=r"architecture 'xai_checks\.examples\.toy_models:NoSuchNet' is not"
     ):
