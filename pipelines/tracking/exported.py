@@ -22,7 +22,6 @@ refused with both sizes named.
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
