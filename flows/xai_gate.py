@@ -35,10 +35,10 @@ from pipelines.tracking import (
     close_orphaned_runs,
     configure_tracking,
     evidence_logging,
-    load_model_version,
     log_gate_evidence,
 )
 from pipelines.tracking.config import canonical_version, check_writable, store_identity
+from pipelines.tracking.models import FetchedModel, fetch_model_version, load_fetched
 from pipelines.verdict.decision import (
     GateDecision,
     Verdict,
@@ -78,9 +78,15 @@ class PrefectTasks:
         return self._task(stage, fn).submit(*args)
 
 
+@task(name="fetch-model", cache_policy=NO_CACHE)
+def fetch_model(model_name: str, version: str) -> FetchedModel:
+    """Download the version's files once and hash them: runs nothing of the model."""
+    return fetch_model_version(model_name, version)
+
+
 @task(name="load-model", cache_policy=NO_CACHE)
-def load_model(model_name: str, version: str, builders: tuple[str, ...] = ()) -> LoadedModel:
-    return load_model_version(model_name, version, builders=builders)
+def load_model(fetched: FetchedModel, builders: tuple[str, ...] = ()) -> LoadedModel:
+    return load_fetched(fetched, builders=builders)
 
 
 @task(name="validate-evidence", cache_policy=NO_CACHE)
@@ -163,6 +169,7 @@ def promote(
             policy_hash=policy_hash,
             audit_set_hash=audit_set_hash,
             on_alias_holder_blocked=on_alias_holder_blocked,
+            model_digest=model.digest,
         )
 
 
@@ -268,11 +275,16 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
     """Everything after the lock is held: reuse a finished verdict, or audit and decide."""
     model_name, alias = policy.model, policy.alias
     policy_hash, audit_set_hash = policy.digest(), audit_set_digest(Path(policy.audit_set))
+    fetched = fetch_model(model_name, version)  # the bytes to judge, hashed before anything runs
     prior = (
         None
         if force
         else prior_verdict(
-            model_name, version, policy_hash=policy_hash, audit_set_hash=audit_set_hash
+            model_name,
+            version,
+            policy_hash=policy_hash,
+            audit_set_hash=audit_set_hash,
+            model_digest=fetched.digest,
         )
     )
     if prior is not None:
@@ -287,7 +299,7 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
             reused=True,
             recorded=True,
         )
-    model = load_model(model_name, version, policy.model_builders)
+    model = load_model(fetched, policy.model_builders)
     evidence = collect_evidence(model, policy, runner=PrefectTasks(), shards=shards)
     validation = validate_evidence(evidence, policy.rules())
     decision = decide(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["GateError"]
+__all__ = ["GateError", "ModelLoadError"]
 
 
 class GateError(Exception):
@@ -10,3 +10,7 @@ class GateError(Exception):
 
     Callers show the message alone: a traceback would add nothing for the user.
     """
+
+
+class ModelLoadError(GateError, RuntimeError):
+    """The model version cannot be found or loaded as a torch module."""

@@ -474,6 +474,8 @@ class RegistryState:
     run_id: str
     last_error: str
     tags: dict[str, str]
+    identity: dict[str, str]
+    """Which version this is (``identity_of``), for ``verify_passed(..., **state.identity)``."""
 
     @property
     def holds_alias(self) -> bool:
@@ -485,18 +487,17 @@ def read_registry(model: str, version: str, alias: str = "champion", client=None
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipelines.verdict.signing import secret_from_env, verify_signature
+    from pipelines.verdict.signing import identity_of, secret_from_env, verify_signature
 
     client = client or MlflowClient()
-    tags = dict(client.get_model_version(model, str(version)).tags)
+    entity = client.get_model_version(model, str(version))
+    tags = dict(entity.tags)
     try:
         holder: str | None = str(client.get_model_version_by_alias(model, alias).version)
     except MlflowException:
         holder = None
     secret = secret_from_env()
-    verifies = bool(secret) and verify_signature(
-        secret, model=model, version=str(version), tags=tags
-    )
+    verifies = bool(secret) and verify_signature(secret, tags=tags, **identity_of(entity))
     return RegistryState(
         version=str(version),
         verdict=tags.get("xai_gate.verdict"),
@@ -505,6 +506,7 @@ def read_registry(model: str, version: str, alias: str = "champion", client=None
         run_id=tags.get("xai_gate.run_id", ""),
         last_error=tags.get("xai_gate.last_error", ""),
         tags=tags,
+        identity=identity_of(entity),
     )
 
 

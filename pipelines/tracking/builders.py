@@ -24,8 +24,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pipelines.errors import GateError
-from pipelines.tracking.models import ModelLoadError
+from pipelines.errors import GateError, ModelLoadError
 
 __all__ = ["BUILDERS_ENV", "BuilderRefused", "allowed_patterns", "resolve_builder"]
 

@@ -13,22 +13,22 @@ from typing import Any
 
 from torch import nn
 
-from pipelines.errors import GateError
+from pipelines.errors import ModelLoadError
 from pipelines.tracking.exported import exported_archive, load_exported
 
 __all__ = [
     "STATE_DICT_FILE",
     "TOKENIZER_FILES",
+    "FetchedModel",
     "LoadedModel",
     "ModelLoadError",
+    "fetch_model_uri",
+    "fetch_model_version",
+    "load_fetched",
     "load_model_uri",
     "load_model_version",
     "weights_only_metadata",
 ]
-
-
-class ModelLoadError(GateError, RuntimeError):
-    """The model version cannot be found or loaded as a torch module."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,68 @@ class LoadedModel:
     this is, so a model deleted and registered again is not the one that was gated."""
 
 
+@dataclass(frozen=True)
+class FetchedModel:
+    """A model's files on local disk, hashed, with what the registry says of the version.
+
+    Nothing of it has run: fetching reads bytes and the registry's records only, so
+    the process that holds the signing key may fetch, and the judge loads from here.
+    """
+
+    uri: str
+    folder: Path
+    digest: str
+    """SHA-256 of every file under ``folder`` (``pipelines.verdict.model_digest``)."""
+    name: str = ""
+    version: str = ""
+    source_run_id: str | None = None
+    model_id: str | None = None
+    source: str = ""
+    """The version's source as the registry holds it (``models:/m-...`` or a run path)."""
+    created: str = ""
+    """The version's creation time (ms since the epoch)."""
+
+
+def fetch_model_version(name: str, version: str | int) -> FetchedModel:
+    """Download ``models:/name/version`` once and hash it; the version's identity with it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    version = str(version)
+    try:
+        model_version = mlflow.MlflowClient().get_model_version(name, version)
+    except MlflowException as exc:
+        raise ModelLoadError(f"cannot load models:/{name}/{version}: {exc.message}") from None
+    fetched = fetch_model_uri(f"models:/{name}/{version}")
+    return replace(
+        fetched,
+        name=name,
+        version=version,
+        source_run_id=model_version.run_id,
+        model_id=logged_model_id(model_version),
+        source=str(model_version.source or ""),
+        created=str(model_version.creation_timestamp or ""),
+    )
+
+
+def fetch_model_uri(uri: str) -> FetchedModel:
+    """Download any model URI's files once into a new folder and hash them."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.verdict.model_digest import model_digest
+
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except MlflowException as exc:
+        raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot download {uri}: {exc}") from None
+    if not (folder / "MLmodel").is_file():
+        raise ModelLoadError(f"{uri} is not an MLflow model: it has no MLmodel file")
+    return FetchedModel(uri=uri, folder=folder, digest=model_digest(folder), name=uri)
+
+
 def load_model_version(
     name: str, version: str | int, *, builders: tuple[str, ...] = ()
 ) -> LoadedModel:
@@ -69,24 +131,7 @@ def load_model_version(
     (``pipelines.tracking.exported``), so its layers can be hooked and
     nothing is unpickled.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    version = str(version)
-    try:
-        model_version = mlflow.MlflowClient().get_model_version(name, version)
-    except MlflowException as exc:
-        raise ModelLoadError(f"cannot load models:/{name}/{version}: {exc.message}") from None
-    loaded = load_model_uri(f"models:/{name}/{version}", builders=builders)
-    return replace(
-        loaded,
-        name=name,
-        version=version,
-        source_run_id=model_version.run_id,
-        model_id=logged_model_id(model_version),
-        source=str(model_version.source or ""),
-        created=str(model_version.creation_timestamp or ""),
-    )
+    return load_fetched(fetch_model_version(name, version), builders=builders)
 
 
 def logged_model_id(model_version: Any) -> str | None:
@@ -101,10 +146,15 @@ def logged_model_id(model_version: Any) -> str | None:
 
 
 def load_model_uri(uri: str, *, builders: tuple[str, ...] = ()) -> LoadedModel:
-    """Load any ``mlflow.pytorch`` model URI (a version, ``models:/<model_id>``, a run path).
+    """Load any ``mlflow.pytorch`` model URI (a version, ``models:/<model_id>``, a run path)."""
+    return load_fetched(fetch_model_uri(uri), builders=builders)
 
-    The model's files are downloaded once, hashed (``LoadedModel.digest``) and
-    loaded from that copy, so the digest names the bytes that were judged.
+
+def load_fetched(fetched: FetchedModel, *, builders: tuple[str, ...] = ()) -> LoadedModel:
+    """The fetched files as a torch module: this runs the model's code where it has any.
+
+    The module is loaded from the copy that was hashed, so ``LoadedModel.digest``
+    names the bytes that were judged.
 
     With metadata ``architecture`` (an allowed builder, ``pipelines.tracking.builders``)
     and a ``state_dict.pt`` among its ``extra_files``, the module is built by that
@@ -116,40 +166,38 @@ def load_model_uri(uri: str, *, builders: tuple[str, ...] = ()) -> LoadedModel:
     """
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
 
-    from pipelines.verdict.model_digest import model_digest
-
+    uri, local = fetched.uri, fetched.folder
     try:
-        info = mlflow.models.get_model_info(uri)
+        info = Model.load(str(local / "MLmodel"))
     except MlflowException as exc:
         raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
-    except (OSError, ValueError, TypeError, KeyError) as exc:  # an unreadable MLmodel
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:  # garbled MLmodel
         raise ModelLoadError(f"cannot load {uri}: its MLmodel file is unreadable ({exc})") from None
     metadata = info.metadata or {}
     if not isinstance(metadata, dict):
         raise ModelLoadError(f"{uri}: its metadata is a {type(metadata).__name__}, not a mapping")
-    flavor = info.flavors.get("pytorch")
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    except (MlflowException, OSError) as exc:
-        raise ModelLoadError(f"cannot download {uri}: {exc}") from None
-    digest = model_digest(local)
-    if flavor is None and "transformers" in info.flavors:
+    flavors = info.flavors if isinstance(info.flavors, dict) else {}
+    flavor = flavors.get("pytorch")
+    if flavor is None and "transformers" in flavors:
         from pipelines.tracking.hf_flavour import load_transformers
 
         components = load_transformers(uri, str(local))
-        return LoadedModel(
-            module=components.module,
-            name=uri,
-            version="",
-            uri=uri,
-            class_names=components.class_names,
-            source_run_id=info.run_id,
-            tokenizer=components.tokenizer,
-            digest=digest,
+        return _identified(
+            LoadedModel(
+                module=components.module,
+                name=uri,
+                version="",
+                uri=uri,
+                class_names=components.class_names,
+                source_run_id=info.run_id,
+                tokenizer=components.tokenizer,
+            ),
+            fetched,
         )
     if flavor is None and not metadata.get("architecture"):
-        logged = ", ".join(sorted(f for f in info.flavors if f != "python_function")) or "none"
+        logged = ", ".join(sorted(f for f in flavors if f != "python_function")) or "none"
         raise ModelLoadError(
             f"{uri} has no pytorch or transformers flavour (it was logged with: {logged}); "
             "log it with mlflow.pytorch.log_model or mlflow.transformers.log_model"
@@ -171,7 +219,7 @@ def load_model_uri(uri: str, *, builders: tuple[str, ...] = ()) -> LoadedModel:
         raise ModelLoadError(f"{uri} is a {type(module).__name__}, not a torch.nn.Module")
     names = metadata.get("class_names")
     tokenizer = _load_tokenizer(uri, local) if metadata.get("modality") == "text" else None
-    return LoadedModel(
+    loaded = LoadedModel(
         module=module,
         name=uri,
         version="",
@@ -181,7 +229,23 @@ def load_model_uri(uri: str, *, builders: tuple[str, ...] = ()) -> LoadedModel:
         tokenizer=tokenizer,
         max_batch=max_batch,
         input_size=input_size,
-        digest=digest,
+    )
+    return _identified(loaded, fetched)
+
+
+def _identified(loaded: LoadedModel, fetched: FetchedModel) -> LoadedModel:
+    """The loaded module with the fetched version's name, identity and digest."""
+    if not fetched.version:
+        return replace(loaded, digest=fetched.digest)
+    return replace(
+        loaded,
+        name=fetched.name,
+        version=fetched.version,
+        source_run_id=fetched.source_run_id,
+        model_id=fetched.model_id,
+        source=fetched.source,
+        created=fetched.created,
+        digest=fetched.digest,
     )
 
 

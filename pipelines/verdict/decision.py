@@ -28,11 +28,15 @@ from pipelines.evidence.gx import SuiteResult
 from pipelines.policy.schema import GatePolicy
 from pipelines.verdict.description import refresh_description
 from pipelines.verdict.signing import (
+    TAG_CHECKS_VERSION,
+    TAG_MODEL_DIGEST,
     TAG_POLICY_HASH,
     TAG_RUN_ID,
     TAG_SIGNATURE,
     TAG_SIGNED_AT,
     TAG_VERDICT,
+    checks_version,
+    identity_of,
     now_signed_at,
     secret_from_env,
     sign_verdict,
@@ -154,6 +158,7 @@ def record_verdict(
     policy_hash: str = "",
     audit_set_hash: str = "",
     on_alias_holder_blocked: str = "keep",
+    model_digest: str = "",
 ) -> bool:
     """Tag the model version with the verdict; set ``alias`` only when it passed.
 
@@ -167,8 +172,10 @@ def record_verdict(
     verdict that put it there, and ``checks`` (tagged ``xai_gate.checks``)
     says which lines of evidence ran.
     With ``XAI_GATE_SECRET`` set the verdict is signed over (model, version,
-    verdict, run id, policy hash, time of signing); a guarded registry accepts
-    only that, and only while fresh.
+    verdict, run id, policy hash, time of signing, ``model_digest`` of the judged
+    files, the version's source and creation time, the checks' version); a
+    guarded registry accepts only that, only while fresh, and only while the
+    version's files still have that digest.
     """
     from mlflow import MlflowClient
 
@@ -180,6 +187,8 @@ def record_verdict(
     version = str(version)
     secret = secret_from_env()
     signed_at = now_signed_at()
+    entity = client.get_model_version(name, version)  # read once: identity, placeholder, warnings
+    judged_by = checks_version()
     signature = (
         sign_verdict(
             secret,
@@ -189,6 +198,10 @@ def record_verdict(
             run_id=run_id or "",
             policy_hash=policy_hash,
             signed_at=signed_at,
+            model_digest=model_digest,
+            source=str(entity.source or ""),
+            created=str(entity.creation_timestamp or ""),
+            checks_version=judged_by,
         )
         if secret
         else ""
@@ -198,13 +211,15 @@ def record_verdict(
     # longer matches it (a guarded registry refuses to promote), never a fresh-looking pass.
     # A version's first verdict is held by a placeholder written first: stores list tags in
     # the order they were first set, so MLflow's version table shows the verdict first.
-    before = client.get_model_version(name, version).tags  # read once: placeholder, warnings
+    before = entity.tags
     if TAG_VERDICT not in before:
         client.set_model_version_tag(name, version, TAG_VERDICT, PENDING)
     client.set_model_version_tag(name, version, TAG_RUN_ID, run_id or "")
     client.set_model_version_tag(name, version, TAG_REASON, decision.reason[:4900])
     client.set_model_version_tag(name, version, TAG_POLICY_HASH, policy_hash)
     client.set_model_version_tag(name, version, TAG_AUDIT_SET_HASH, audit_set_hash)
+    client.set_model_version_tag(name, version, TAG_MODEL_DIGEST, model_digest)
+    client.set_model_version_tag(name, version, TAG_CHECKS_VERSION, judged_by)
     if checks:  # which lines of evidence the verdict rests on, e.g. heatmaps only
         client.set_model_version_tag(name, version, TAG_CHECKS, ",".join(checks))
     if decision.warnings:
@@ -333,28 +348,35 @@ class PriorVerdict:
 
 
 def prior_verdict(
-    name: str, version: str, *, policy_hash: str, audit_set_hash: str
+    name: str, version: str, *, policy_hash: str, audit_set_hash: str, model_digest: str
 ) -> PriorVerdict | None:
     """The version's verdict when a rerun would only repeat it, else None.
 
     That is a ``passed``, ``blocked`` or ``inconclusive`` verdict reached under
-    this exact policy and audit-set manifest, and, when ``XAI_GATE_SECRET`` is
-    set, one whose signature verifies. An ``error``, a changed policy or
-    manifest, or tags that do not verify mean the version is gated again.
+    this exact policy and audit set, on files of this exact ``model_digest``, by
+    this version of the checks, and, when ``XAI_GATE_SECRET`` is set, one whose
+    signature verifies for this very version (its source and creation time). An
+    ``error``, a changed policy, audit set or model file, an upgrade, or tags that
+    do not verify mean the version is gated again.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
-        tags: Mapping[str, str] = MlflowClient().get_model_version(name, str(version)).tags
+        entity = MlflowClient().get_model_version(name, str(version))
     except MlflowException:  # no such version: loading it says so, with the fix
         return None
+    tags: Mapping[str, str] = entity.tags
     verdict = tags.get(TAG_VERDICT)
     if verdict not in FINISHED:
         return None
     if tags.get(TAG_POLICY_HASH) != policy_hash or tags.get(TAG_AUDIT_SET_HASH) != audit_set_hash:
         return None
+    if not model_digest or tags.get(TAG_MODEL_DIGEST) != model_digest:
+        return None
+    if tags.get(TAG_CHECKS_VERSION) != checks_version():
+        return None
     secret = secret_from_env()
-    if secret and not verify_signature(secret, model=name, version=str(version), tags=tags):
+    if secret and not verify_signature(secret, tags=tags, **identity_of(entity)):
         return None
     return PriorVerdict(Verdict(verdict), tags.get(TAG_REASON, ""), tags.get(TAG_RUN_ID, ""))

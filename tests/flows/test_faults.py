@@ -61,7 +61,7 @@ def test_killed_while_writing_a_first_verdict_it_stays_pending_and_is_gated_agai
     state = registry(model, "1")
     assert state.verdict == "pending" and state.alias_holder is None
     assert "xai_gate.signature" not in state.tags and not state.signature_verifies
-    assert verify_passed(SECRET.encode(), model=model, version="1", tags=state.tags)
+    assert verify_passed(SECRET.encode(), tags=state.tags, **state.identity)
     assert "xai_gate.history" not in state.tags  # the attempt never finished
     cut_off_run = state.run_id
     assert MlflowClient().get_run(cut_off_run).data.metrics["gradcam.spurious_mass"] >= 0
@@ -106,7 +106,7 @@ def test_killed_before_the_verdict_tag_over_an_old_pass_leaves_a_pass_that_does_
     # so the signature does not verify and a guarded registry refuses the alias.
     assert state.verdict == "passed" and state.run_id != passed.run_id
     assert not state.signature_verifies
-    problem = verify_passed(SECRET.encode(), model=model, version="1", tags=state.tags)
+    problem = verify_passed(SECRET.encode(), tags=state.tags, **state.identity)
     assert problem is not None and "does not verify" in problem
     assert state.alias_holder == "1"  # what it held before the gate began: nothing moved it
 

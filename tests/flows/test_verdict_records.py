@@ -20,7 +20,7 @@ from PIL import Image
 from flows.run import exit_code, run_gate
 from pipelines.tracking.models import logged_model_id
 from pipelines.verdict.decision import Verdict
-from pipelines.verdict.signing import verify_passed
+from pipelines.verdict.signing import identity_of, verify_passed
 
 pytestmark = pytest.mark.slow
 MODEL = "records-model"
@@ -114,7 +114,8 @@ def test_an_error_during_a_gate_keeps_the_verdict_and_records_the_attempt(champi
     tags = _tags()
     kept = ("xai_gate.verdict", "xai_gate.run_id", "xai_gate.policy_hash", "xai_gate.signature")
     assert {key: tags[key] for key in kept} == {key: before[key] for key in kept}
-    assert verify_passed(SECRET.encode(), model=MODEL, version="1", tags=tags) is None
+    identity = identity_of(MlflowClient().get_model_version(MODEL, "1"))
+    assert verify_passed(SECRET.encode(), tags=tags, **identity) is None
     assert tags["xai_gate.last_error"].endswith("RuntimeError: the audit broke")
     history = json.loads(tags["xai_gate.history"])
     assert [entry["verdict"] for entry in history] == ["passed", "error"]

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from flows.run import exit_code, run_gate
 from pipelines.verdict.decision import Verdict
-from pipelines.verdict.signing import verify_passed
+from pipelines.verdict.signing import identity_of, verify_passed
 
 pytestmark = pytest.mark.slow
 MODEL = "gate-model"
@@ -105,8 +105,9 @@ def test_two_gates_at_once_on_one_version_give_one_consistent_verdict(clean_vers
     assert {o.verdict for o in outcomes} == {Verdict.PASSED}
     assert sorted(o.reused for o in outcomes) == [False, True]  # one gated, one waited
     assert len(_evidence_runs()) == 1
-    tags = MlflowClient().get_model_version(MODEL, "1").tags
-    assert verify_passed(SECRET.encode(), model=MODEL, version="1", tags=tags) is None
+    entity = MlflowClient().get_model_version(MODEL, "1")
+    tags = entity.tags
+    assert verify_passed(SECRET.encode(), tags=tags, **identity_of(entity)) is None
     assert tags["xai_gate.run_id"] == _evidence_runs()[0]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from pipelines.verdict.decision import (
     prior_verdict,
     record_verdict,
 )
+from pipelines.verdict.signing import checks_version
 from xai_checks.examples.toy_models import SmallCNN
 
 
@@ -52,9 +54,19 @@ def test_passed_sets_alias_and_tags(two_versions, monkeypatch):
     decision = GateDecision(Verdict.PASSED)
     before = int(time.time())
     moved = record_verdict(
-        two_versions, "1", decision, run_id="run-1", policy_hash="h", audit_set_hash="a"
+        two_versions,
+        "1",
+        decision,
+        run_id="run-1",
+        policy_hash="h",
+        audit_set_hash="a",
+        model_digest="d" * 64,
     )
     assert moved
+    entity = client.get_model_version(two_versions, "1")
+    source, created = entity.source, str(entity.creation_timestamp)
+    judged_by = checks_version()
+    assert re.fullmatch(r"\d+\.\d+\.\d+\+checks\d+", judged_by)
     assert str(client.get_model_version_by_alias(two_versions, "champion").version) == "1"
     tags = client.get_model_version(two_versions, "1").tags
     signed_at = tags["xai_gate.signed_at"]
@@ -67,12 +79,26 @@ def test_passed_sets_alias_and_tags(two_versions, monkeypatch):
         "xai_gate.reason": "all expectations met",
         "xai_gate.policy_hash": "h",
         "xai_gate.audit_set_sha256": "a",
+        "xai_gate.model_sha256": "d" * 64,
+        "xai_gate.checks_version": judged_by,
         "xai_gate.signed_at": signed_at,
         # The README's layout, computed here: never the code under test checking itself.
         "xai_gate.signature": hmac.new(
             b"k",
             "\x1f".join(
-                ["xai-gate-verdict-v2", two_versions, "1", "passed", "run-1", "h", signed_at]
+                [
+                    "xai-gate-verdict-v3",
+                    two_versions,
+                    "1",
+                    "passed",
+                    "run-1",
+                    "h",
+                    signed_at,
+                    "d" * 64,
+                    source,
+                    created,
+                    judged_by,
+                ]
             ).encode(),
             hashlib.sha256,
         ).hexdigest(),
@@ -126,7 +152,9 @@ def test_a_verdict_cut_off_while_being_written_leaves_no_verdict(
     assert tags["xai_gate.verdict"] == "pending"
     assert MlflowClient().get_registered_model(two_versions).aliases == {}
     assert ungated_versions(two_versions) == ["1", "2"]
-    assert prior_verdict(two_versions, "1", policy_hash="", audit_set_hash="") is None
+    assert (
+        prior_verdict(two_versions, "1", policy_hash="", audit_set_hash="", model_digest="") is None
+    )
 
 
 def test_the_verdict_is_the_first_tag_a_version_lists(two_versions):
@@ -147,13 +175,22 @@ def test_only_a_finished_verdict_under_the_same_policy_and_data_is_reused(
     two_versions, monkeypatch
 ):
     monkeypatch.setenv("XAI_GATE_SECRET", "k")
-    same = {"policy_hash": "p", "audit_set_hash": "a"}
+    same = {"policy_hash": "p", "audit_set_hash": "a", "model_digest": "m"}
     assert prior_verdict(two_versions, "1", **same) is None  # never gated
     assert prior_verdict(two_versions, "9", **same) is None  # no such version
     record_verdict(two_versions, "1", GateDecision(Verdict.BLOCKED, ["why"]), run_id="r1", **same)
     assert prior_verdict(two_versions, "1", **same) == PriorVerdict(Verdict.BLOCKED, "why", "r1")
-    assert prior_verdict(two_versions, "1", policy_hash="q", audit_set_hash="a") is None
-    assert prior_verdict(two_versions, "1", policy_hash="p", audit_set_hash="b") is None
+    assert prior_verdict(two_versions, "1", **(same | {"policy_hash": "q"})) is None
+    assert prior_verdict(two_versions, "1", **(same | {"audit_set_hash": "b"})) is None
+    # Other bytes under the same name (a weights file overwritten): gated again.
+    assert prior_verdict(two_versions, "1", **(same | {"model_digest": "other"})) is None
+    assert prior_verdict(two_versions, "1", **(same | {"model_digest": ""})) is None
+    # A verdict of another release of the checks (an upgrade since): gated again.
+    client = MlflowClient()
+    client.set_model_version_tag(two_versions, "1", "xai_gate.checks_version", "0.0.1+checks0")
+    assert prior_verdict(two_versions, "1", **same) is None
+    client.set_model_version_tag(two_versions, "1", "xai_gate.checks_version", checks_version())
+    assert prior_verdict(two_versions, "1", **same) is not None
     monkeypatch.setenv("XAI_GATE_SECRET", "another")
     assert prior_verdict(two_versions, "1", **same) is None  # does not verify
     record_verdict(two_versions, "1", GateDecision(Verdict.ERROR, ["boom"]), run_id=None, **same)
@@ -412,14 +449,20 @@ def test_a_verdict_without_its_context_records_it_empty_signed_and_keeps_a_holde
     tags = MlflowClient().get_model_version(two_versions, "1").tags
     assert (tags["xai_gate.verdict"], tags["xai_gate.run_id"]) == ("blocked", "")
     assert tags["xai_gate.policy_hash"] == tags["xai_gate.audit_set_sha256"] == ""
+    entity = MlflowClient().get_model_version(two_versions, "1")
+    assert tags["xai_gate.model_sha256"] == ""
     message = [
-        "xai-gate-verdict-v2",
+        "xai-gate-verdict-v3",
         two_versions,
         "1",
         "blocked",
         "",
         "",
         tags["xai_gate.signed_at"],
+        "",
+        entity.source,
+        str(entity.creation_timestamp),
+        checks_version(),
     ]
     expected = hmac.new(b"k", "\x1f".join(message).encode(), hashlib.sha256).hexdigest()
     assert tags["xai_gate.signature"] == expected
@@ -523,12 +566,13 @@ def test_a_reused_verdict_without_reason_or_run_reads_them_as_empty(two_versions
     for key, value in {
         "xai_gate.policy_hash": "p",
         "xai_gate.audit_set_sha256": "a",
+        "xai_gate.model_sha256": "m",
+        "xai_gate.checks_version": checks_version(),
         "xai_gate.verdict": "blocked",
     }.items():
         client.set_model_version_tag(two_versions, "1", key, value)
-    assert prior_verdict(two_versions, "1", policy_hash="p", audit_set_hash="a") == PriorVerdict(
-        Verdict.BLOCKED, "", ""
-    )
+    reused = prior_verdict(two_versions, "1", policy_hash="p", audit_set_hash="a", model_digest="m")
+    assert reused == PriorVerdict(Verdict.BLOCKED, "", "")
 
 
 @pytest.mark.parametrize(("policy", "holder"), [("keep", "1"), ("remove", None)])

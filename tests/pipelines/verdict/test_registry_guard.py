@@ -9,21 +9,38 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipelines.verdict.decision import GateDecision, Verdict, record_verdict
-from pipelines.verdict.signing import sign_verdict
+from pipelines.verdict.decision import GateDecision, Verdict
+from pipelines.verdict.decision import record_verdict as _record_verdict
+from pipelines.verdict.model_digest import model_digest
+from pipelines.verdict.signing import checks_version, sign_verdict
 
 SECRET = "test-secret"
 
 
 def _versions(client: MlflowClient, name: str, count: int) -> None:
-    """``count`` versions of ``name``, each pointing into a run's artifacts (no files needed)."""
+    """``count`` versions of ``name``, each a run's ``model/`` folder with its own weights."""
     client.create_registered_model(name)
     experiment = client.create_experiment(f"guard-{name}")
-    for _ in range(count):
+    for index in range(count):
         run = client.create_run(experiment)
+        client.log_text(run.info.run_id, f"weights of version {index + 1}", "model/weights.bin")
         client.create_model_version(
             name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
         )
+
+
+def _digest_of(name: str, version: str) -> str:
+    """The version's files hashed as the gate hashes them: downloaded, then digested."""
+    import mlflow
+
+    location = MlflowClient().get_model_version_download_uri(name, version)
+    return model_digest(mlflow.artifacts.download_artifacts(artifact_uri=location))
+
+
+def record_verdict(name: str, version: str, decision: GateDecision, **options) -> bool:
+    """The gate's record of a verdict on the version's files as they are now."""
+    options.setdefault("model_digest", _digest_of(name, version))
+    return _record_verdict(name, version, decision, **options)
 
 
 @pytest.fixture
@@ -108,10 +125,13 @@ def test_a_replayed_old_pass_is_refused_after_a_later_block(guarded):
     """An old signed pass written back over a newer 'blocked' verifies, but is not fresh."""
     client = guarded
     an_hour_ago = str(int(time.time()) - 3600)
+    entity, digest = client.get_model_version("m", "2"), _digest_of("m", "2")
     old_pass = {
         "xai_gate.run_id": "r-old",
         "xai_gate.policy_hash": "h",
         "xai_gate.signed_at": an_hour_ago,
+        "xai_gate.model_sha256": digest,
+        "xai_gate.checks_version": checks_version(),
         "xai_gate.signature": sign_verdict(
             SECRET.encode(),
             model="m",
@@ -120,6 +140,10 @@ def test_a_replayed_old_pass_is_refused_after_a_later_block(guarded):
             run_id="r-old",
             policy_hash="h",
             signed_at=an_hour_ago,
+            model_digest=digest,
+            source=entity.source,
+            created=str(entity.creation_timestamp),
+            checks_version=checks_version(),
         ),
         "xai_gate.verdict": "passed",
     }
@@ -223,6 +247,87 @@ def test_a_real_mlflow_server_enforces_the_guard_over_http(tmp_path, monkeypatch
         server.kill(signal.SIGTERM)
 
 
+def _weights_file(client: MlflowClient, version: str):
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    location = client.get_model_version_download_uri("m", version)
+    return Path(urlparse(location).path if "://" in location else location) / "weights.bin"
+
+
+def test_a_passed_version_whose_weights_were_overwritten_cannot_take_the_alias(guarded):
+    """The verdict is bound to the bytes: the same name over other weights is not the pass."""
+    client = guarded
+    assert record_verdict("m", "2", GateDecision(Verdict.PASSED), run_id="r2", policy_hash="h")
+    client.delete_registered_model_alias("m", "champion")
+    _weights_file(client, "2").write_text("the shortcut model's weights")
+    with pytest.raises(MlflowException) as refused:
+        client.set_registered_model_alias("m", "champion", "2")
+    assert "are not the files that passed" in refused.value.message
+    assert refused.value.error_code == "PERMISSION_DENIED"
+    # ...and when the files are gone, the guard says it cannot check them.
+    _weights_file(client, "2").unlink()
+    _weights_file(client, "2").parent.rmdir()
+    with pytest.raises(MlflowException, match="finds no model files at"):
+        client.set_registered_model_alias("m", "champion", "2")
+
+
+def test_a_model_deleted_and_registered_again_under_the_same_number_is_not_the_pass(guarded):
+    """Delete, recreate with the shortcut as v1, write the copied tags back while fresh."""
+    client = guarded
+    record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r1", policy_hash="h")
+    copied = dict(client.get_model_version("m", "1").tags)
+    source = client.get_model_version("m", "1").source
+    client.delete_registered_model_alias("m", "champion")  # allowed: it promotes nothing
+    client.delete_registered_model("m")
+    client.create_registered_model("m")
+    client.create_model_version("m", source=source)  # the same files, even: another version
+    _write_back(client, "1", copied)
+    tags = client.get_model_version("m", "1").tags
+    assert tags["xai_gate.signature"] == copied["xai_gate.signature"]
+    assert tags["xai_gate.guard.accepted_signature"] == ""  # judged as written: not this version
+    with pytest.raises(MlflowException, match="registered again"):
+        client.set_registered_model_alias("m", "champion", "1")
+
+
+def test_the_alias_holder_and_its_model_cannot_be_deleted_until_the_alias_goes(
+    guarded, monkeypatch
+):
+    client = guarded
+    record_verdict("m", "2", GateDecision(Verdict.PASSED), run_id="r2", policy_hash="h")
+    with pytest.raises(MlflowException) as model:
+        client.delete_registered_model("m")
+    assert model.value.message == (
+        "xai-gate: refuses to delete registered model m: version 2 holds protected alias "
+        "'champion' (delete the alias first; XAI_GATE_GUARD_DELETES=false allows it)"
+    )
+    with pytest.raises(MlflowException, match="refuses to delete m version 2: version 2 holds"):
+        client.delete_model_version("m", "2")
+    client.delete_model_version("m", "3")  # holds nothing: deleted as MLflow deletes it
+    assert {int(v.version) for v in client.search_model_versions("name = 'm'")} == {1, 2}
+    assert "xai_gate.history" in client.get_model_version("m", "2").tags  # the record stays
+    monkeypatch.setenv("XAI_GATE_GUARD_DELETES", "false")
+    client.delete_model_version("m", "2")
+    assert {int(v.version) for v in client.search_model_versions("name = 'm'")} == {1}
+
+
+def test_a_deprecated_stage_transition_to_production_needs_what_the_alias_needs(
+    guarded, monkeypatch
+):
+    client = guarded
+    with pytest.raises(MlflowException, match="refuses stage 'Production' for m version 1: it has"):
+        client.transition_model_version_stage("m", "1", "Production")
+    with pytest.raises(MlflowException, match="refuses stage 'production'"):
+        client.transition_model_version_stage("m", "1", "production")
+    client.transition_model_version_stage("m", "1", "Staging")  # not protected by default
+    record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r1", policy_hash="h")
+    client.transition_model_version_stage("m", "1", "Production")
+    assert client.get_model_version("m", "1").current_stage == "Production"
+    monkeypatch.setenv("XAI_GATE_PROTECTED_STAGES", "Production,Staging")
+    with pytest.raises(MlflowException, match="refuses stage 'Staging' for m version 2"):
+        client.transition_model_version_stage("m", "2", "Staging")
+
+
 def test_protected_aliases_are_a_comma_separated_list(monkeypatch):
     from pipelines.verdict.guard import protected_aliases
 
@@ -248,9 +353,11 @@ def test_a_verdict_is_fresh_up_to_exactly_the_maximum_age(guarded, monkeypatch, 
 
     signed_at = "1700000000"
     monkeypatch.setattr(signing, "time", SimpleNamespace(time=lambda: 1700000000 + age))
+    entity = guarded.get_model_version("m", "1")
     signature = sign_verdict(
         SECRET.encode(), model="m", version="1", verdict="passed", run_id="r",
-        policy_hash="h", signed_at=signed_at,
+        policy_hash="h", signed_at=signed_at, source=entity.source,
+        created=str(entity.creation_timestamp),
     )  # fmt: skip
     _write_back(
         guarded,

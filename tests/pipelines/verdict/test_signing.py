@@ -82,7 +82,8 @@ def test_each_refusal_says_exactly_why():
     )
     assert verify_passed(SECRET, model="m", version="4", tags=_tags()) == (
         "its verdict signature does not verify (tags edited by hand, copied from another "
-        "version, or signed with another secret)"
+        "version, signed for a version of this number that was deleted and registered "
+        "again, or signed with another secret)"
     )
     assert verify_passed(None, model="m", version="3", tags=_tags()) == (
         "the guard has no XAI_GATE_SECRET, so no verdict can be verified"
