@@ -206,6 +206,25 @@ CATALOGUE: dict[str, list[str]] = {
         "pipelines/verdict/test_registry_guard.py::test_clients_cannot_write_the_guards_own_tags",
         "pipelines/verdict/test_registry_guard.py::test_a_real_mlflow_server_enforces_the_guard_over_http",
     ],
+    "model metadata names code to run (os:system, any dotted callable)": [
+        "pipelines/tracking/test_builders.py::test_code_the_operator_did_not_allow_is_refused_before_any_import",
+        "pipelines/tracking/test_builders.py::test_os_system_in_metadata_runs_nothing_and_is_a_clear_error",
+        "pipelines/tracking/test_builders.py::test_a_gate_of_such_a_model_is_an_error_exit_2_naming_key_and_value",
+        "pipelines/tracking/test_builders.py::test_init_kwargs_are_plain_data_and_never_ask_for_downloaded_weights",
+    ],
+    "pt2 archive with a pickle payload under MLflow 3.18's switch": [
+        "pipelines/verdict/test_gate.py::test_a_pt2_archive_with_a_pickle_payload_is_refused_as_mlflow_refuses_it",
+    ],
+    "weights overwritten after a pass, model deleted and registered again, checks upgraded": [
+        "pipelines/verdict/test_gate.py::test_only_a_finished_verdict_under_the_same_policy_and_data_is_reused",
+        "pipelines/verdict/test_registry_guard.py::test_a_passed_version_whose_weights_were_overwritten_cannot_take_the_alias",
+        "pipelines/verdict/test_registry_guard.py::test_a_model_deleted_and_registered_again_under_the_same_number_is_not_the_pass",
+        "pipelines/verdict/test_signing_known_answers.py::test_the_signature_is_the_documented_hmac",
+    ],
+    "deleting the alias holder, deprecated stage transitions to Production": [
+        "pipelines/verdict/test_registry_guard.py::test_the_alias_holder_and_its_model_cannot_be_deleted_until_the_alias_goes",
+        "pipelines/verdict/test_registry_guard.py::test_a_deprecated_stage_transition_to_production_needs_what_the_alias_needs",
+    ],
     # Robustness
     "memory bounded over 1000 GradCAM calls": [
         "xai_checks/test_cam_robustness.py::test_a_thousand_calls_leak_no_memory_hooks_or_graphs",
