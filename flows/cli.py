@@ -202,7 +202,8 @@ def policy_init(
 
 @policy_app.command("check")
 def policy_check(path: Path = typer.Argument(..., help="The policy YAML.")) -> None:
-    """Validate a policy; name the bad key and its line. Exit 0 valid, 2 invalid."""
+    """Validate a policy; name the bad key and its line. Exit 0 valid, 1 valid but able to
+    block nothing, 2 invalid."""
     from pipelines.policy import PolicyError, load_policy
 
     try:
@@ -215,6 +216,10 @@ def policy_check(path: Path = typer.Argument(..., help="The policy YAML.")) -> N
         f"{path}: valid; model {policy.model}, protected {', '.join(policy.protected_aliases)}, "
         f"audit set {policy.audit_set}{missing}, policy hash {policy.digest()[:12]}"
     )
+    toothless = policy.blocks_nothing()
+    if toothless:  # valid, but a gate that passes every model: exit 1 so automation notices
+        typer.secho(f"warning: {path}: {toothless}", err=True, fg="red", bold=True)
+        raise typer.Exit(1)
 
 
 @app.command()

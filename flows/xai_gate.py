@@ -302,11 +302,14 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
     model = load_model(fetched, policy.model_builders)
     evidence = collect_evidence(model, policy, runner=PrefectTasks(), shards=shards)
     validation = validate_evidence(evidence, policy.rules())
+    toothless = policy.rules().blocks_nothing(
+        text=evidence.modality == "text", regions=evidence.regions
+    )
     decision = decide(
         validation.gating,
         validation.sanity,
         inconclusive=policy.inconclusive,
-        warnings=[*evidence.warnings(), *validation.notes],
+        warnings=[*([toothless] if toothless else []), *evidence.warnings(), *validation.notes],
         uninformative=validation.uninformative,
         on_uninformative=policy.checks.uninformative,
     )

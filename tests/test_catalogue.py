@@ -225,6 +225,12 @@ CATALOGUE: dict[str, list[str]] = {
         "pipelines/verdict/test_registry_guard.py::test_the_alias_holder_and_its_model_cannot_be_deleted_until_the_alias_goes",
         "pipelines/verdict/test_registry_guard.py::test_a_deprecated_stage_transition_to_production_needs_what_the_alias_needs",
     ],
+    "policy thresholds written as true, 0x1, 017, 1_000 or 1:30": [
+        "flows/test_cli_policy.py::test_thresholds_are_decimal_numbers_not_booleans_or_hex",
+    ],
+    "a policy that can block nothing": [
+        "flows/test_cli_policy.py::test_a_policy_that_can_block_nothing_is_said_loudly_and_exits_1",
+    ],
     # Robustness
     "memory bounded over 1000 GradCAM calls": [
         "xai_checks/test_cam_robustness.py::test_a_thousand_calls_leak_no_memory_hooks_or_graphs",

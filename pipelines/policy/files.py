@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from pipelines.errors import GateError
@@ -22,8 +24,6 @@ class PolicyError(GateError, ValueError):
 
 def load_policy(path: str | Path) -> GatePolicy:
     """Read and validate a policy YAML; ``audit_set`` becomes absolute (relative to the file)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise PolicyError(f"policy file not found: {path}")
@@ -35,6 +35,7 @@ def load_policy(path: str | Path) -> GatePolicy:
         raise PolicyError(f"{path.name}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise PolicyError(f"{path.name}: a policy is a mapping of keys (model, audit_set, ...)")
+    _refuse_non_decimal_numbers(node, path)
     try:
         policy = GatePolicy.model_validate(data)
     except ValidationError as exc:
@@ -49,6 +50,32 @@ def load_policy(path: str | Path) -> GatePolicy:
     if not audit_set.is_absolute():
         audit_set = (path.parent / audit_set).resolve()
     return policy.model_copy(update={"audit_set": audit_set})
+
+
+_DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?\.(?:inf|Inf|INF)")
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def _refuse_non_decimal_numbers(node: Any, path: Path) -> None:
+    """YAML 1.1 reads ``0x1``, ``0o7``, ``017``, ``1_000`` and ``1:30`` as numbers (1, 7, 15,
+    1000, 90): a threshold is written as a decimal number, or it is refused with its line."""
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag in _NUMBER_TAGS and not _DECIMAL.fullmatch(node.value):
+            raise PolicyError(
+                f"invalid policy: {path.name}:{node.start_mark.line + 1} {node.value!r} is not a "
+                "decimal number (write thresholds as 0.3, 1 or 1e-3)"
+            )
+        if node.tag in _NUMBER_TAGS and re.fullmatch(r"[-+]?0\d+", node.value):  # octal
+            raise PolicyError(
+                f"invalid policy: {path.name}:{node.start_mark.line + 1} {node.value!r} is an "
+                "octal number in YAML: write it without the leading zero"
+            )
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_non_decimal_numbers(item, path)
+    elif isinstance(node, yaml.MappingNode):
+        for _, value in node.value:
+            _refuse_non_decimal_numbers(value, path)
 
 
 def _line_of(node: Any, location: list[str]) -> int | None:
@@ -77,7 +104,6 @@ def write_policy(policy: GatePolicy, path: str | Path) -> Path:
     The audit set is written relative to the file's folder when it lies
     below it, so the policy and its audit set can move together.
     """
-    import yaml
 
     path = Path(path)
     data = policy.model_dump(mode="json")

@@ -24,9 +24,16 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from pipelines.errors import GateError
@@ -45,6 +52,18 @@ __all__ = [
     "SanityCheck",
     "policy_options",
 ]
+
+
+def _real_number(value: Any) -> Any:
+    """A threshold is a number: ``true`` is not 1 and ``false`` is not 0 (YAML and JSON
+    would read them so, and a threshold of 1 blocks nothing)."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_real_number)]
+Count = Annotated[int, BeforeValidator(_real_number)]
 
 
 def _option(name: str | None = None, *, flag: str | None = None) -> dict[str, str]:
@@ -72,19 +91,19 @@ class HeatmapChecks(_Section):
         "last block's input norm (ViT).",
         json_schema_extra=_option(flag="target_layer"),
     )
-    max_spurious_mass: float = Field(
+    max_spurious_mass: Number = Field(
         0.30,
         ge=0.0,
         le=1.0,
         description="Upper bound on the mean share of the explanation on the spurious region.",
     )
-    max_flagged_fraction: float = Field(
+    max_flagged_fraction: Number = Field(
         0.10,
         ge=0.0,
         le=1.0,
         description="Upper bound on the share of inputs with more than flag_mass on it.",
     )
-    flag_mass: float = Field(
+    flag_mass: Number = Field(
         0.50,
         gt=0.0,
         le=1.0,
@@ -112,14 +131,14 @@ class CounterfactualChecks(_Section):
         description="Run artifact removal and insertion.",
         json_schema_extra=_option("counterfactual"),
     )
-    max_flip_rate: float = Field(
+    max_flip_rate: Number = Field(
         0.20,
         ge=0.0,
         le=1.0,
         description="Upper bound on the share of predictions that change when the artifact is "
         "removed (filled in from its surroundings).",
     )
-    max_spurious_lift: float = Field(
+    max_spurious_lift: Number = Field(
         0.20,
         ge=0.0,
         le=1.0,
@@ -154,7 +173,7 @@ class DiscoveryChecks(_Section):
         description="Find unlabelled shortcuts by clustering heatmaps (SpRAy); needs no masks.",
         json_schema_extra=_option("discovery"),
     )
-    max_suspicion: float = Field(
+    max_suspicion: Number = Field(
         0.50,
         ge=0.0,
         le=1.0,
@@ -163,7 +182,7 @@ class DiscoveryChecks(_Section):
         "warning, and its proposed region is tested.",
         json_schema_extra=_option("max_discovery_suspicion"),
     )
-    max_flip_rate: float = Field(
+    max_flip_rate: Number = Field(
         0.50,
         ge=0.0,
         le=1.0,
@@ -171,7 +190,7 @@ class DiscoveryChecks(_Section):
         "share of its predictions; above it the shortcut is confirmed and blocks.",
         json_schema_extra=_option("max_discovery_flip_rate"),
     )
-    max_lift: float = Field(
+    max_lift: Number = Field(
         0.30,
         ge=0.0,
         le=1.0,
@@ -180,31 +199,31 @@ class DiscoveryChecks(_Section):
         "confirmed and blocks.",
         json_schema_extra=_option("max_discovery_lift"),
     )
-    max_proposals: int = Field(
+    max_proposals: Count = Field(
         3,
         ge=1,
         description="Most suspicious strategies whose proposed region is tested.",
         json_schema_extra=_option("discovery_max_proposals"),
     )
-    min_cluster_size: int = Field(
+    min_cluster_size: Count = Field(
         5,
         ge=1,
         description="Smaller strategies are listed but get no proposed region.",
         json_schema_extra=_option("discovery_min_cluster_size"),
     )
-    max_clusters: int = Field(
+    max_clusters: Count = Field(
         8,
         ge=1,
         description="Most strategies per class (chosen by eigengap).",
         json_schema_extra=_option("discovery_max_clusters"),
     )
-    n_neighbors: int = Field(
+    n_neighbors: Count = Field(
         10,
         ge=1,
         description="Neighbours in the heatmaps' affinity graph.",
         json_schema_extra=_option("discovery_n_neighbors"),
     )
-    mask_threshold: float = Field(
+    mask_threshold: Number = Field(
         0.5,
         gt=0.0,
         lt=1.0,
@@ -248,10 +267,10 @@ class SanityCheck(_Section):
         description="Run the model-randomisation sanity check (images).",
         json_schema_extra=_option("sanity"),
     )
-    images: int = Field(
+    images: Count = Field(
         16, ge=2, description="Audit images it uses.", json_schema_extra=_option("sanity_images")
     )
-    max_correlation: float = Field(
+    max_correlation: Number = Field(
         0.50,
         ge=-1.0,
         le=1.0,
@@ -279,7 +298,7 @@ class AuditRules(_Section):
         description="What a failed sanity check means: hold records 'inconclusive' (exit 3), "
         "block records 'blocked'. Neither promotes.",
     )
-    batch_size: int = Field(32, ge=1, description="Inputs per forward pass.")
+    batch_size: Count = Field(32, ge=1, description="Inputs per forward pass.")
     device: str = Field(
         "auto",
         pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
@@ -293,7 +312,7 @@ class AuditRules(_Section):
         "probabilities and maps stay within precision_tolerance of fp32's, else the gate runs "
         "in fp32 and says why. Not part of the policy's hash.",
     )
-    precision_tolerance: float = Field(
+    precision_tolerance: Number = Field(
         0.01,
         ge=0.0,
         le=1.0,
@@ -363,6 +382,42 @@ class AuditRules(_Section):
         if self.sanity.enabled and not text:
             bounds["sanity.final_spearman"] = self.sanity.max_correlation
         return bounds
+
+    def blocking_checks(self, *, text: bool = False, regions: bool = True) -> tuple[str, ...]:
+        """The checks that can stop a pass: each enabled one whose bound lies below the most
+        its metric can reach. Empty means the policy passes every model, shortcut or not."""
+        heat, cf, found = self.checks.heatmaps, self.checks.counterfactual, []
+        if regions:
+            mass = "saliency" if text else heat.methods[0]
+            if heat.max_spurious_mass < 1:
+                found.append(f"{mass}.spurious_mass <= {heat.max_spurious_mass:g}")
+            if heat.max_flagged_fraction < 1:
+                found.append(f"{mass}.flagged_fraction <= {heat.max_flagged_fraction:g}")
+            if cf.enabled and cf.max_flip_rate < 1:
+                found.append(f"counterfactual removal flip rate <= {cf.max_flip_rate:g}")
+            if cf.enabled and cf.max_spurious_lift < 1:
+                found.append(f"counterfactual spurious lift <= {cf.max_spurious_lift:g}")
+        discovery = self.checks.discovery
+        if (
+            discovery.enabled
+            and not text
+            and discovery.max_suspicion < 1
+            and (discovery.max_flip_rate < 1 or discovery.max_lift < 1)
+        ):
+            found.append("discovery")
+        if self.sanity.enabled and not text and self.sanity.max_correlation < 1:
+            found.append(f"sanity correlation <= {self.sanity.max_correlation:g}")
+        return tuple(found)
+
+    def blocks_nothing(self, *, text: bool = False, regions: bool = True) -> str | None:
+        """The loud warning for a policy under which nothing can block; None when something can."""
+        if self.blocking_checks(text=text, regions=regions):
+            return None
+        return (
+            "THIS POLICY CAN BLOCK NOTHING: every enabled check's threshold is at the most its "
+            "metric can reach, or the check is off, so any model passes (lower a threshold or "
+            "enable the counterfactual, sanity or discovery checks)"
+        )
 
     def metric_thresholds(
         self, *, text: bool = False, regions: bool = True

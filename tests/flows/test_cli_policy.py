@@ -65,3 +65,51 @@ def test_a_policy_that_requires_signing_refuses_to_run_without_the_secret(
     assert [r.info.run_id for r in client.search_runs([run.info.experiment_id])] == [
         run.info.run_id
     ]
+
+
+def _example(tmp_path):
+    path = tmp_path / "p.yaml"
+    CliRunner().invoke(app, ["policy", "init", str(path)])
+    return path, path.read_text()
+
+
+def test_thresholds_are_decimal_numbers_not_booleans_or_hex(tmp_path):
+    path, text = _example(tmp_path)
+    line = text[: text.index("max_spurious_mass: 0.3")].count("\n") + 1
+    for written, expected in (
+        ("true", "must be a number, not true"),
+        ("false", "must be a number, not false"),
+        ("0x1", "'0x1' is not a decimal number"),
+        ("1_000", "'1_000' is not a decimal number"),
+        ("1:30", "'1:30' is not a decimal number"),
+        ("017", "'017' is an octal number"),
+    ):
+        path.write_text(text.replace("max_spurious_mass: 0.3", f"max_spurious_mass: {written}"))
+        result = CliRunner().invoke(app, ["policy", "check", str(path)])
+        assert result.exit_code == 2, (written, result.output)
+        assert f"p.yaml:{line}" in result.output and expected in result.output, result.output
+    path.write_text(text.replace("max_spurious_mass: 0.3", "max_spurious_mass: 1"))
+    assert CliRunner().invoke(app, ["policy", "check", str(path)]).exit_code == 0
+
+
+def test_a_policy_that_can_block_nothing_is_said_loudly_and_exits_1(tmp_path):
+    from pipelines.policy import load_policy
+
+    path, text = _example(tmp_path)
+    for key in ("max_spurious_mass", "max_flagged_fraction", "max_flip_rate", "max_spurious_lift"):
+        text = "\n".join(
+            line.split(":")[0] + ": 1.0" if line.strip().startswith(f"{key}:") else line
+            for line in text.splitlines()
+        )
+    path.write_text(text)  # every threshold at its maximum, the sanity bound aside
+    assert load_policy(path).blocking_checks() == ("sanity correlation <= 0.5",)
+    off = text.replace("enabled: true", "enabled: false")  # counterfactual and sanity off
+    path.write_text(off)
+    assert load_policy(path).blocking_checks() == ()
+    result = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 1
+    assert "valid; model" in result.output and "THIS POLICY CAN BLOCK NOTHING" in result.output
+    # One threshold below its maximum is enough to block something.
+    path.write_text(off.replace("max_spurious_mass: 1.0", "max_spurious_mass: 0.9", 1))
+    assert load_policy(path).blocking_checks() == ("gradcam.spurious_mass <= 0.9",)
+    assert CliRunner().invoke(app, ["policy", "check", str(path)]).exit_code == 0
