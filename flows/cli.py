@@ -66,7 +66,8 @@ def gate(
 
     Give --policy FILE, or --model and --audit-set with the rule options (each
     a key of the policy schema; unset ones take the schema's default).
-    Exit 0 passed, 1 blocked, 2 error, 3 inconclusive (explanations failed their sanity check).
+    Exit 0 passed, 1 blocked, 2 error, 3 inconclusive (explanations failed their sanity check),
+    4 passed but not promoted (the registry refused the alias).
     """
     from flows.run import exit_code, run_gate
 
@@ -101,7 +102,7 @@ def gate(
         **rules,
     )
     code = exit_code(outcome)
-    typer.echo(outcome.message, err=code == 2)
+    typer.echo(outcome.message, err=code in (2, 4))
     if outcome.promoted:
         typer.echo(f"alias {outcome.alias!r} -> {outcome.model_name} v{version}")
     raise typer.Exit(code)

@@ -18,14 +18,17 @@ listener exists to avoid. The sweeper (``xai-gate serve``) stays the
 catch-up path for deliveries MLflow gave up on.
 
 Endpoints: ``POST /webhook`` (202 queued, 200 ignored: another model or
-event, 401 refused: unsigned, forged, stale or replayed, 400 malformed) and
+event, 401 refused: unsigned, forged, stale or replayed, 413 larger than
+``XAI_GATE_WEBHOOK_MAX_BYTES`` (1 MiB), 400 malformed) and
 ``GET /health`` (the queue, and the last outcome).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,14 +41,38 @@ from fastapi.responses import JSONResponse
 
 from flows.outcome import GateOutcome
 from pipelines.policy import GatePolicy, load_policy
-from pipelines.tracking.webhooks import EVENT, DeliveryRefused, ReplayGuard, verify_delivery
+from pipelines.tracking.webhooks import (
+    EVENT,
+    SIGNATURE_HEADER,
+    DeliveryRefused,
+    ReplayGuard,
+    verify_delivery,
+)
 
 __all__ = ["GateQueue", "listener_app", "listener_deployment", "serve_listener"]
 
 SECRET_ENV = "XAI_GATE_WEBHOOK_SECRET"
 """The webhook secret: the same string the MLflow webhook was created with."""
 
+MAX_BODY_ENV = "XAI_GATE_WEBHOOK_MAX_BYTES"
+MAX_BODY_BYTES = 1 << 20
+"""An MLflow ``model_version.created`` payload is a few KB (name, version, source, run id,
+tags, description); a larger body is answered 413 without reading the rest."""
+_VERSION = re.compile(r"[0-9]{1,18}")
+
 _log = logging.getLogger("xai_gate.listen")
+
+
+def max_body_bytes() -> int:
+    """The body cap: ``XAI_GATE_WEBHOOK_MAX_BYTES`` when it is a positive integer, else 1 MiB."""
+    value = os.environ.get(MAX_BODY_ENV, "")
+    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else MAX_BODY_BYTES
+
+
+def _too_large(cap: int) -> JSONResponse:
+    refused = f"delivery body larger than {cap} bytes ({MAX_BODY_ENV})"
+    _log.warning("delivery refused: %s", refused)
+    return JSONResponse({"refused": refused}, status_code=413)
 
 
 @dataclass
@@ -107,17 +134,34 @@ def listener_app(
     # names, so they resolve although this module postpones annotations.
     @app.post("/webhook")
     async def webhook(request: Request) -> JSONResponse:
-        body = await request.body()
+        # The headers first: an unsigned or oversized request costs no memory for its body.
+        if not request.headers.get(SIGNATURE_HEADER):
+            refused = f"unsigned delivery (no {SIGNATURE_HEADER} header)"
+            _log.warning("delivery refused: %s", refused)
+            return JSONResponse({"refused": refused}, status_code=401)
+        cap = max_body_bytes()
+        length = request.headers.get("content-length", "")
+        if length and (not length.isascii() or not length.isdigit() or int(length) > cap):
+            return _too_large(cap)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > cap:
+                return _too_large(cap)
         try:
-            delivery = verify_delivery(secret, request.headers, body, guard=guard)
+            delivery = verify_delivery(secret, request.headers, bytes(body), guard=guard)
         except DeliveryRefused as refused:
             _log.warning("delivery refused: %s", refused)
             return JSONResponse({"refused": str(refused)}, status_code=refused.status)
         name, version = delivery.data.get("name"), delivery.data.get("version")
         if delivery.event != EVENT or name != model:
             return JSONResponse({"ignored": f"{delivery.event} for {name!r}"}, status_code=200)
-        if not isinstance(version, str | int) or not str(version).isdigit():
-            return JSONResponse({"refused": f"version {version!r} is not a number"}, 400)
+        if (
+            isinstance(version, bool)
+            or not isinstance(version, str | int)
+            or not _VERSION.fullmatch(str(version))
+        ):  # ASCII digits only: '²'.isdigit() is True, and int('²') fails
+            return JSONResponse({"refused": f"version {str(version)[:40]!r} is not a number"}, 400)
         queued = gates.put(str(int(version)))
         return JSONResponse(
             {"queued" if queued else "already queued": f"{model} v{int(version)}"},

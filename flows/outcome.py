@@ -36,12 +36,20 @@ class GateOutcome:
     caller_error: bool = False
     """The error is in what the gate was given (options, policy, secret, store, version):
     no version was touched, and ``on_failure`` must not touch one either."""
+    not_promoted: str = ""
+    """A pass whose alias the registry refused, and why: its own outcome (exit 4), tried
+    again on the next run."""
 
     @property
     def message(self) -> str:
         reason = "; ".join(self.reasons) if self.reasons else "all checks passed"
         again = " [reused: already gated under this policy and audit set]" if self.reused else ""
         notes = "".join(f"\n  warning: {warning}" for warning in self.warnings)
+        if self.not_promoted:
+            return (
+                f"{self.model_name} v{self.version} passed, NOT PROMOTED: alias {self.alias!r} "
+                f"was refused: {self.not_promoted}{again}{notes}"
+            )
         return f"{self.model_name} v{self.version} {self.verdict.value}: {reason}{again}{notes}"
 
 

@@ -15,9 +15,11 @@ from pipelines.errors import GateError
 from pipelines.policy import GatePolicy, load_policy
 from pipelines.verdict.decision import Verdict
 
-__all__ = ["EXIT_CODES", "dask_runner", "exit_code", "gate_policy", "run_gate"]
+__all__ = ["EXIT_CODES", "EXIT_NOT_PROMOTED", "dask_runner", "exit_code", "gate_policy", "run_gate"]
 
 EXIT_CODES = {Verdict.PASSED: 0, Verdict.BLOCKED: 1, Verdict.ERROR: 2, Verdict.INCONCLUSIVE: 3}
+EXIT_NOT_PROMOTED = 4
+"""Passed, but the registry refused the alias: not a pass a pipeline may go on from."""
 
 
 def gate_policy(
@@ -160,4 +162,6 @@ def dask_runner(address: str | None, workers: int) -> Any:
 
 
 def exit_code(outcome: GateOutcome) -> int:
+    if outcome.verdict is Verdict.PASSED and outcome.not_promoted:
+        return EXIT_NOT_PROMOTED
     return EXIT_CODES[outcome.verdict]

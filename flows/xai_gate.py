@@ -45,6 +45,8 @@ from pipelines.verdict.decision import (
     decide,
     holds_alias,
     prior_verdict,
+    promote_alias,
+    promotion_error,
     record_verdict,
 )
 from pipelines.verdict.evidence_digest import audit_set_digest
@@ -173,6 +175,13 @@ def promote(
         )
 
 
+@task(name="retry-promotion", cache_policy=NO_CACHE)
+def retry_promotion(model_name: str, version: str, alias: str) -> bool:
+    """The alias again, for a reused pass the registry refused it to last time."""
+    with uninterrupted():
+        return promote_alias(model_name, version, alias)
+
+
 def check_signing(policy: GatePolicy) -> None:
     """``require_signature: true`` without a secret is the caller's mistake: refused up front."""
     if policy.require_signature and secret_from_env() is None:
@@ -204,8 +213,12 @@ def _error(
 
 
 def _final(outcome: GateOutcome) -> GateOutcome | State:
-    """Completed with the outcome on a pass; Failed (the outcome as its data) otherwise."""
+    """Completed with the outcome on a promoted pass; Failed (the outcome as its data)
+    otherwise, a pass the registry refused the alias to included."""
     logger = get_run_logger()
+    if outcome.not_promoted:  # a pass nothing may deploy from: the run fails, the verdict stays
+        logger.warning(outcome.message)
+        return Failed(message=outcome.message, data=outcome)
     if outcome.verdict is Verdict.PASSED:
         moved = f"; alias {outcome.alias!r} now points to v{outcome.version}"
         logger.info("%s%s", outcome.message, moved if outcome.promoted else "")
@@ -289,15 +302,21 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
     )
     if prior is not None:
         reasons = [prior.reason] if prior.verdict is not Verdict.PASSED else []
+        promoted, not_promoted = False, ""
+        if prior.promotion_error:  # a pass the registry refused the alias to: try it again
+            promoted = retry_promotion(model_name, version, alias)
+            not_promoted = "" if promoted else promotion_error(model_name, version)
         return GateOutcome(
             model_name,
             version,
             prior.verdict,
             reasons,
             run_id=prior.run_id,
+            promoted=promoted,
             alias=alias,
             reused=True,
             recorded=True,
+            not_promoted=not_promoted,
         )
     model = load_model(fetched, policy.model_builders)
     evidence = collect_evidence(model, policy, runner=PrefectTasks(), shards=shards)
@@ -331,6 +350,11 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
         publish_summary(model_name, version, decision, run_id, evidence.metrics(), promoted, alias)
     except Exception as exc:
         get_run_logger().warning("could not publish the Prefect summary: %s", exc)
+    not_promoted = (
+        promotion_error(model_name, version)
+        if decision.verdict is Verdict.PASSED and not promoted
+        else ""
+    )
     return GateOutcome(
         model_name,
         version,
@@ -338,6 +362,7 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
         decision.reasons,
         run_id=run_id,
         promoted=promoted,
+        not_promoted=not_promoted,
         alias=alias,
         summary=evidence.summary | headline(evidence),
         recorded=True,

@@ -231,6 +231,13 @@ CATALOGUE: dict[str, list[str]] = {
     "a policy that can block nothing": [
         "flows/test_cli_policy.py::test_a_policy_that_can_block_nothing_is_said_loudly_and_exits_1",
     ],
+    "unsigned or oversized webhook request, a version such as '²'": [
+        "flows/test_listen_requests.py::test_an_unsigned_request_is_401_and_an_oversized_one_413_before_the_body_is_read",
+        "flows/test_listen_requests.py::test_a_signed_delivery_with_a_version_that_is_no_number_is_400_not_500",
+    ],
+    "a pass whose alias the guarded registry refuses (CLI without the secret)": [
+        "pipelines/verdict/test_registry_guard.py::test_a_pass_the_guard_refuses_the_alias_is_passed_not_promoted_and_tried_again",
+    ],
     # Robustness
     "memory bounded over 1000 GradCAM calls": [
         "xai_checks/test_cam_robustness.py::test_a_thousand_calls_leak_no_memory_hooks_or_graphs",
@@ -350,7 +357,7 @@ def test_only_a_passed_verdict_can_move_an_alias():
     }
     # The guard's override only forwards a checked call to MLflow's store.
     assert sites == {
-        "pipelines/verdict/decision.py:record_verdict",
+        "pipelines/verdict/decision.py:promote_alias",
         "pipelines/verdict/guard.py:set_registered_model_alias",
     }
     source = (root / "pipelines" / "verdict" / "decision.py").read_text(encoding="utf-8")
@@ -358,4 +365,4 @@ def test_only_a_passed_verdict_can_move_an_alias():
     guard = record.index(
         "if decision.verdict is not Verdict.PASSED:\n        return _keep_or_remove("
     )
-    assert guard < record.index("client.set_registered_model_alias")
+    assert guard < record.index("return promote_alias(name, version, alias)")

@@ -47,6 +47,7 @@ from pipelines.verdict.tags import (
     TAG_CHECKS,
     TAG_HISTORY,
     TAG_LAST_ERROR,
+    TAG_PROMOTION_ERROR,
     TAG_REASON,
     TAG_WARNINGS,
 )
@@ -234,10 +235,40 @@ def record_verdict(
     _append_history(client, name, version, decision.verdict.value, run_id, decision.reason)
     refresh_description(client, name, version)
     if decision.verdict is not Verdict.PASSED:
+        if TAG_PROMOTION_ERROR in before:  # that pass is gone: nothing is left to promote
+            client.delete_model_version_tag(name, version, TAG_PROMOTION_ERROR)
         return _keep_or_remove(client, name, version, alias, on_alias_holder_blocked)
+    return promote_alias(name, version, alias)
+
+
+def promote_alias(name: str, version: str, alias: str) -> bool:
+    """Point ``alias`` at the passed ``version``; False when the registry refuses.
+
+    A refusal (a guarded registry that cannot verify the pass, a lost permission) is
+    recorded in ``xai_gate.promotion_error``, so the outcome says "passed, not
+    promoted" and a rerun tries the alias again instead of reusing a plain pass.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
     if _alias_target(client, name, alias) != version:  # a rerun moves nothing
-        client.set_registered_model_alias(name, alias, version)
+        try:
+            client.set_registered_model_alias(name, alias, version)
+        except MlflowException as exc:
+            reason = " ".join(str(exc.message).split())[:4900] or type(exc).__name__
+            client.set_model_version_tag(name, version, TAG_PROMOTION_ERROR, reason)
+            return False
+    if TAG_PROMOTION_ERROR in client.get_model_version(name, version).tags:
+        client.delete_model_version_tag(name, version, TAG_PROMOTION_ERROR)
     return True
+
+
+def promotion_error(name: str, version: str) -> str:
+    """Why the last pass of ``version`` could not move its alias ('' when it did)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_model_version(name, version).tags.get(TAG_PROMOTION_ERROR, "")
 
 
 def _keep_or_remove(
@@ -345,6 +376,8 @@ class PriorVerdict:
     verdict: Verdict
     reason: str
     run_id: str
+    promotion_error: str = ""
+    """A pass whose alias the registry refused (``xai_gate.promotion_error``): tried again."""
 
 
 def prior_verdict(
@@ -379,4 +412,9 @@ def prior_verdict(
     secret = secret_from_env()
     if secret and not verify_signature(secret, tags=tags, **identity_of(entity)):
         return None
-    return PriorVerdict(Verdict(verdict), tags.get(TAG_REASON, ""), tags.get(TAG_RUN_ID, ""))
+    return PriorVerdict(
+        Verdict(verdict),
+        tags.get(TAG_REASON, ""),
+        tags.get(TAG_RUN_ID, ""),
+        tags.get(TAG_PROMOTION_ERROR, "") if verdict == Verdict.PASSED.value else "",
+    )

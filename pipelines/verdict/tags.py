@@ -8,6 +8,7 @@ __all__ = [
     "TAG_CHECKS",
     "TAG_HISTORY",
     "TAG_LAST_ERROR",
+    "TAG_PROMOTION_ERROR",
     "TAG_REASON",
     "TAG_WARNINGS",
 ]
@@ -18,3 +19,5 @@ TAG_AUDIT_SET_HASH = "xai_gate.audit_set_sha256"
 TAG_WARNINGS = "xai_gate.warnings"
 TAG_LAST_ERROR = "xai_gate.last_error"
 TAG_HISTORY = "xai_gate.history"
+TAG_PROMOTION_ERROR = "xai_gate.promotion_error"
+"""Why the registry refused the alias to a pass; removed once the alias is set."""

@@ -402,3 +402,36 @@ def test_the_guard_store_forwards_versions_and_refuses_its_tags_however_they_are
         ("runs:/r2/model", "run-2", {}),
         ("runs:/r3/model", "run-3", {"owner": "bo"}),
     ]
+
+
+def test_a_pass_the_guard_refuses_the_alias_is_passed_not_promoted_and_tried_again(
+    guarded, monkeypatch
+):
+    from flows.outcome import GateOutcome
+    from flows.run import exit_code
+    from pipelines.verdict.decision import prior_verdict, promote_alias
+
+    client = guarded
+    monkeypatch.delenv("XAI_GATE_SECRET")  # the gate's CLI lacks the secret: nothing is signed
+    same = {"policy_hash": "h", "audit_set_hash": "a", "model_digest": _digest_of("m", "1")}
+    assert not record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r1", **same)
+    tags = client.get_model_version("m", "1").tags
+    assert tags["xai_gate.verdict"] == "passed"
+    refusal = tags["xai_gate.promotion_error"]
+    assert refusal == (
+        "xai-gate refuses alias 'champion' for m version 1: the guard has no XAI_GATE_SECRET, "
+        "so no verdict can be verified"
+    )
+    assert client.get_registered_model("m").aliases == {}
+    prior = prior_verdict("m", "1", **same)
+    assert prior is not None and prior.promotion_error == refusal  # a rerun knows to retry
+    assert not promote_alias("m", "1", "champion")  # still refused, still recorded
+    outcome = GateOutcome("m", "1", Verdict.PASSED, reused=True, not_promoted=refusal)
+    assert exit_code(outcome) == 4
+    assert outcome.message.startswith("m v1 passed, NOT PROMOTED: alias 'champion' was refused")
+    assert exit_code(GateOutcome("m", "1", Verdict.PASSED, promoted=True)) == 0
+    monkeypatch.setenv("XAI_GATE_SECRET", SECRET)  # gated again, signed: promoted, note gone
+    assert prior_verdict("m", "1", **same) is None  # the unsigned pass is not reused
+    assert record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r2", **same)
+    assert "xai_gate.promotion_error" not in client.get_model_version("m", "1").tags
+    assert str(client.get_model_version_by_alias("m", "champion").version) == "1"
