@@ -105,9 +105,10 @@ def test_refusals_are_permission_errors_and_other_tags_pass_through(guarded):
 
 def test_a_gate_without_the_secret_cannot_promote_through_the_guard(guarded, monkeypatch):
     monkeypatch.delenv("XAI_GATE_SECRET")
-    with pytest.raises(MlflowException, match="no XAI_GATE_SECRET"):
-        record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r1", policy_hash="h")
+    promoted = record_verdict("m", "1", GateDecision(Verdict.PASSED), run_id="r1", policy_hash="h")
+    assert promoted is False
     tags = guarded.get_model_version("m", "1").tags
+    assert "no XAI_GATE_SECRET" in tags["xai_gate.promotion_error"]
     assert (tags["xai_gate.verdict"], tags["xai_gate.signature"]) == ("passed", "")
     assert tags["xai_gate.guard.accepted_signature"] == ""
     with pytest.raises(MlflowException, match="not found"):
