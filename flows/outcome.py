@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from pipelines.errors import GateError
+from pipelines.errors import GateError, describe_error
 from pipelines.verdict.decision import DEFAULT_ALIAS, Verdict
 from xai_checks.errors import XAICheckError
 
@@ -51,16 +51,3 @@ class GateOutcome:
                 f"was refused: {self.not_promoted}{again}{notes}"
             )
         return f"{self.model_name} v{self.version} {self.verdict.value}: {reason}{again}{notes}"
-
-
-def describe_error(error: BaseException) -> str:
-    """One line per problem: pydantic's multi-line report becomes 'field: message'."""
-    if isinstance(error, ValidationError):
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in e['loc']) or 'options'}: {e['msg']}"
-            for e in error.errors()
-        )
-        return f"invalid gate options: {problems}"
-    if isinstance(error, EXPECTED_ERRORS):
-        return str(error)
-    return f"{type(error).__name__}: {error}"

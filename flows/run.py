@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -15,7 +14,7 @@ from pipelines.errors import GateError
 from pipelines.policy import GatePolicy, load_policy
 from pipelines.verdict.decision import Verdict
 
-__all__ = ["EXIT_CODES", "EXIT_NOT_PROMOTED", "dask_runner", "exit_code", "gate_policy", "run_gate"]
+__all__ = ["EXIT_CODES", "EXIT_NOT_PROMOTED", "exit_code", "gate_policy", "run_gate"]
 
 EXIT_CODES = {Verdict.PASSED: 0, Verdict.BLOCKED: 1, Verdict.ERROR: 2, Verdict.INCONCLUSIVE: 3}
 EXIT_NOT_PROMOTED = 4
@@ -91,8 +90,9 @@ def run_gate(
             model_name or "?", version, Verdict.ERROR, [describe_error(exc)], caller_error=True
         )
     gate = xai_gate
-    if task_runner == "dask":
-        gate = xai_gate.with_options(task_runner=dask_runner(dask_address, dask_workers))
+    dask: dict[str, Any] = {}
+    if task_runner == "dask":  # the judging worker starts (or joins) the cluster: no key there
+        dask = {"dask_address": dask_address, "dask_workers": max(1, dask_workers)}
         shards = shards or dask_workers
     elif task_runner != "threads":
         raise ValueError(f"task_runner must be 'threads' or 'dask', got {task_runner!r}")
@@ -102,6 +102,7 @@ def run_gate(
         "tracking_uri": tracking_uri,
         "force": force,
         "shards": shards or 1,
+        **dask,
     }
     if deployment_id is None:
         state = gate(**parameters, return_state=True)
@@ -137,28 +138,6 @@ def _deployment_flow_run(deployment_id: UUID, parameters: dict[str, Any]) -> Any
         return client.create_flow_run_from_deployment(
             deployment_id, parameters=as_json, tags=TagsContext.get().current_tags
         )
-
-
-def dask_runner(address: str | None, workers: int) -> Any:
-    """prefect-dask's runner: join ``address``, or start a local cluster of ``workers``.
-
-    Local workers are processes with one thread each and their torch threads
-    set to their share of the cores, so they do not fight over them.
-    """
-    from prefect_dask import DaskTaskRunner
-
-    if address:
-        return DaskTaskRunner(address=address)
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    return DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "dashboard_address": None,
-            "env": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)},
-        }
-    )
 
 
 def exit_code(outcome: GateOutcome) -> int:

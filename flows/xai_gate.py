@@ -5,18 +5,21 @@ end it Failed with a message naming every failing check or the cause. Either
 way the outcome is the run's result, so callers (the CLI, a schedule, a test)
 read one object.
 
-The stages are assembled by ``pipelines.stages.assembly.collect_evidence``;
-this module only runs each of them as a Prefect task (:class:`PrefectTasks`).
+The model is fetched and hashed here, then judged in a worker process that
+holds no key and no credential (``pipelines.judging``): the stages, assembled
+by ``pipelines.stages.assembly.collect_evidence``, run there, and their lines
+are logged here. This process reads the worker's answer as checked files,
+decides, logs the evidence, signs and moves the alias: it runs no model code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from prefect import Task, flow, get_run_logger, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
@@ -26,19 +29,21 @@ from flows.outcome import EXPECTED_ERRORS, GateOutcome, describe_error
 from flows.reporting import ask_for_approval, publish_summary, record_error_verdict, tag_error
 from pipelines.devices import resolve_device
 from pipelines.errors import GateError
-from pipelines.evidence.base import Evidence, EvidenceValidation, headline
-from pipelines.policy import AuditRules, GatePolicy
+from pipelines.evidence.base import EvidenceValidation, headline
+from pipelines.judging.contract import CheckedJudgement, read_judgement
+from pipelines.judging.sandbox import judge_in_worker, judge_request
+from pipelines.judging.worker import STAGE_MARK
+from pipelines.policy import GatePolicy
 from pipelines.report.html import render_report
-from pipelines.stages.assembly import Pending, collect_evidence, rules_for_model
+from pipelines.stages.assembly import rules_for_batch
 from pipelines.tracking import (
-    LoadedModel,
     close_orphaned_runs,
     configure_tracking,
     evidence_logging,
     log_gate_evidence,
 )
 from pipelines.tracking.config import canonical_version, check_writable, store_identity
-from pipelines.tracking.models import FetchedModel, fetch_model_version, load_fetched
+from pipelines.tracking.models import FetchedModel, fetch_model_version
 from pipelines.verdict.decision import (
     GateDecision,
     Verdict,
@@ -52,32 +57,9 @@ from pipelines.verdict.decision import (
 from pipelines.verdict.evidence_digest import audit_set_digest
 from pipelines.verdict.signing import SECRET_ENV, secret_from_env
 
-__all__ = ["EXPECTED_ERRORS", "GateOutcome", "PrefectTasks", "check_signing", "xai_gate"]
+__all__ = ["EXPECTED_ERRORS", "GateOutcome", "check_signing", "xai_gate"]
 
 T = TypeVar("T")
-
-
-class PrefectTasks:
-    """Runs each stage of the assembly as a Prefect task named after the stage.
-
-    ``run`` calls the task in the flow (one after another); ``submit`` hands it
-    to the flow's task runner, so shards run at once on Dask workers.
-    """
-
-    def __init__(self) -> None:
-        self._tasks: dict[tuple[str, Callable[..., Any]], Task[..., Any]] = {}
-
-    def _task(self, stage: str, fn: Callable[..., T]) -> Task[..., T]:
-        key = (stage, fn)
-        if key not in self._tasks:
-            self._tasks[key] = task(name=stage, cache_policy=NO_CACHE)(fn)
-        return self._tasks[key]
-
-    def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
-        return self._task(stage, fn)(*args)
-
-    def submit(self, stage: str, fn: Callable[..., T], *args: Any) -> Pending[T]:
-        return self._task(stage, fn).submit(*args)
 
 
 @task(name="fetch-model", cache_policy=NO_CACHE)
@@ -86,39 +68,73 @@ def fetch_model(model_name: str, version: str) -> FetchedModel:
     return fetch_model_version(model_name, version)
 
 
-@task(name="load-model", cache_policy=NO_CACHE)
-def load_model(fetched: FetchedModel, builders: tuple[str, ...] = ()) -> LoadedModel:
-    return load_fetched(fetched, builders=builders)
+@task(name="judge", cache_policy=NO_CACHE)
+def judge(
+    fetched: FetchedModel,
+    policy: GatePolicy,
+    audit_set_hash: str,
+    shards: int = 1,
+    dask_address: str | None = None,
+    dask_workers: int = 0,
+) -> CheckedJudgement:
+    """Load and audit the model in a worker that holds no key (``pipelines.judging``).
+
+    The worker's stages are logged here as it reaches them; its answer is read
+    back as files and checked (types, paths, digests) before anything decides on it.
+    """
+    logger = get_run_logger()
+
+    def forward(line: str) -> None:
+        if line.startswith(STAGE_MARK):
+            logger.info("%s", line[len(STAGE_MARK) :])
+
+    request = judge_request(
+        fetched,
+        policy,
+        shards=shards,
+        dask_address=dask_address,
+        dask_workers=dask_workers,
+        title=f"{fetched.name} v{fetched.version}",
+    )
+    with tempfile.TemporaryDirectory(prefix="xai-gate-judge-") as folder:
+        out = Path(folder, "answer")
+        judge_in_worker(request, out, on_line=forward)
+        return read_judgement(
+            out, model_digest=fetched.digest, audit_set_digest=audit_set_hash, what=fetched.uri
+        )
 
 
 @task(name="validate-evidence", cache_policy=NO_CACHE)
-def validate_evidence(evidence: Evidence, rules: AuditRules) -> EvidenceValidation:
-    return evidence.validate(rules)
+def validate_evidence(judged: CheckedJudgement) -> EvidenceValidation:
+    """The worker's Great Expectations results, as checked when its answer was read."""
+    return judged.validation
 
 
 @task(name="log-evidence", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def log_evidence(
-    evidence: Evidence,
+    judged: CheckedJudgement,
     validation: EvidenceValidation,
-    model: LoadedModel,
+    model: FetchedModel,
     policy: GatePolicy,
     decision: GateDecision,
 ) -> str:
     with evidence_logging():  # runs a dead gate left: this gate holds the lock, none is live
         close_orphaned_runs(model.name, model.version)
-    rules, manifest = rules_for_model(model, policy.rules()), policy.audit_set  # as they ran
+    rules = rules_for_batch(judged.judgement.max_batch, policy.rules())  # as they ran
+    manifest = policy.audit_set
     params = {
         "model_uri": model.uri,
         "audit_set": manifest,
-        "modality": evidence.modality,
-        "n_inputs": evidence.summary["n_inputs"],
-        "target_layer": evidence.summary["target_layer"],
+        "modality": judged.modality,
+        "n_inputs": judged.summary["n_inputs"],
+        "target_layer": judged.summary["target_layer"],
         **rules.options(),
     }
-    if evidence.precision is not None:  # what the stages ran at, and what was asked
-        params |= {"precision": evidence.precision.used, "precision_requested": policy.precision}
-    metrics = evidence.metrics()
-    bounds = rules.bounds(text=evidence.modality == "text", regions=evidence.regions)
+    used = judged.judgement.precision_used
+    if used is not None:  # what the stages ran at, and what was asked
+        params |= {"precision": used, "precision_requested": policy.precision}
+    metrics = judged.metrics()
+    bounds = rules.bounds(text=judged.modality == "text", regions=judged.regions)
 
     def report(images: dict[str, bytes]) -> str:
         return render_report(
@@ -130,19 +146,20 @@ def log_evidence(
             images=images,
             notes=[f"Model {model.uri}; audit set {manifest}."],
             warnings=decision.warnings,
-            tables=evidence.report_tables(),
+            tables=judged.report_tables,
         )
 
+    stages = [record.model_dump() for record in judged.judgement.stages]
     return log_gate_evidence(
         model_name=model.name,
         model_version=model.version,
         params=params,
         metrics=metrics,
-        series=evidence.series(),
-        tables=evidence.tables(),
-        documents=validation.documents(),
-        figures=evidence.figures(rules, f"{model.name} v{model.version}: {decision.verdict.value}"),
-        pages=evidence.pages(),
+        series=judged.series(),
+        tables=judged.tables,
+        documents={**validation.documents(), "xai/stages.json": stages},
+        figures=judged.figures,
+        pages=judged.pages,
         report=report,
         model_id=model.model_id,
     )
@@ -150,7 +167,7 @@ def log_evidence(
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote(
-    model: LoadedModel,
+    model: FetchedModel,
     decision: GateDecision,
     run_id: str,
     alias: str,
@@ -238,6 +255,8 @@ def xai_gate(
     tracking_uri: str | None = None,
     force: bool = False,
     shards: int = 1,
+    dask_address: str | None = None,
+    dask_workers: int = 0,
 ) -> GateOutcome | State:
     """Audit ``models:/<policy.model>/<version>`` on the policy's audit set and gate its
     promotion.
@@ -274,7 +293,8 @@ def xai_gate(
     try:
         with version_lock(policy.model, version, scope=scope):
             try:
-                return _final(_gate_version(policy, version, force=force, shards=shards))
+                dask = (dask_address, dask_workers)
+                return _final(_gate_version(policy, version, force=force, shards=shards, dask=dask))
             except Exception as exc:  # every failure must end as a recorded error
                 if not isinstance(exc, EXPECTED_ERRORS):
                     get_run_logger().exception("the gate of %s v%s failed", policy.model, version)
@@ -284,7 +304,14 @@ def xai_gate(
         return _error(policy, version, exc, recorded=True)
 
 
-def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int = 1) -> GateOutcome:
+def _gate_version(
+    policy: GatePolicy,
+    version: str,
+    *,
+    force: bool,
+    shards: int = 1,
+    dask: tuple[str | None, int] = (None, 0),
+) -> GateOutcome:
     """Everything after the lock is held: reuse a finished verdict, or audit and decide."""
     model_name, alias = policy.model, policy.alias
     policy_hash, audit_set_hash = policy.digest(), audit_set_digest(Path(policy.audit_set))
@@ -318,9 +345,8 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
             recorded=True,
             not_promoted=not_promoted,
         )
-    model = load_model(fetched, policy.model_builders)
-    evidence = collect_evidence(model, policy, runner=PrefectTasks(), shards=shards)
-    validation = validate_evidence(evidence, policy.rules())
+    evidence = judge(fetched, policy, audit_set_hash, shards, *dask)
+    validation = validate_evidence(evidence)
     toothless = policy.rules().blocks_nothing(
         text=evidence.modality == "text", regions=evidence.regions
     )
@@ -333,11 +359,11 @@ def _gate_version(policy: GatePolicy, version: str, *, force: bool, shards: int 
         on_uninformative=policy.checks.uninformative,
     )
     decision = _warn_alias_holder(decision, policy, version)
-    run_id = log_evidence(evidence, validation, model, policy, decision)
+    run_id = log_evidence(evidence, validation, fetched, policy, decision)
     if decision.verdict is Verdict.PASSED and policy.approval:
         decision = ask_for_approval(decision, model_name, version, run_id)
     promoted = promote(
-        model,
+        fetched,
         decision,
         run_id,
         alias,

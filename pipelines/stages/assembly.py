@@ -57,6 +57,7 @@ __all__ = [
     "image_precision_stage",
     "is_text_policy",
     "rules_for_audit_set",
+    "rules_for_batch",
     "rules_for_model",
     "sanity_stage",
     "text_audit_set_stage",
@@ -358,11 +359,16 @@ def audit_set_stage(model: LoadedModel, policy: GatePolicy) -> AuditSet:
 
 
 def rules_for_model(model: LoadedModel, rules: AuditRules) -> AuditRules:
-    """The rules as the model can run them: an export with a static batch runs exactly that
-    many inputs at a time, in every stage (a last, shorter batch padded up to it)."""
-    if model.max_batch is None or rules.batch_size == model.max_batch:
+    """The rules as the model can run them (:func:`rules_for_batch` of its static batch)."""
+    return rules_for_batch(model.max_batch, rules)
+
+
+def rules_for_batch(max_batch: int | None, rules: AuditRules) -> AuditRules:
+    """An export with a static batch runs exactly that many inputs at a time, in every
+    stage (a last, shorter batch padded up to it)."""
+    if max_batch is None or rules.batch_size == max_batch:
         return rules
-    return rules.with_options(batch_size=model.max_batch)
+    return rules.with_options(batch_size=max_batch)
 
 
 def text_audit_set_stage(model: LoadedModel, policy: GatePolicy) -> TextAuditSet:

@@ -35,9 +35,9 @@ def log_gate_evidence(
     params: dict[str, Any],
     metrics: dict[str, float],
     series: dict[str, list[float]],
-    tables: dict[str, pd.DataFrame],
+    tables: dict[str, pd.DataFrame | str],
     documents: dict[str, Any],
-    figures: dict[str, Callable[[], Figure]],
+    figures: dict[str, Callable[[], Figure] | bytes],
     pages: dict[str, str] | None = None,
     report: Callable[[dict[str, bytes]], str] | None = None,
     model_id: str | None = None,
@@ -46,8 +46,9 @@ def log_gate_evidence(
 
     The run is in the ``xai-gate`` experiment and tagged with the model
     version it audited. ``series`` are metrics with steps 1..k (a curve in the
-    UI), ``tables`` CSV artifacts, ``documents`` JSON artifacts, ``figures``
-    PNG artifacts drawn only inside the run, each closed after logging, ``pages``
+    UI), ``tables`` CSV artifacts (frames, or CSV text as a judging worker wrote it),
+    ``documents`` JSON artifacts, ``figures`` PNG artifacts (PNG bytes, or builders
+    drawn only inside the run, each closed after logging), ``pages``
     self-contained HTML views. ``report`` turns the drawn PNGs into
     ``xai/report.html`` (figures inline, so MLflow's sandboxed viewer shows it).
     ``model_id`` (the version's MLflow 3 logged model) links the run to the model as
@@ -82,7 +83,8 @@ def log_gate_evidence(
                     if math.isfinite(value):
                         mlflow.log_metric(key, value, step=step, model_id=model_id)
             for path, table in tables.items():
-                mlflow.log_text(table.to_csv(index=False), path)
+                csv = table if isinstance(table, str) else table.to_csv(index=False)
+                mlflow.log_text(csv, path)
             for path, document in documents.items():
                 mlflow.log_text(json.dumps(document, indent=2, default=str), path)
             for path, page in (pages or {}).items():
@@ -90,16 +92,9 @@ def log_gate_evidence(
             images: dict[str, bytes] = {}
             with tempfile.TemporaryDirectory(prefix="xai-gate-figures-") as folder:
                 for path, draw in figures.items():
-                    fig = draw()
-                    try:
-                        buffer = io.BytesIO()
-                        # Tight bounds: a long suptitle is never cut off at the figure's edge.
-                        fig.savefig(buffer, format="png", dpi=100, **TIGHT)
-                    finally:
-                        plt.close(fig)
                     # Drawn once (drawing is most of a small model's gate): the same PNG is
                     # the artifact, and, with a palette, the report's copy.
-                    png = buffer.getvalue()
+                    png = draw if isinstance(draw, bytes) else _drawn(draw, plt)
                     staged = Path(folder, path)
                     staged.parent.mkdir(parents=True, exist_ok=True)
                     staged.write_bytes(png)
@@ -111,6 +106,17 @@ def log_gate_evidence(
             if report is not None:
                 mlflow.log_text(report(images), "xai/report.html")
             return run.info.run_id
+
+
+def _drawn(draw: Callable[[], Figure], plt: Any) -> bytes:
+    fig = draw()
+    try:
+        buffer = io.BytesIO()
+        # Tight bounds: a long suptitle is never cut off at the figure's edge.
+        fig.savefig(buffer, format="png", dpi=100, **TIGHT)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
 
 
 def _logged_model_exists(model_id: str) -> bool:
