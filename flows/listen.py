@@ -29,6 +29,7 @@ import logging
 import os
 import queue
 import re
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ class GateQueue:
     _queued: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     outcomes: list[GateOutcome] = field(default_factory=list)
+    current: str | None = None
+    """The version being gated now."""
     _worker: threading.Thread | None = None
 
     def start(self) -> None:
@@ -104,13 +107,17 @@ class GateQueue:
         with self._lock:
             return sorted(self._queued, key=lambda v: (len(v), v))
 
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
+        """Gate nothing more; wait up to ``timeout`` for the gate in flight. True when done."""
         self._pending.put(None)
         if self._worker is not None:
             self._worker.join(timeout)
+            return not self._worker.is_alive()
+        return True
 
     def _run(self) -> None:
         while (version := self._pending.get()) is not None:
+            self.current = version
             try:
                 outcome = self.gate(version)
             except Exception as exc:  # run_gate turns errors into outcomes; this is a bug
@@ -119,6 +126,7 @@ class GateQueue:
                 self.outcomes.append(outcome)
                 _log.info(outcome.message)
             finally:
+                self.current = None
                 with self._lock:
                     self._queued.discard(version)
 
@@ -225,8 +233,34 @@ def serve_listener(
     gates = GateQueue(gate)
     gates.start()
     app = listener_app(policy.model, secret, gates)
+    received: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn raises them again once it stopped
+        signal.signal(signum, lambda signum, frame: received.append(signum))
     uvicorn.run(app, host=host, port=port, log_level="warning")
-    gates.stop(timeout=0)
+    how = "SIGTERM" if signal.SIGTERM in received else "Ctrl-C" if received else "shutdown"
+    _finish(gates, policy.model, how, tracking_uri)
+    if received:
+        raise SystemExit(128 + received[0])
+
+
+STOP_GRACE_SECONDS = 60.0
+"""How long a stopped listener waits for its gate in flight to record its end."""
+
+
+def _finish(gates: GateQueue, model: str, how: str, tracking_uri: str | None) -> None:
+    """A gate in flight when the listener stops ends as the CLI's does: ``error`` recorded
+    with why, in its history, and its Prefect run Failed (its judging worker is killed, so
+    the flow takes its own error path); queued versions are left to the sweeper."""
+    from flows.reporting import tag_error
+    from pipelines.judging.sandbox import stop_judging
+
+    version = gates.current
+    reason = f"the listener was stopped ({how}) while it gated {model} v{version}"
+    if version is not None:
+        _log.warning("%s: recording error", reason)
+    stop_judging(reason)
+    if not gates.stop(timeout=STOP_GRACE_SECONDS) and version is not None:
+        tag_error(model, version, reason, tracking_uri)  # the flow did not end in time
 
 
 def listener_deployment(policy: GatePolicy, policy_file: Path, labels: tuple[str, ...]) -> UUID:

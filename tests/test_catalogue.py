@@ -238,6 +238,17 @@ CATALOGUE: dict[str, list[str]] = {
     "a pass whose alias the guarded registry refuses (CLI without the secret)": [
         "pipelines/verdict/test_registry_guard.py::test_a_pass_the_guard_refuses_the_alias_is_passed_not_promoted_and_tried_again",
     ],
+    "a pickled model that pries for the signing key (its environment, its ancestors' /proc)": [
+        "flows/test_judging.py::test_pickle_code_runs_in_the_worker_and_finds_no_key_in_its_environment",
+        "flows/test_judging.py::test_the_cli_that_holds_the_key_cannot_be_read_by_the_model_it_judges",
+        "pipelines/judging/test_sandbox.py::test_the_worker_keeps_what_a_model_needs_and_no_credential",
+        "pipelines/judging/test_sandbox.py::test_any_name_that_looks_like_a_credential_is_dropped_whatever_its_prefix",
+    ],
+    "a judging worker's answer that is malformed, linked out, for other bytes, or says 'passed'": [
+        "pipelines/judging/test_contract.py::test_a_bent_answer_is_refused_naming_what_is_wrong",
+        "pipelines/judging/test_contract.py::test_a_linked_file_is_not_read",
+        "pipelines/judging/test_contract.py::test_a_missing_or_garbled_judgement_is_an_error_not_a_verdict",
+    ],
     # Robustness
     "memory bounded over 1000 GradCAM calls": [
         "xai_checks/test_cam_robustness.py::test_a_thousand_calls_leak_no_memory_hooks_or_graphs",

@@ -50,6 +50,7 @@ from pipelines.audit_sets.regions import (
     MASK,
     OK,
     AuditSetError,
+    check_pixels,
     inside,
     open_image,
     path_key,
@@ -281,11 +282,14 @@ def _manifest_checks(
         def duplicates(result: dict[str, Any]) -> str:
             rows = list(result.get("unexpected_index_list") or [])[:5]
             found = ", ".join(f"{name}:{line_of(frame, i)} {frame.at[i, IMAGE]!r}" for i in rows)
-            return f"column 'image' lists an image more than once: {found}"
+            return (
+                f"column 'image' lists an image more than once: {found} (compared by "
+                "content: another spelling, a link or a copy is the same image)"
+            )
 
         checks.append(
             Check(
-                "image unique",  # on the normalised path: ./images/x.png is images/x.png
+                "image unique",  # by content: ./x.png, a link to it and a copy are one image
                 lambda gxe: gxe.ExpectColumnValuesToBeUnique(column="_image_key"),
                 duplicates,
             )
@@ -356,7 +360,7 @@ def load_audit_set(manifest: str | Path, *, class_names: Sequence[str] | None = 
         frame["_image_status"] = [
             inside(root, v)[1] if isinstance(v, str) else "empty image path" for v in frame[IMAGE]
         ]
-        frame["_image_key"] = [path_key(v) for v in frame[IMAGE]]
+        frame["_image_key"] = [path_key(root, v) for v in frame[IMAGE]]
     if MASK in frame.columns or BOX in frame.columns:
         regions = [region_status(root, row) for _, row in frame.iterrows()]
         frame["_region_column"] = [column for column, _ in regions]
@@ -410,6 +414,7 @@ def _check_image(path: Path, where: str) -> tuple[int, int]:
     """(H, W) as oriented, after checking the file's structure without decoding pixels."""
     try:
         with Image.open(path) as handle:
+            check_pixels(handle, path, where)
             check_mode(handle)
             handle.verify()  # chunk checksums and truncation, at a fraction of a decode
         with Image.open(path) as handle:  # verify() leaves the file unusable

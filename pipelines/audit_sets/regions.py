@@ -10,6 +10,7 @@ the checks a shortcut gate's safety rests on (``make mutation`` covers them).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -65,14 +66,22 @@ def inside(root: Path, value: str) -> tuple[Path | None, str]:
     return resolved, OK
 
 
-def path_key(value: object) -> str | None:
-    """One spelling per file (``./a.png``, ``a.png``, ``b/../a.png``), for the duplicate check.
+def path_key(root: Path, value: object) -> str | None:
+    """One key per image, for the duplicate check: its content's SHA-256.
 
-    Manifest paths are relative to its folder (``inside`` refuses absolute ones), so
-    the normalised relative path is enough. An empty cell (null, not a string) has no
-    key: it is reported as empty, not also as a duplicate of the other empty cells.
+    So ``./a.png``, ``b/../a.png``, a symlink or hard link to it and a byte-for-byte
+    copy are one image, listed twice. A path that is not a file inside the folder
+    keys by its normalised spelling (its status check names the problem); an empty
+    cell (null, not a string) has no key: it is reported as empty, not also as a
+    duplicate of the other empty cells.
     """
-    return os.path.normpath(value) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    resolved, status = inside(root, value)
+    if resolved is None or status != OK:
+        return os.path.normpath(value)
+    with resolved.open("rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def parse_box(value: str) -> tuple[int, int, int, int] | None:
@@ -103,9 +112,39 @@ def region_status(root: Path, row: pd.Series) -> tuple[str, str]:
     return (MASK if MASK in row.index else BOX), f"no {MASK} or {BOX} given"
 
 
+PIXEL_BUDGET_ENV = "XAI_GATE_MAX_IMAGE_PIXELS"
+DEFAULT_PIXEL_BUDGET = 4096 * 4096
+"""Pixels one audit image or mask may have (16.8 M, a 4096 x 4096 image): models resize
+far below this, and the gate does not resize, so a larger file is a mistake or an attack
+(nine 81 M-pixel PNGs of 250 KB each decode to more than 9 GB)."""
+
+
+def pixel_budget() -> int:
+    """``XAI_GATE_MAX_IMAGE_PIXELS``, or :data:`DEFAULT_PIXEL_BUDGET`."""
+    raw = os.environ.get(PIXEL_BUDGET_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PIXEL_BUDGET
+    if not raw.isdecimal() or int(raw) < 1:
+        raise AuditSetError(f"{PIXEL_BUDGET_ENV} must be a positive whole number, got {raw!r}")
+    return int(raw)
+
+
+def check_pixels(handle: Image.Image, path: Path, where: str) -> None:
+    """Refuse an image over the pixel budget from its header, before a pixel is decoded."""
+    width, height = handle.size
+    budget = pixel_budget()
+    if width * height > budget:
+        raise AuditSetError(
+            f"{where}: {path.name} is {width}x{height} = {width * height:,} pixels, over the "
+            f"budget of {budget:,} ({PIXEL_BUDGET_ENV}); resize the audit set to the size the "
+            "model takes"
+        )
+
+
 def open_image(path: Path, where: str) -> Image.Image:
     try:
         with Image.open(path) as handle:
+            check_pixels(handle, path, where)
             handle.load()
             return handle.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:

@@ -41,7 +41,7 @@ from pipelines.judging.contract import (
     read_error,
 )
 
-__all__ = ["judge_in_worker", "judge_request", "worker_environment"]
+__all__ = ["judge_in_worker", "judge_request", "stop_judging", "worker_environment"]
 
 EXIT_FILE = "exit"
 LOG_FILE = "log.txt"
@@ -139,9 +139,14 @@ class _Zygote:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
+        self.in_flight: set[int] = set()
+        self.stopped: str | None = None
+        """Why every judgement is refused and killed (``stop_judging``); None while open."""
 
     def fork(self, request: Path, out: Path) -> int:
         with self._lock:
+            if self.stopped is not None:
+                raise JudgingError(self.stopped)
             process = self._running()
             assert process.stdin is not None and process.stdout is not None
             try:
@@ -154,7 +159,16 @@ class _Zygote:
             if not reply:
                 self._process = None
                 raise JudgingError(f"the judging worker could not start: {self._tail()}")
-            return int(json.loads(reply)["pid"])
+            pid = int(json.loads(reply)["pid"])
+            self.in_flight.add(pid)
+            return pid
+
+    def stop(self, reason: str) -> None:
+        with self._lock:
+            self.stopped = reason
+            for pid in self.in_flight:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -194,6 +208,12 @@ class _Zygote:
 
 
 _ZYGOTE = _Zygote()
+
+
+def stop_judging(reason: str) -> None:
+    """Kill every judgement in flight and refuse new ones: each gate ends ``error`` with
+    ``reason`` (a listener that is stopped records why, as the CLI does)."""
+    _ZYGOTE.stop(reason)
 
 
 def judge_request(
@@ -258,6 +278,9 @@ def judge_in_worker(
         if not finished:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
+        _ZYGOTE.in_flight.discard(pid)
+    if code != 0 and _ZYGOTE.stopped is not None:
+        raise JudgingError(_ZYGOTE.stopped)
     if code != 0:
         message = read_error(out)
         if message is None:

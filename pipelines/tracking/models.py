@@ -234,7 +234,11 @@ def load_fetched(fetched: FetchedModel, *, builders: tuple[str, ...] = ()) -> Lo
 
 
 def _identified(loaded: LoadedModel, fetched: FetchedModel) -> LoadedModel:
-    """The loaded module with the fetched version's name, identity and digest."""
+    """The loaded module with the fetched version's name, identity and digest, a one-logit
+    binary classifier read as two classes (``xai_checks.binary``)."""
+    from xai_checks.binary import as_two_classes
+
+    as_two_classes(loaded.module)
     if not fetched.version:
         return replace(loaded, digest=fetched.digest)
     return replace(

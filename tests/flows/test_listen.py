@@ -164,3 +164,57 @@ def test_forged_unsigned_replayed_and_malformed_deliveries_gate_nothing(
     health = requests.get(f"{listener}/health", timeout=5).json()  # still serving
     assert health["gated"] == 1 and health["waiting"] == []
     assert _verdict("1") == "passed"
+
+
+def test_a_listener_stopped_mid_gate_records_error_and_its_prefect_run_fails(
+    server, trained_pair, lesion_gate, tmp_path, serve_on_a_free_port
+):
+    """SIGTERM (``docker stop``) while a delivered version is judged: as the CLI would."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import get_current_settings
+
+    policy = lesion_gate.policy(tmp_path / "gate", MODEL, n=64)
+    prefect_api = str(get_current_settings().api.url)
+
+    def launch(port: int, log) -> subprocess.Popen:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "flows.cli", "listen", "--policy", str(policy),
+                "--port", str(port), "--tracking-uri", server,
+            ],
+            env={**os.environ, "XAI_GATE_WEBHOOK_SECRET": SECRET, "PREFECT_API_URL": prefect_api},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    log_file = tmp_path / "listen.log"
+    process, port, log = serve_on_a_free_port(
+        launch, lambda port: f"http://127.0.0.1:{port}/health", log_file, "the listener"
+    )
+    try:
+        lesion_gate.register(trained_pair.clean, MODEL)
+        assert _post(f"http://127.0.0.1:{port}", _created(MODEL, "1")).status_code == 200
+        deadline = time.monotonic() + 240
+        while "cam-audit" not in log_file.read_text(errors="replace"):  # the audit is under way
+            assert process.poll() is None and time.monotonic() < deadline, log_file.read_text()
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGTERM)
+        code = process.wait(timeout=90)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+    assert code == 128 + signal.SIGTERM, log_file.read_text()
+    tags = MlflowClient().get_model_version(MODEL, "1").tags
+    reason = f"the listener was stopped (SIGTERM) while it gated {MODEL} v1"
+    assert tags["xai_gate.verdict"] == "error" and tags["xai_gate.reason"] == reason
+    assert [(h["verdict"], h["reason"]) for h in json.loads(tags["xai_gate.history"])] == [
+        ("error", reason)
+    ]
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(f"xai-gate/xai-gate-listen-{MODEL}")
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        )
+    (run,) = [run for run in runs if run.parameters.get("tracking_uri") == server]
+    assert run.state.is_failed() and reason in run.state.message

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from pipelines.audit_sets.images import AuditSetError, load_audit_set, write_audit_set
 from xai_checks.examples.synthetic import CLASS_NAMES, make_lesions
@@ -340,3 +340,61 @@ def test_a_byte_order_mark_is_skipped(audit_dir):
     manifest.write_bytes("\ufeff".encode() + text.encode())
     loaded = load_audit_set(manifest, class_names=CLASS_NAMES)
     assert len(loaded) == 6 and loaded.has_regions
+
+
+def test_an_image_over_the_pixel_budget_is_refused_from_its_header(audit_dir, monkeypatch):
+    """9000 x 9000 in 250 KB: refused with its line before a pixel is decoded."""
+    huge = audit_dir / "images/00001.png"
+    Image.new("1", (9000, 9000), 0).save(huge)
+    assert huge.stat().st_size < 300_000
+    decoded: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def recorded(self):
+        decoded.append(self.size)
+        return load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recorded)
+    with pytest.raises(
+        AuditSetError,
+        match=r"manifest\.csv:3 column 'image': 00001\.png is 9000x9000 = 81,000,000 pixels, "
+        r"over the budget of 16,777,216 \(XAI_GATE_MAX_IMAGE_PIXELS\)",
+    ):
+        load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+    assert (32, 32) in decoded and (9000, 9000) not in decoded  # line 2's mask was decoded
+
+
+def test_the_pixel_budget_is_the_operators_to_set(audit_dir, monkeypatch):
+    monkeypatch.setenv("XAI_GATE_MAX_IMAGE_PIXELS", str(32 * 32 - 1))
+    with pytest.raises(AuditSetError, match=r"manifest\.csv:2 column 'image': 00000\.png is 32x32"):
+        load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+    monkeypatch.setenv("XAI_GATE_MAX_IMAGE_PIXELS", "1e6")
+    with pytest.raises(AuditSetError, match="XAI_GATE_MAX_IMAGE_PIXELS must be a positive whole"):
+        load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)
+    monkeypatch.setenv("XAI_GATE_MAX_IMAGE_PIXELS", str(32 * 32))
+    assert len(load_audit_set(audit_dir / "manifest.csv", class_names=CLASS_NAMES)) > 0
+
+
+def test_one_image_through_a_symlink_a_hard_link_and_a_copy_is_a_duplicate(audit_dir):
+    images = audit_dir / "images"
+    os.symlink("00000.png", images / "linked.png")
+    os.link(images / "00000.png", images / "hard.png")
+    (images / "copy.png").write_bytes((images / "00000.png").read_bytes())
+    manifest = _rewrite(
+        audit_dir / "dup.csv",
+        "image,label,spurious_mask\n"
+        "images/00000.png,benign,masks/00000.png\n"
+        "images/linked.png,benign,masks/00000.png\n"
+        "images/hard.png,benign,masks/00000.png\n"
+        "images/copy.png,benign,masks/00000.png\n"
+        "images/00001.png,benign,masks/00001.png\n",
+    )
+    with pytest.raises(AuditSetError) as refused:
+        load_audit_set(manifest, class_names=CLASS_NAMES)
+    message = str(refused.value)
+    assert (
+        "lists an image more than once: dup.csv:2 'images/00000.png', dup.csv:3 "
+        "'images/linked.png', dup.csv:4 'images/hard.png', dup.csv:5 'images/copy.png' "
+        "(compared by content: another spelling, a link or a copy is the same image)"
+    ) in message
+    assert "00001" not in message

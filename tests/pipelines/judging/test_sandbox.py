@@ -1,0 +1,56 @@
+"""The judging worker's environment carries no credential; a dying worker is a clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.judging.sandbox import worker_environment
+
+PARENT = {
+    "PATH": "/usr/bin",
+    "HOME": "/home/gate",
+    "LANG": "C.UTF-8",
+    "HF_HUB_OFFLINE": "1",
+    "OMP_NUM_THREADS": "2",
+    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+    "XAI_GATE_MAX_PIXELS": "1000000",
+    "XAI_GATE_SECRET": "the-signing-key",
+    "XAI_GATE_WEBHOOK_SECRET": "the-webhook-key",
+    "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+    "MLFLOW_TRACKING_USERNAME": "admin",
+    "MLFLOW_TRACKING_PASSWORD": "hunter2",
+    "MLFLOW_TRACKING_TOKEN": "t0ken",
+    "MLFLOW_REGISTRY_URI": "http://127.0.0.1:5000",
+    "PREFECT_API_URL": "http://127.0.0.1:4200/api",
+    "PREFECT_API_KEY": "pnu_x",
+    "AWS_SECRET_ACCESS_KEY": "aws",
+    "HF_TOKEN": "hf_x",
+    "XAI_GATE_API_KEY": "k",
+    "TORCH_AUTH_HEADER": "Bearer x",
+    "DATABASE_URL": "postgresql://u:p@db/x",
+}
+
+
+def test_the_worker_keeps_what_a_model_needs_and_no_credential():
+    env = worker_environment(PARENT)
+    kept = set(env) - {"PYTHONPATH"}
+    assert kept == {
+        "PATH",
+        "HOME",
+        "LANG",
+        "HF_HUB_OFFLINE",
+        "OMP_NUM_THREADS",
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION",
+        "XAI_GATE_MAX_PIXELS",
+    }
+    for value in ("the-signing-key", "the-webhook-key", "hunter2", "t0ken", "aws", "hf_x"):
+        assert value not in env.values()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MY_SECRET", "ghp_token", "DB_PASSWORD", "SERVICE_KEY", "XAI_GATE_SIGNING_KEY", "OAUTH_X"],
+)
+def test_any_name_that_looks_like_a_credential_is_dropped_whatever_its_prefix(name):
+    assert name not in worker_environment({name: "x", **{f"XAI_GATE_{name}": "x"}})
+    assert f"XAI_GATE_{name}" not in worker_environment({f"XAI_GATE_{name}": "x"})
