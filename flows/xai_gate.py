@@ -42,7 +42,12 @@ from pipelines.tracking import (
     evidence_logging,
     log_gate_evidence,
 )
-from pipelines.tracking.config import canonical_version, check_writable, store_identity
+from pipelines.tracking.config import (
+    canonical_version,
+    check_writable,
+    store_full,
+    store_identity,
+)
 from pipelines.tracking.models import FetchedModel, fetch_model_version
 from pipelines.verdict.decision import (
     GateDecision,
@@ -296,6 +301,7 @@ def xai_gate(
                 dask = (dask_address, dask_workers)
                 return _final(_gate_version(policy, version, force=force, shards=shards, dask=dask))
             except Exception as exc:  # every failure must end as a recorded error
+                exc = store_full(exc, uri) or exc  # one line naming the full store
                 if not isinstance(exc, EXPECTED_ERRORS):
                     get_run_logger().exception("the gate of %s v%s failed", policy.model, version)
                 recorded = tag_error(policy.model, version, describe_error(exc), tracking_uri)

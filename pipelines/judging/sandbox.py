@@ -41,7 +41,13 @@ from pipelines.judging.contract import (
     read_error,
 )
 
-__all__ = ["judge_in_worker", "judge_request", "stop_judging", "worker_environment"]
+__all__ = [
+    "drop_privileges",
+    "judge_in_worker",
+    "judge_request",
+    "stop_judging",
+    "worker_environment",
+]
 
 EXIT_FILE = "exit"
 LOG_FILE = "log.txt"
@@ -130,6 +136,57 @@ def _prctl(option: int, value: int) -> None:
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
+_PR_CAPBSET_DROP = 24
+_PR_SET_SECUREBITS = 28
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_SECURE_NOROOT = 0b1111  # NOROOT and NO_SETUID_FIXUP, both locked
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_privileges() -> None:
+    """Give up every capability for good, so a process of the gate's user (root included)
+    cannot read the gate's memory or ``/proc/<pid>/environ``: a non-dumpable process is
+    open only to ``CAP_SYS_PTRACE``. Nothing gains them back: the bounding set is
+    empty, root's exec rule is off (``SECBIT_NOROOT``, locked) and no new privileges.
+
+    Raises :class:`JudgingError` when any is left, so a model never runs with them.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    libc.prctl(_PR_SET_SECUREBITS, _SECURE_NOROOT, 0, 0, 0)  # needs CAP_SETPCAP: first
+    try:
+        last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        last = 63
+    for capability in range(last + 1):
+        libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: twice, all empty
+    libc.capset(ctypes.byref(header), ctypes.byref(data))
+    left = _capabilities()
+    held = {name: mask for name, mask in left.items() if name != "CapBnd" and mask}
+    if os.getuid() == 0 and left.get("CapBnd"):
+        held["CapBnd"] = left["CapBnd"]  # root would get them back at the next exec
+    if held:
+        raise JudgingError(
+            "the judging worker could not give up its capabilities ("
+            + ", ".join(f"{name} {mask:#x}" for name, mask in held.items())
+            + "), so the model it would run could read the gate's key; run the gate "
+            "where a process may drop them (CAP_SETPCAP), or as a user without them"
+        )
+
+
+def _capabilities() -> dict[str, int]:
+    found = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            found[name] = int(value.strip(), 16)
+    return found
 
 
 class _Zygote:
@@ -340,6 +397,13 @@ def _child(request_file: Path, out: Path, zygote: int) -> int:
     log = os.open(out / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    try:
+        drop_privileges()
+    except JudgingError as exc:
+        from pipelines.judging.contract import write_error
+
+        write_error(out, str(exc))
+        return 1
     request: dict[str, Any] = json.loads(request_file.read_bytes())
     os.environ.clear()
     os.environ.update(request.get("env") or {})

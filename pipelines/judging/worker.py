@@ -115,6 +115,7 @@ class _Submitted:
 
 def judge(request: JudgeRequest, out: Path, log: Callable[[str], None]) -> Judgement:
     """Load, audit and validate; write every file of the answer and ``judgement.json`` last."""
+    from pipelines.errors import ModelLoadError, describe_error, is_expected
     from pipelines.policy import GatePolicy
     from pipelines.stages.assembly import collect_evidence
     from pipelines.tracking.models import FetchedModel, load_fetched
@@ -137,7 +138,12 @@ def judge(request: JudgeRequest, out: Path, log: Callable[[str], None]) -> Judge
     judged_digest = model_digest(fetched.folder)  # the bytes as this worker reads them
     audit_digest = audit_set_digest(Path(policy.audit_set))
     log(f"{STAGE_MARK}load-model started")
-    model = load_fetched(fetched, builders=policy.model_builders)
+    try:
+        model = load_fetched(fetched, builders=policy.model_builders)
+    except Exception as exc:  # the model's own code failed: name the model, keep one line
+        if is_expected(exc):
+            raise
+        raise ModelLoadError(f"cannot load {fetched.uri}: {describe_error(exc)}") from exc
     runner = RecordingRunner(log) if request.dask is None else DaskRunner(log, request.dask)
     try:
         evidence = collect_evidence(model, policy, runner=runner, shards=request.shards)

@@ -355,7 +355,34 @@ def audit_set_stage(model: LoadedModel, policy: GatePolicy) -> AuditSet:
             f"{data.images.size[1]}x{data.images.size[0]} ones: resize the audit set, or log "
             "the model with a dynamic image size"
         )
+    _check_runs_on(model, data)
     return data
+
+
+def _check_runs_on(model: LoadedModel, data: AuditSet) -> None:
+    """One forward pass on the first image, so a model that cannot take the audit set's
+    images (too small for its pooling, too few channels) is one line naming both, not a
+    torch error from deep inside the first stage. Eval mode, no gradients, mode restored."""
+    import torch
+
+    height, width = data.images.size
+    image = data.images[:1]
+    batch = image if model.max_batch is None else image.expand(model.max_batch, *image.shape[1:])
+    module, training = model.module, model.module.training
+    try:
+        if training:  # an export may refuse the call even when it changes nothing
+            module.eval()
+        with torch.no_grad():
+            module(batch)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise GateError(
+            f"{model.uri} cannot run on the audit set's {width}x{height} images "
+            f"({data.manifest}): {first}; give it images of the size it was trained on"
+        ) from None
+    finally:
+        if training:
+            module.train()
 
 
 def rules_for_model(model: LoadedModel, rules: AuditRules) -> AuditRules:

@@ -7,6 +7,7 @@ is imported inside the function, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from pipelines.errors import GateError
@@ -82,17 +83,76 @@ def check_writable(uri: str) -> None:
             experiment.experiment_id, "xai_gate.writable_check", "ok"
         )
     except (MlflowException, OSError) as exc:
+        full = store_full(exc, uri)
+        if full is not None:
+            raise full from None
         cause = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TrackingReadOnly(
             f"the MLflow tracking store {uri} refuses writes, so no verdict could be "
             f"recorded: {cause}"
         ) from None
     except Exception as exc:  # e.g. sqlalchemy's OperationalError: "readonly database"
+        full = store_full(exc, uri)
+        if full is not None:
+            raise full from None
         if "readonly" not in str(exc).lower() and "read-only" not in str(exc).lower():
             raise
         raise TrackingReadOnly(
             f"the MLflow tracking store {uri} is read-only, so no verdict could be recorded"
         ) from None
+
+
+class StoreFull(GateError):
+    """The tracking database or the artifact store has no space left."""
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DB_FULL = ("database or disk is full", "disk full", "no space left on device")
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while error is not None and error not in seen and len(seen) < 20:
+        seen.append(error)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return seen
+
+
+def store_full(error: BaseException, tracking_uri: str) -> StoreFull | None:
+    """``error`` as one line naming the full store, or None if no store is full.
+
+    A database that cannot grow (sqlite's "database or disk is full", PostgreSQL's
+    "could not extend file") is the tracking store; a file that cannot be written
+    (``ENOSPC``) while evidence is logged is the artifact store.
+    """
+    for cause in _chain(error):
+        text = " ".join(str(cause).split()).lower()
+        if "database or disk is full" in text or "could not extend file" in text:
+            return StoreFull(
+                f"the MLflow tracking database {tracking_uri} is full (no space left for "
+                "its tables): free space there; no verdict could be recorded"
+            )
+    for cause in _chain(error):
+        errno_of = getattr(cause, "errno", None)
+        text = " ".join(str(cause).split()).lower()
+        if errno_of in _DISK_FULL or any(part in text for part in _DB_FULL[1:]):
+            where = artifact_location()
+            return StoreFull(
+                f"the MLflow artifact store {where} is full (no space left on device): "
+                "free space there or point the experiment's artifacts elsewhere"
+            )
+    return None
+
+
+def artifact_location() -> str:
+    """Where the gate's evidence runs keep their artifacts (as far as MLflow says)."""
+    import mlflow
+
+    try:
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    except Exception:  # the store itself may be what failed
+        return "(unknown)"
+    return experiment.artifact_location if experiment is not None else "(unknown)"
 
 
 def canonical_version(name: str, version: str) -> str:

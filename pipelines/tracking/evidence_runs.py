@@ -141,6 +141,11 @@ def evidence_logging() -> Iterator[None]:
     try:
         yield
     except (MlflowException, OSError) as exc:  # requests' connection errors are OSErrors
+        from pipelines.tracking.config import store_full
+
+        full = store_full(exc, mlflow.get_tracking_uri())
+        if full is not None:
+            raise EvidenceLoggingError(f"could not log the evidence: {full}") from None
         raise EvidenceLoggingError(
             f"could not log the evidence to MLflow at {mlflow.get_tracking_uri()}: "
             f"{_first_line(exc)}"

@@ -217,20 +217,43 @@ def load_fetched(fetched: FetchedModel, *, builders: tuple[str, ...] = ()) -> Lo
                 raise ModelLoadError(f"cannot load {uri}: {exc.message}") from None
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{uri} is a {type(module).__name__}, not a torch.nn.Module")
-    names = metadata.get("class_names")
-    tokenizer = _load_tokenizer(uri, local) if metadata.get("modality") == "text" else None
+    names = _class_names(uri, metadata)
+    modality = metadata.get("modality", "image")
+    if modality not in ("image", "text"):
+        raise ModelLoadError(
+            f"{uri}: metadata key 'modality' must be 'image' or 'text', got {modality!r:.100}"
+        )
+    tokenizer = _load_tokenizer(uri, local) if modality == "text" else None
     loaded = LoadedModel(
         module=module,
         name=uri,
         version="",
         uri=uri,
-        class_names=tuple(str(n) for n in names) if names else None,
+        class_names=names,
         source_run_id=info.run_id,
         tokenizer=tokenizer,
         max_batch=max_batch,
         input_size=input_size,
     )
     return _identified(loaded, fetched)
+
+
+def _class_names(uri: str, metadata: dict[str, Any]) -> tuple[str, ...] | None:
+    """Metadata ``class_names``: a list of at least two distinct names (strings or numbers)."""
+    names = metadata.get("class_names")
+    if names is None or names == []:
+        return None
+    if (
+        not isinstance(names, list)
+        or len(names) < 2
+        or not all(isinstance(n, str | int | float) and not isinstance(n, bool) for n in names)
+        or len({str(n) for n in names}) != len(names)
+    ):
+        raise ModelLoadError(
+            f"{uri}: metadata key 'class_names' must be a list of two or more distinct names, "
+            f"got {names!r:.100}"
+        )
+    return tuple(str(n) for n in names)
 
 
 def _identified(loaded: LoadedModel, fetched: FetchedModel) -> LoadedModel:

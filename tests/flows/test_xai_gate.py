@@ -250,3 +250,33 @@ def test_the_signing_secret_appears_nowhere(clean_version, caplog, capfd):
         haystacks += [str(a.data) + str(a.description) for a in prefect.read_artifacts()]
     assert all(SECRET not in text for text in haystacks)
     assert len(client.get_model_version(MODEL, "1").tags["xai_gate.signature"]) == 64
+
+
+def test_a_pass_the_guarded_registry_refuses_exits_4_and_is_promoted_by_a_signed_rerun(
+    trained_pair, lesion_gate, tracking_uri, tmp_path, monkeypatch
+):
+    """The CLI without the secret before a guarded registry: passed, NOT PROMOTED, exit 4; a
+    rerun tries the alias again (still 4, not 'passed [reused]' 0); signed, it is promoted."""
+    monkeypatch.delenv("XAI_GATE_SECRET", raising=False)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"xai-gate+{tracking_uri}")
+    mlflow.set_registry_uri(f"xai-gate+{tracking_uri}")
+    lesion_gate.register(trained_pair.clean, MODEL)
+    policy = str(lesion_gate.policy(tmp_path, MODEL))
+    refused = (
+        f"xai-gate refuses alias 'champion' for {MODEL} version 1: the guard has no "
+        "XAI_GATE_SECRET, so no verdict can be verified"
+    )
+    first = run_gate(MODEL, "1", policy_file=policy)
+    assert (first.verdict, first.promoted, exit_code(first)) == (Verdict.PASSED, False, 4)
+    assert first.message.startswith(f"{MODEL} v1 passed, NOT PROMOTED: alias 'champion' was ")
+    assert first.not_promoted == refused
+    again = run_gate(MODEL, "1", policy_file=policy)
+    assert again.reused and exit_code(again) == 4 and again.not_promoted == refused
+    assert len(_evidence_runs()) == 1  # the alias was tried again; nothing was re-judged
+    with pytest.raises(MlflowException):
+        MlflowClient().get_model_version_by_alias(MODEL, "champion")
+    monkeypatch.setenv("XAI_GATE_SECRET", SECRET)
+    signed = run_gate(MODEL, "1", policy_file=policy)
+    assert (signed.verdict, signed.promoted, exit_code(signed)) == (Verdict.PASSED, True, 0)
+    assert str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert "xai_gate.promotion_error" not in MlflowClient().get_model_version(MODEL, "1").tags

@@ -135,3 +135,27 @@ def test_an_audit_set_is_checked_once_per_content_in_a_process(tmp_path, monkeyp
     sorted((tmp_path / "images").iterdir())[0].unlink()
     with pytest.raises(AuditSetError, match="column 'image'"):
         assembly.audit_set_stage(model, policy)
+
+
+def test_images_too_small_for_the_model_are_one_line_naming_both(tmp_path):
+    from pipelines.errors import GateError
+    from pipelines.stages import assembly
+    from xai_checks.examples.toy_models import SmallCNN
+
+    images = torch.rand(4, 3, 2, 2)
+    masks = torch.zeros(4, 2, 2, dtype=torch.bool)
+    masks[:, 0, 0] = True
+    labels = torch.tensor([0, 1, 0, 1])
+    manifest = write_audit_set(tmp_path / "tiny", images, labels, masks, CLASS_NAMES)
+    module = SmallCNN().train()  # in train mode, as a pickle may arrive
+    model = LoadedModel(module, "m", "1", "models:/m/1", tuple(CLASS_NAMES), None)
+    policy = GatePolicy.from_options(model="m", audit_set=manifest)
+    with pytest.raises(GateError) as refused:
+        assembly.audit_set_stage(model, policy)
+    message = str(refused.value)
+    assert message.startswith(
+        f"models:/m/1 cannot run on the audit set's 2x2 images ({manifest}): "
+    )
+    assert "Output size is too small" in message and "\n" not in message
+    assert message.endswith("give it images of the size it was trained on")
+    assert module.training  # the probe ran in eval mode and put the mode back

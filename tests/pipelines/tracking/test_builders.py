@@ -158,3 +158,31 @@ def test_init_kwargs_that_do_not_fit_the_builder_are_a_clear_error(tracking_uri,
     _log_weights_only(SmallCNN(), "misfit", metadata, tmp_path)
     with pytest.raises(ModelLoadError, match="'init_kwargs' does not fit"):
         load_model_version("misfit", "1")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"class_names": 5}, "metadata key 'class_names' must be a list of two or more distinct"),
+        ({"class_names": ["only"]}, "metadata key 'class_names' must be a list of two or more"),
+        ({"class_names": ["a", "a"]}, "metadata key 'class_names' must be a list of two or more"),
+        ({"class_names": [{"x": 1}, "b"]}, "metadata key 'class_names' must be a list"),
+        ({"modality": ["text"]}, "metadata key 'modality' must be 'image' or 'text'"),
+    ],
+)
+def test_metadata_of_the_wrong_shape_is_one_line_naming_the_key(
+    metadata, message, tracking_uri, tmp_path
+):
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            SmallCNN(),
+            name="model",
+            registered_model_name="odd-metadata",
+            serialization_format="pickle",
+            metadata=metadata,
+            pip_requirements=["torch"],
+        )
+    with pytest.raises(ModelLoadError) as refused:
+        load_model_version("odd-metadata", "1")
+    text = str(refused.value)
+    assert text.startswith("models:/odd-metadata/1: ") and message in text and "\n" not in text
