@@ -49,7 +49,7 @@ def gate(
         help="Gate again even if the version has a verdict under this policy and audit set.",
     ),
     task_runner: str = typer.Option(
-        "threads", help="threads (one process), or dask (prefect-dask: scale the stages out)."
+        "threads", help="threads (one judging worker), or dask (the worker scales the stages out)."
     ),
     dask_address: str | None = typer.Option(
         None, help="With --task-runner dask: join this scheduler (tcp://host:8786)."

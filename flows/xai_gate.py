@@ -1,4 +1,4 @@
-"""The gate as a Prefect flow: each stage a task, the verdict the flow's final state.
+"""The gate as a Prefect flow: fetch, judge, decide, log, sign; the verdict its final state.
 
 ``passed`` ends the run Completed; ``blocked``, ``inconclusive`` and ``error``
 end it Failed with a message naming every failing check or the cause. Either
@@ -301,7 +301,8 @@ def xai_gate(
                 dask = (dask_address, dask_workers)
                 return _final(_gate_version(policy, version, force=force, shards=shards, dask=dask))
             except Exception as exc:  # every failure must end as a recorded error
-                exc = store_full(exc, uri) or exc  # one line naming the full store
+                if not isinstance(exc, EXPECTED_ERRORS):  # one line naming a full store
+                    exc = store_full(exc, uri) or exc
                 if not isinstance(exc, EXPECTED_ERRORS):
                     get_run_logger().exception("the gate of %s v%s failed", policy.model, version)
                 recorded = tag_error(policy.model, version, describe_error(exc), tracking_uri)

@@ -243,6 +243,35 @@ CATALOGUE: dict[str, list[str]] = {
         "flows/test_judging.py::test_the_cli_that_holds_the_key_cannot_be_read_by_the_model_it_judges",
         "pipelines/judging/test_sandbox.py::test_the_worker_keeps_what_a_model_needs_and_no_credential",
         "pipelines/judging/test_sandbox.py::test_any_name_that_looks_like_a_credential_is_dropped_whatever_its_prefix",
+        "pipelines/judging/test_sandbox.py::test_a_worker_without_capabilities_cannot_read_the_gates_environ_or_memory",
+    ],
+    "SIGTERM to the listener while it gates a version": [
+        "flows/test_listen.py::test_a_listener_stopped_mid_gate_records_error_and_its_prefect_run_fails",
+    ],
+    "a passed version the guarded registry refuses the alias to, gated again": [
+        "flows/test_xai_gate.py::test_a_pass_the_guarded_registry_refuses_exits_4_and_is_promoted_by_a_signed_rerun",
+    ],
+    "an audit image over the pixel budget (a 9000 x 9000 PNG of 250 KB)": [
+        "pipelines/audit_sets/test_audit_set.py::test_an_image_over_the_pixel_budget_is_refused_from_its_header",
+        "pipelines/audit_sets/test_audit_set.py::test_the_pixel_budget_is_the_operators_to_set",
+    ],
+    "one image listed through a symlink, a hard link and a copy": [
+        "pipelines/audit_sets/test_audit_set.py::test_one_image_through_a_symlink_a_hard_link_and_a_copy_is_a_duplicate",
+    ],
+    "a one-logit binary classifier (sigmoid, BCEWithLogitsLoss)": [
+        "xai_checks/test_binary.py::test_the_two_logits_softmax_to_one_minus_p_and_p",
+        "xai_checks/test_binary.py::test_each_class_of_a_one_logit_model_has_a_gradient_of_its_own",
+        "flows/test_binary_models.py::test_one_logit_models_are_gated_as_two_classes",
+    ],
+    "a full artifact store, a full tracking database": [
+        "flows/test_full_stores.py::test_a_full_artifact_store_is_named_as_such",
+        "flows/test_full_stores.py::test_a_full_tracking_database_is_named_as_such",
+    ],
+    "audit images too small for the model (2 x 2)": [
+        "pipelines/stages/test_assembly.py::test_images_too_small_for_the_model_are_one_line_naming_both",
+    ],
+    "model metadata of the wrong shape (class_names, modality)": [
+        "pipelines/tracking/test_builders.py::test_metadata_of_the_wrong_shape_is_one_line_naming_the_key",
     ],
     "a judging worker's answer that is malformed, linked out, for other bytes, or says 'passed'": [
         "pipelines/judging/test_contract.py::test_a_bent_answer_is_refused_naming_what_is_wrong",

@@ -3,9 +3,10 @@
 :func:`collect_evidence` is the only place that decides which stage runs,
 on what, and in which order, for images and for text. *How* each stage runs
 is the runner's business (:class:`StageRunner`): a plain call
-(:data:`INLINE`, for the MLflow evaluator and scripts), or a Prefect task per
-stage (the gate flow), whose task runner may be Dask, in which case the CAM
-audit is cut into shards submitted side by side.
+(:data:`INLINE`, for the MLflow evaluator and scripts), or the judging
+worker's recording runner (the gate flow, ``pipelines.judging.worker``), which
+may submit to Dask, in which case the CAM audit is cut into shards submitted
+side by side.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ is imported inside the function, so importing this module stays cheap.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 
 from pipelines.errors import GateError
@@ -168,6 +169,19 @@ def canonical_version(name: str, version: str) -> str:
         ) from None
 
 
+def _not_a_store_traceback(record: logging.LogRecord) -> bool:
+    """MLflow's SQL store logs every database error with its traceback and SQL before it
+    raises; the gate reports the error itself, in one line (``store_full``, ``error``)."""
+    return not record.getMessage().startswith("SQLAlchemy database error")
+
+
+def quiet_store_errors() -> None:
+    """Install :func:`_not_a_store_traceback` on MLflow's SQL store logger, once."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if _not_a_store_traceback not in logger.filters:
+        logger.addFilter(_not_a_store_traceback)
+
+
 def configure_tracking(tracking_uri: str | None = None, *, check: bool = False) -> str:
     """Point MLflow at ``tracking_uri``, ``$MLFLOW_TRACKING_URI`` or the sqlite default.
 
@@ -177,6 +191,7 @@ def configure_tracking(tracking_uri: str | None = None, *, check: bool = False) 
     """
     import mlflow
 
+    quiet_store_errors()
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)
     if uri.startswith(("http://", "https://")):

@@ -54,3 +54,38 @@ def test_the_worker_keeps_what_a_model_needs_and_no_credential():
 def test_any_name_that_looks_like_a_credential_is_dropped_whatever_its_prefix(name):
     assert name not in worker_environment({name: "x", **{f"XAI_GATE_{name}": "x"}})
     assert f"XAI_GATE_{name}" not in worker_environment({f"XAI_GATE_{name}": "x"})
+
+
+def test_a_worker_without_capabilities_cannot_read_the_gates_environ_or_memory():
+    """Root included: a non-dumpable process is open only to CAP_SYS_PTRACE, which is gone."""
+    import os
+
+    from pipelines.judging import sandbox
+
+    sandbox._prctl(sandbox._PR_SET_DUMPABLE, 0)  # what the gate does before its first fork
+    parent = os.getpid()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        answer = "crashed"
+        try:
+            sandbox.drop_privileges()
+            seen = []
+            for name in ("environ", "mem"):
+                try:
+                    with open(f"/proc/{parent}/{name}", "rb") as handle:
+                        handle.read(1)
+                    seen.append(f"{name}:read")
+                except OSError as exc:
+                    seen.append(f"{name}:{exc.errno}")
+            caps = sandbox._capabilities()
+            seen.append(f"caps:{caps['CapEff']}:{caps['CapPrm']}:{caps['CapBnd']}")
+            answer = " ".join(seen)
+        finally:
+            os.write(write_end, answer.encode())
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end, "rb") as handle:
+        answer = handle.read().decode()
+    assert answer == "environ:13 mem:13 caps:0:0:0"
