@@ -52,10 +52,12 @@ def run_discover(
     """
     from flows.run import gate_policy
     from pipelines.audit_sets.images import write_masked_copy
+    from pipelines.judging.sandbox import refuse_beside_secrets
     from pipelines.stages.assembly import discover
     from pipelines.tracking import configure_tracking
     from pipelines.tracking.models import load_model_version
 
+    refuse_beside_secrets("xai-gate discover")
     policy = gate_policy(model_name, audit_set, policy_file=policy_file, **rules)
     configure_tracking(tracking_uri, check=True)
     model = load_model_version(policy.model, version, builders=policy.model_builders)

@@ -245,6 +245,10 @@ CATALOGUE: dict[str, list[str]] = {
         "pipelines/judging/test_sandbox.py::test_any_name_that_looks_like_a_credential_is_dropped_whatever_its_prefix",
         "pipelines/judging/test_sandbox.py::test_a_worker_without_capabilities_cannot_read_the_gates_environ_or_memory",
     ],
+    "a command that runs a model in its own process (discover, the evaluator) beside the key": [
+        "pipelines/judging/test_sandbox.py::test_commands_that_run_a_model_in_process_refuse_beside_the_gates_secrets",
+        "pipelines/judging/test_sandbox.py::test_discover_refuses_while_the_signing_secret_is_set",
+    ],
     "SIGTERM to the listener while it gates a version": [
         "flows/test_listen.py::test_a_listener_stopped_mid_gate_records_error_and_its_prefect_run_fails",
     ],

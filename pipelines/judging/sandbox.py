@@ -45,6 +45,7 @@ __all__ = [
     "drop_privileges",
     "judge_in_worker",
     "judge_request",
+    "refuse_beside_secrets",
     "stop_judging",
     "worker_environment",
 ]
@@ -121,6 +122,23 @@ def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
     }
     kept["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     return kept
+
+
+_GATE_SECRETS = ("XAI_GATE_SECRET", "XAI_GATE_WEBHOOK_SECRET")
+"""The keys the gate's trust rests on: a process that runs a model must not hold them."""
+
+
+def refuse_beside_secrets(what: str, environ: Mapping[str, str] | None = None) -> None:
+    """``what`` runs a model in this process: refused while a credential is in its
+    environment, since the model's code could read it (``os.environ``, ``/proc/self``)."""
+    source = os.environ if environ is None else environ
+    held = [name for name in _GATE_SECRETS if source.get(name)]
+    if held:
+        raise JudgingError(
+            f"{what} runs the model in this process, so it refuses to while "
+            f"{', '.join(held)} is set (the model's code could read it): unset it for this "
+            "command; `xai-gate gate` judges in a worker that holds no secret"
+        )
 
 
 def _prctl(option: int, value: int) -> None:
@@ -365,7 +383,9 @@ def _wait(pid: int, out: Path, on_line: Callable[[str], None]) -> int:
         if done:
             return int(exit_file.read_text().strip())
         if not _ZYGOTE.alive():
-            raise JudgingError("the judging worker's zygote died while it judged")
+            raise JudgingError(
+                _ZYGOTE.stopped or "the judging worker's zygote died while it judged"
+            )
         time.sleep(0.1)
 
 
@@ -392,6 +412,7 @@ def _child(request_file: Path, out: Path, zygote: int) -> int:
     if os.getppid() != zygote:  # the zygote died before the line above
         return 70
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     log = os.open(out / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -434,7 +455,10 @@ def _reap(children: dict[int, Path]) -> None:
 
 def _serve() -> None:
     """Fork a child per order line until the parent closes stdin; then kill them all."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Ctrl-C and SIGTERM to the gate's process group are the gate's to handle (it kills
+    # its judgements); the zygote leaves when the gate closes its stdin or dies.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _preload()
     zygote, children, buffer = os.getpid(), {}, b""
     stdin = sys.stdin.buffer.fileno()

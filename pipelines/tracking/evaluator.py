@@ -50,9 +50,11 @@ class XaiEvaluator(ModelEvaluator):
         import matplotlib.pyplot as plt
         import mlflow
 
+        from pipelines.judging.sandbox import refuse_beside_secrets
         from pipelines.stages.assembly import collect_evidence
         from pipelines.tracking import TIGHT, load_model_uri
 
+        refuse_beside_secrets("the xai evaluator")
         policy = _policy(evaluator_config)
         # The logged model behind the pyfunc wrapper: reload it as a torch module.
         model_id = kwargs.get("model_id") or getattr(

@@ -193,7 +193,7 @@ def test_a_listener_stopped_mid_gate_records_error_and_its_prefect_run_fails(
     )
     try:
         lesion_gate.register(trained_pair.clean, MODEL)
-        assert _post(f"http://127.0.0.1:{port}", _created(MODEL, "1")).status_code == 200
+        assert _post(f"http://127.0.0.1:{port}", _created(MODEL, "1")).status_code == 202
         deadline = time.monotonic() + 240
         while "cam-audit" not in log_file.read_text(errors="replace"):  # the audit is under way
             assert process.poll() is None and time.monotonic() < deadline, log_file.read_text()

@@ -89,3 +89,25 @@ def test_a_worker_without_capabilities_cannot_read_the_gates_environ_or_memory()
     with os.fdopen(read_end, "rb") as handle:
         answer = handle.read().decode()
     assert answer == "environ:13 mem:13 caps:0:0:0"
+
+
+def test_commands_that_run_a_model_in_process_refuse_beside_the_gates_secrets():
+    from pipelines.judging.contract import JudgingError
+    from pipelines.judging.sandbox import refuse_beside_secrets
+
+    refuse_beside_secrets("xai-gate discover", {"PATH": "/bin", "SSH_AUTH_SOCK": "/tmp/a"})
+    with pytest.raises(JudgingError) as refused:
+        refuse_beside_secrets("xai-gate discover", {"XAI_GATE_SECRET": "k"})
+    assert str(refused.value).startswith(
+        "xai-gate discover runs the model in this process, so it refuses to while "
+        "XAI_GATE_SECRET is set"
+    )
+
+
+def test_discover_refuses_while_the_signing_secret_is_set(monkeypatch):
+    from flows.discover import run_discover
+    from pipelines.judging.contract import JudgingError
+
+    monkeypatch.setenv("XAI_GATE_SECRET", "k")
+    with pytest.raises(JudgingError, match="xai-gate discover runs the model in this process"):
+        run_discover("any-model", "1", "no/such/manifest.csv")
