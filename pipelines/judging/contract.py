@@ -59,7 +59,10 @@ class JudgingError(GateError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # NaN is a metric MLflow records as undefined: written as JSON's NaN, not null.
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, ser_json_inf_nan="constants"
+    )
 
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=True)]
@@ -219,6 +222,11 @@ def read_judgement(
     def suite(outcome: SuiteOutcome | None, artifact: str) -> SuiteResult | None:
         if outcome is None:
             return None
+        if outcome.success and (outcome.failures or outcome.failed):
+            raise JudgingError(
+                f"the judging worker's {artifact} says it passed and names failures "
+                f"({'; '.join(outcome.failures)[:300]})"
+            )
         result: dict[str, Any] = {}
         if outcome.document is not None:
             text = budget.take(_read_file(folder, outcome.document, what))

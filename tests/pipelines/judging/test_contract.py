@@ -73,6 +73,7 @@ def test_a_well_formed_answer_reads_back_as_written(tmp_path):
         ({"tables": {"xai/scores.csv": "missing.csv"}}, "left no plain file missing.csv"),
         ({"figures": {"xai/a.png": "f0001.csv"}}, "is not a PNG"),
         ({"scores": {"success": "yes"}}, "scores.success"),
+        ({"scores": {"success": True, "failures": ["mass"]}}, "says it passed and names failures"),
     ],
 )
 def test_a_bent_answer_is_refused_naming_what_is_wrong(tmp_path, changes, message):
@@ -103,3 +104,26 @@ def test_the_workers_error_is_one_line(tmp_path):
     assert read_error(tmp_path) == "cannot load models:/m/1: bad MLmodel"
     (tmp_path / "error.json").write_text("[1, 2]")
     assert read_error(tmp_path) is None
+
+
+def test_an_undefined_metric_written_by_the_worker_reads_back_as_nan(tmp_path):
+    """The worker writes with pydantic: NaN must stay NaN (JSON null would be refused)."""
+    import math
+
+    from pipelines.judging.contract import Judgement
+
+    judgement = Judgement(
+        model_digest=MODEL_DIGEST,
+        audit_set_digest=AUDIT_DIGEST,
+        modality="image",
+        evidence_lines=("cam",),
+        regions=True,
+        summary={"n_inputs": 1},
+        metrics={"sanity.final_spearman": float("nan"), "cam.mass": 0.5},
+        series={"sanity.spearman": [1.0, float("nan")]},
+        scores={"success": True},
+    )
+    (tmp_path / JUDGEMENT_FILE).write_text(judgement.model_dump_json())
+    judged = _read(tmp_path)
+    assert math.isnan(judged.metrics()["sanity.final_spearman"])
+    assert math.isnan(judged.series()["sanity.spearman"][1])
