@@ -156,6 +156,7 @@ def test_text_evidence_in_mlflow(demo):
         "xai/scores.csv",
         "xai/validation.json",
         "xai/report.html",
+        "xai/stages.json",
     }
     local = Path(client.download_artifacts(run.info.run_id, "xai"))
     saliency = pd.read_csv(local / "saliency.csv")
@@ -217,6 +218,7 @@ def test_artifacts_exist_and_hold_the_scores(demo):
         "xai/validation.json",
         "xai/validation_sanity.json",
         "xai/report.html",
+        "xai/stages.json",
     }
     local = Path(client.download_artifacts(run_id, "xai"))
     scores = pd.read_csv(local / "scores.csv")

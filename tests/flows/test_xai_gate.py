@@ -258,8 +258,11 @@ def test_a_pass_the_guarded_registry_refuses_exits_4_and_is_promoted_by_a_signed
     """The CLI without the secret before a guarded registry: passed, NOT PROMOTED, exit 4; a
     rerun tries the alias again (still 4, not 'passed [reused]' 0); signed, it is promoted."""
     monkeypatch.delenv("XAI_GATE_SECRET", raising=False)
+    # The guarded registry for this test only: monkeypatch restores MLflow's global too.
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"xai-gate+{tracking_uri}")
-    mlflow.set_registry_uri(f"xai-gate+{tracking_uri}")
+    monkeypatch.setattr(
+        "mlflow.tracking._model_registry.utils._registry_uri", f"xai-gate+{tracking_uri}"
+    )
     lesion_gate.register(trained_pair.clean, MODEL)
     policy = str(lesion_gate.policy(tmp_path, MODEL))
     refused = (

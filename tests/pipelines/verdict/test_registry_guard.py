@@ -54,7 +54,9 @@ def guarded(tmp_path, monkeypatch) -> MlflowClient:
     mlflow.set_tracking_uri(f"sqlite:///{db}")
     # set_registry_uri also exports MLFLOW_REGISTRY_URI: let monkeypatch undo that.
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"xai-gate+sqlite:///{db}")
-    mlflow.set_registry_uri(f"xai-gate+sqlite:///{db}")
+    monkeypatch.setattr(  # MLflow's global, restored after the test
+        "mlflow.tracking._model_registry.utils._registry_uri", f"xai-gate+sqlite:///{db}"
+    )
     client = MlflowClient()
     _versions(client, "m", 3)
     yield client
